@@ -1,0 +1,30 @@
+# usernode's build and test entry points. `make test` is what CI runs.
+GO ?= go
+BIN := bin/usernode
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+LDFLAGS := -X github.com/usernode/usernode/pkg/cmd.Version=$(VERSION)
+# Integration tests run the built binary as a non-root user (internal/testutil).
+export USERNODE_BIN := $(CURDIR)/$(BIN)
+
+.PHONY: build test test-unit test-integration test-user vet clean
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/usernode
+
+# Seconds: pure logic over fixtures, no kernel features, no other user.
+test-unit:
+	$(GO) test -short -count=1 ./...
+
+# Everything CI runs: vet, unit tests, then integration tests as a non-root
+# user (created here when run as root).
+test: vet build test-user
+	$(GO) test -count=1 -p 1 -timeout 30m ./...
+
+test-user:
+	@if [ "$$(id -u)" -eq 0 ]; then ./hack/test-user.sh; else echo "make test-user: running as $$(id -un), tests use this account"; fi
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
