@@ -19,9 +19,9 @@ add_user() {
   start=$((1000000000 + (uid % 1000) * 65536 * 2))
   for f in /etc/subuid /etc/subgid; do
     touch "$f"
-    if [ "$count" -gt 0 ] && ! grep -qE "^($n|$uid):" "$f"; then
-      echo "$n:$start:$count" >> "$f"
-    fi
+    # useradd may have allocated a range already: replace it with ours.
+    sed -i -E "/^($n|$uid):/d" "$f"
+    if [ "$count" -gt 0 ]; then echo "$n:$start:$count" >> "$f"; fi
   done
 }
 
