@@ -4,9 +4,14 @@ package main
 import (
 	"os"
 
+	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/pkg/cmd"
 )
 
 func main() {
+	// Namespace entry points re-exec this binary under their own argv[0].
+	if reexec.Init() {
+		return
+	}
 	os.Exit(cmd.Main(os.Args[1:]))
 }

@@ -1,0 +1,78 @@
+package userns
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernode/usernode/internal/reexec"
+)
+
+const trialEntry = "usernode-userns-trial"
+
+func init() { reexec.Register(trialEntry, trialChild) }
+
+// Trial creates a user namespace mapped over the caller's full subordinate
+// ranges, plus a network namespace, and checks from inside that the mapping
+// took: uid 0, the subordinate IDs usable, a network namespace of its own.
+// Errors carry the kernel's or the helper's own words.
+func Trial(ctx context.Context) error {
+	m, err := CurrentMapping()
+	if err != nil {
+		return err
+	}
+	hostNet, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return err
+	}
+	cmd := reexec.Command(trialEntry)
+	cmd.Env = append(os.Environ(), "_USERNODE_TRIAL_HOSTNET="+hostNet, fmt.Sprintf("_USERNODE_TRIAL_MAX=%d", m.SubUID.Count))
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := Start(cmd, unix.CLONE_NEWUSER|unix.CLONE_NEWNET, m); err != nil {
+		return err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		<-done
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("inside the trial namespace: %s (%v)", strings.TrimSpace(out.String()), err)
+	}
+	return nil
+}
+
+func trialChild() {
+	fail := func(f string, a ...any) {
+		fmt.Fprintf(os.Stderr, f+"\n", a...)
+		os.Exit(1)
+	}
+	if err := WaitMapped(); err != nil {
+		fail("%v", err)
+	}
+	if os.Getuid() != 0 || os.Getgid() != 0 {
+		fail("uid %d gid %d inside, want 0 0", os.Getuid(), os.Getgid())
+	}
+	if ns, _ := os.Readlink("/proc/self/ns/net"); ns == os.Getenv("_USERNODE_TRIAL_HOSTNET") {
+		fail("no network namespace of its own")
+	}
+	// Becoming the highest subordinate ID proves the whole range is mapped,
+	// not only the caller's own uid.
+	var top int
+	fmt.Sscan(os.Getenv("_USERNODE_TRIAL_MAX"), &top)
+	if err := unix.Setresgid(top, top, top); err != nil {
+		fail("setgid(%d) to the top of the subgid range: %v", top, err)
+	}
+	if err := unix.Setresuid(top, top, top); err != nil {
+		fail("setuid(%d) to the top of the subuid range: %v", top, err)
+	}
+}
