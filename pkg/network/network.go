@@ -16,7 +16,11 @@ package network
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
+	"os/exec"
+	"sort"
+	"strings"
 )
 
 // NS names the node's namespaces as seen from the host.
@@ -66,4 +70,93 @@ type Child interface {
 	// Configure brings up lo and whatever Parent.Start left for the
 	// namespace's side to do.
 	Configure(cfg *Config) error
+}
+
+// Driver describes one registered network driver.
+type Driver struct {
+	Name string
+	// Helper is the external binary the driver needs ("" for none) and
+	// Package the Debian package that ships it, for error messages.
+	Helper, Package string
+	// New returns fresh halves; the Parent and the Child may run in
+	// different processes, so neither may depend on the other's state.
+	New func() (Parent, Child)
+}
+
+var drivers = map[string]Driver{}
+
+// Register makes a driver known to New. Subpackages call it from init;
+// import pkg/network/drivers to get all of them.
+func Register(d Driver) {
+	if _, dup := drivers[d.Name]; dup {
+		panic("network: driver registered twice: " + d.Name)
+	}
+	drivers[d.Name] = d
+}
+
+// Names lists the registered drivers, sorted.
+func Names() []string {
+	names := make([]string, 0, len(drivers))
+	for n := range drivers {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Lookup returns the registered driver called name.
+func Lookup(name string) (Driver, error) {
+	d, ok := drivers[name]
+	if !ok {
+		known := Names()
+		if len(known) == 0 {
+			return Driver{}, fmt.Errorf("unknown network driver %q: no drivers are registered (import github.com/usernode/usernode/pkg/network/drivers)", name)
+		}
+		return Driver{}, fmt.Errorf("unknown network driver %q: known drivers are %s", name, strings.Join(known, ", "))
+	}
+	return d, nil
+}
+
+// New returns the two halves of the driver called name.
+func New(name string) (Parent, Child, error) {
+	d, err := Lookup(name)
+	if err != nil {
+		return nil, nil, err
+	}
+	p, c := d.New()
+	return p, c, nil
+}
+
+// HelperMissingError says that a driver's helper binary is not installed.
+type HelperMissingError struct {
+	Driver, Binary, Package string
+}
+
+func (e *HelperMissingError) Error() string {
+	return fmt.Sprintf("network driver %s needs %s, which is not in PATH: install it (Debian/Ubuntu: apt-get install %s) or choose another driver", e.Driver, e.Binary, e.Package)
+}
+
+// LookHelper finds a driver's helper binary in PATH, or says which package
+// to install.
+func LookHelper(driver, binary, pkg string) (string, error) {
+	p, err := exec.LookPath(binary)
+	if err != nil {
+		return "", &HelperMissingError{Driver: driver, Binary: binary, Package: pkg}
+	}
+	return p, nil
+}
+
+// ResolvConf renders /etc/resolv.conf for the namespace. With no DNS
+// servers it still writes a valid file (resolvers then fail fast instead of
+// querying the host's loopback resolver, which the namespace cannot reach).
+func ResolvConf(cfg *Config) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# written by usernode from the %s network driver\n", cfg.Driver)
+	for _, a := range cfg.DNS {
+		fmt.Fprintf(&b, "nameserver %s\n", a)
+	}
+	if len(cfg.DNS) == 0 {
+		b.WriteString("# this driver provides no DNS server\n")
+	}
+	return []byte(b.String())
 }

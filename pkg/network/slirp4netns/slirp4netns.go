@@ -1,0 +1,129 @@
+// Package slirp4netns is the default network driver: a TAP device inside
+// the namespace, backed by slirp4netns's user-mode TCP/IP stack on the host.
+// It needs nothing from root beyond a usable /dev/net/tun.
+package slirp4netns
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/usernode/usernode/pkg/network"
+	"github.com/usernode/usernode/pkg/network/internal/nsutil"
+)
+
+const (
+	Name = "slirp4netns"
+	// DefaultMTU is slirp4netns's maximum: the largest MTU cuts the per-
+	// packet cost of its user-space stack, which is what limits throughput.
+	DefaultMTU = 65520
+	ifname     = "tap0"
+)
+
+// slirp4netns's fixed layout for its default 10.0.2.0/24 network.
+var (
+	address = netip.MustParsePrefix("10.0.2.100/24")
+	gateway = netip.MustParseAddr("10.0.2.2")
+	dns     = netip.MustParseAddr("10.0.2.3")
+)
+
+func init() {
+	network.Register(network.Driver{Name: Name, Helper: "slirp4netns", Package: "slirp4netns",
+		New: func() (network.Parent, network.Child) { return &Parent{}, Child{} }})
+}
+
+// Parent runs slirp4netns on the host side.
+type Parent struct {
+	helper *nsutil.Helper
+	exitW  *os.File
+}
+
+func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options) (*network.Config, error) {
+	bin, err := network.LookHelper(Name, "slirp4netns", "slirp4netns")
+	if err != nil {
+		return nil, err
+	}
+	if err := nsutil.CheckTun(); err != nil {
+		return nil, fmt.Errorf("network driver %s: %w", Name, err)
+	}
+	mtu := opts.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	if mtu < 576 || mtu > 65521 {
+		return nil, fmt.Errorf("network driver %s: MTU %d out of range 576..65521", Name, mtu)
+	}
+	api := filepath.Join(ns.StateDir, "slirp4netns.sock")
+	args := []string{"--configure", fmt.Sprintf("--mtu=%d", mtu), "--ready-fd=3", "--exit-fd=4",
+		"--enable-sandbox", "--enable-seccomp"}
+	if !opts.AllowHostLoopback {
+		args = append(args, "--disable-host-loopback")
+	}
+	// sun_path holds 108 bytes; a deep StateDir would make slirp4netns fail
+	// late, so go without the API socket (nothing in usernode needs it).
+	if len(api) < 100 {
+		args = append(args, "--api-socket="+api)
+	}
+	if ns.UserNS != "" {
+		args = append(args, "--userns-path="+ns.UserNS)
+	}
+	args = append(args, "--netns-type=path", ns.NetNS, ifname)
+
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer readyR.Close()
+	exitR, exitW, err := os.Pipe()
+	if err != nil {
+		readyW.Close()
+		return nil, err
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.ExtraFiles = []*os.File{readyW, exitR}
+	h, err := nsutil.StartHelper(Name, cmd, filepath.Join(ns.StateDir, "slirp4netns.log"))
+	readyW.Close()
+	exitR.Close()
+	if err != nil {
+		exitW.Close()
+		return nil, err
+	}
+	p.helper, p.exitW = h, exitW
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h.WaitReady(wctx, readyR); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("network driver %s: %w", Name, err)
+	}
+	cfg := &network.Config{Driver: Name, Interface: ifname, Address: address, Gateway: gateway,
+		DNS: []netip.Addr{dns}, MTU: mtu, Extra: map[string]string{"pid": fmt.Sprint(cmd.Process.Pid)}}
+	if len(api) < 100 {
+		cfg.Extra["apiSocket"] = api
+	}
+	return cfg, nil
+}
+
+// Close closes the exit fd, which slirp4netns takes as the order to quit.
+func (p *Parent) Close() error {
+	if p.helper != nil {
+		p.helper.Stop(func() { p.exitW.Close() })
+	}
+	if p.exitW != nil {
+		p.exitW.Close()
+	}
+	return nil
+}
+
+// Child only brings up lo: slirp4netns --configure did the rest.
+type Child struct{}
+
+func (Child) Configure(cfg *network.Config) error {
+	if err := nsutil.LoUp(); err != nil {
+		return err
+	}
+	return nsutil.WaitLink(cfg.Interface, cfg.Address, 5*time.Second)
+}
