@@ -78,6 +78,13 @@ type Driver struct {
 	// Helper is the external binary the driver needs ("" for none) and
 	// Package the Debian package that ships it, for error messages.
 	Helper, Package string
+	// Find locates the helper binary, or says which package to install
+	// (nil when there is no helper).
+	Find func() (string, error)
+	// NeedsTun is set for drivers whose helper opens /dev/net/tun.
+	NeedsTun bool
+	// HostLoopback is set when Options.AllowHostLoopback is supported.
+	HostLoopback bool
 	// New returns fresh halves; the Parent and the Child may run in
 	// different processes, so neither may depend on the other's state.
 	New func() (Parent, Child)

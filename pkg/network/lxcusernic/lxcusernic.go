@@ -39,7 +39,8 @@ var helperPaths = []string{"/usr/libexec/lxc/lxc-user-nic", "/usr/lib/x86_64-lin
 
 func init() {
 	network.Register(network.Driver{Name: Name, Helper: "lxc-user-nic", Package: "liblxc-common",
-		New: func() (network.Parent, network.Child) { return &Parent{Bridge: DefaultBridge}, Child{} }})
+		Find: FindHelper,
+		New:  func() (network.Parent, network.Child) { return &Parent{Bridge: DefaultBridge}, Child{} }})
 }
 
 // FindHelper locates lxc-user-nic: in PATH, then where distributions put it.

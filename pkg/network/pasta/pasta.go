@@ -36,6 +36,7 @@ var (
 
 func init() {
 	network.Register(network.Driver{Name: Name, Helper: "pasta", Package: "passt",
+		Find: func() (string, error) { return network.LookHelper(Name, "pasta", "passt") }, NeedsTun: true, HostLoopback: true,
 		New: func() (network.Parent, network.Child) { return &Parent{}, Child{} }})
 }
 

@@ -33,6 +33,7 @@ var (
 
 func init() {
 	network.Register(network.Driver{Name: Name, Helper: "slirp4netns", Package: "slirp4netns",
+		Find: func() (string, error) { return network.LookHelper(Name, "slirp4netns", "slirp4netns") }, NeedsTun: true, HostLoopback: true,
 		New: func() (network.Parent, network.Child) { return &Parent{}, Child{} }})
 }
 
@@ -58,8 +59,10 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 		return nil, fmt.Errorf("network driver %s: MTU %d out of range 576..65521", Name, mtu)
 	}
 	api := filepath.Join(ns.StateDir, "slirp4netns.sock")
-	args := []string{"--configure", fmt.Sprintf("--mtu=%d", mtu), "--ready-fd=3", "--exit-fd=4",
-		"--enable-sandbox", "--enable-seccomp"}
+	args := []string{"--configure", fmt.Sprintf("--mtu=%d", mtu), "--ready-fd=3", "--exit-fd=4", "--enable-seccomp"}
+	if ns.PID > 0 {
+		args = append(args, "--enable-sandbox")
+	}
 	if !opts.AllowHostLoopback {
 		args = append(args, "--disable-host-loopback")
 	}
@@ -71,7 +74,14 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 	if ns.UserNS != "" {
 		args = append(args, "--userns-path="+ns.UserNS)
 	}
-	args = append(args, "--netns-type=path", ns.NetNS, ifname)
+	// slirp4netns 1.2.0's sandbox joins the user namespace of the target
+	// PID; with --netns-type=path there is none and it dies with
+	// "setegid(0)". So name the PID, whose netns is ns.NetNS.
+	if ns.PID > 0 {
+		args = append(args, fmt.Sprint(ns.PID), ifname)
+	} else {
+		args = append(args, "--netns-type=path", ns.NetNS, ifname)
+	}
 
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
