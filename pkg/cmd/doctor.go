@@ -1,0 +1,70 @@
+package cmd
+
+import (
+	"context"
+	"os"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/usernode/usernode/pkg/doctor"
+)
+
+func init() {
+	register(func() *cobra.Command {
+		var asJSON, fix bool
+		c := &cobra.Command{
+			Use:   "doctor",
+			Short: "Check that this host can run a rootless node, and say how to fix what is missing",
+			Long: "doctor checks cgroup v2 delegation, the systemd user session, subordinate IDs, sysctls,\n" +
+				"kernel features, the binaries a node needs, and finally creates the node's namespaces once.\n" +
+				"It exits 1 when any check fails. --fix prints (never runs) a shell script of the fixes that\n" +
+				"need root, for an administrator to review.",
+			Args: cobra.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error {
+				sys, err := doctor.Host()
+				if err != nil {
+					return err
+				}
+				ctx := c.Context()
+				if ctx == nil {
+					ctx = context.Background()
+				}
+				rep := doctor.Run(ctx, sys)
+				out := c.OutOrStdout()
+				switch {
+				case fix:
+					err = rep.WriteScript(out)
+				case asJSON:
+					err = rep.WriteJSON(out)
+				default:
+					err = rep.WriteTable(out, colourOK(out))
+				}
+				if err != nil {
+					return err
+				}
+				if rep.Failed() {
+					return ExitError{Code: 1}
+				}
+				return nil
+			},
+		}
+		c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+		c.Flags().BoolVar(&fix, "fix", false, "print a shell script of the root fixes (it is not run)")
+		c.MarkFlagsMutuallyExclusive("json", "fix")
+		return c
+	})
+}
+
+// colourOK is true for a terminal, unless NO_COLOR is set (no-color.org).
+func colourOK(w any) bool {
+	if _, set := os.LookupEnv("NO_COLOR"); set {
+		return false
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}
