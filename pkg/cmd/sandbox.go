@@ -1,0 +1,106 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+
+	"github.com/spf13/cobra"
+
+	"github.com/usernode/usernode/pkg/sandbox"
+)
+
+// nodeFlags are the flags every command that names a node shares.
+type nodeFlags struct {
+	name     string
+	stateDir string
+}
+
+func (f *nodeFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.name, "name", "usernode", "node name (a DNS label); each node has its own state and runtime dir")
+	c.Flags().StringVar(&f.stateDir, "state-dir", "", "where the node's persistent state lives (default $XDG_DATA_HOME/usernode/NAME)")
+}
+
+func (f *nodeFlags) config(command []string) (sandbox.Config, error) {
+	cfg := sandbox.Config{Name: f.name, StateDir: f.stateDir, Command: command}
+	return cfg, cfg.Defaults(os.Getenv)
+}
+
+func init() {
+	register(func() *cobra.Command {
+		sb := &cobra.Command{
+			Use:   "sandbox",
+			Short: "Run commands in the node's sandbox without the node (for development)",
+		}
+		var nf nodeFlags
+		var netDriver string
+		var ports []string
+		var allowLoopback bool
+		var mtu int
+		run := &cobra.Command{
+			Use:   "run [flags] -- COMMAND [ARG...]",
+			Short: "Build the sandbox, run COMMAND as its first process, tear it down when it exits",
+			Long: `Build the node's sandbox (user namespace with your full subuid/subgid range,
+mount namespace with /etc, /run, /var/lib and /var/log writable, network,
+pid and cgroup namespaces), run COMMAND inside as uid 0 of the user
+namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
+/var/lib and /var/log persist under the state dir.`,
+			Args: cobra.MinimumNArgs(1),
+			RunE: func(c *cobra.Command, args []string) error {
+				cfg, err := nf.config(args)
+				if err != nil {
+					return err
+				}
+				cfg.Net = netDriver
+				cfg.NetOptions.AllowHostLoopback = allowLoopback
+				cfg.NetOptions.MTU = mtu
+				if cfg.Ports, err = parsePorts(ports); err != nil {
+					return err
+				}
+				code, err := sandbox.Run(context.Background(), cfg, c.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				if code != 0 {
+					return ExitError{Code: code}
+				}
+				return nil
+			},
+		}
+		nf.add(run)
+		run.Flags().StringVar(&netDriver, "net", "none", "network driver: "+netDriverNames())
+		run.Flags().StringArrayVarP(&ports, "publish", "p", nil, "forward a host port into the node: [HOST_IP:]HOST_PORT:NODE_PORT[/tcp|udp] (HOST_IP defaults to 127.0.0.1)")
+		run.Flags().BoolVar(&allowLoopback, "allow-host-loopback", false, "let the node reach the host's 127.0.0.1 (off: pods must not reach host-local services)")
+		run.Flags().IntVar(&mtu, "mtu", 0, "MTU of the node's interface (0: the driver's default)")
+		sb.AddCommand(run)
+		return sb
+	})
+	register(func() *cobra.Command {
+		var nf nodeFlags
+		c := &cobra.Command{
+			Use:   "enter [flags] [-- COMMAND [ARG...]]",
+			Short: "Run a shell or COMMAND inside a running node's namespaces, as its root",
+			RunE: func(c *cobra.Command, args []string) error {
+				cfg, err := nf.config([]string{"-"})
+				if err != nil {
+					return err
+				}
+				cmd, err := sandbox.Enter(cfg.RuntimeDir, args)
+				if err != nil {
+					return err
+				}
+				if err := cmd.Run(); err != nil {
+					var ee *exec.ExitError
+					if errors.As(err, &ee) {
+						return ExitError{Code: ee.ExitCode()}
+					}
+					return err
+				}
+				return nil
+			},
+		}
+		nf.add(c)
+		return c
+	})
+}

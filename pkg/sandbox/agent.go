@@ -1,0 +1,304 @@
+package sandbox
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernode/usernode/internal/reexec"
+	"github.com/usernode/usernode/pkg/cgroup"
+	"github.com/usernode/usernode/pkg/mounts"
+	"github.com/usernode/usernode/pkg/userns"
+)
+
+const (
+	supervisorEnv = "_USERNODE_SUPERVISOR_PID"
+	agentEntry = "usernode-sandbox-agent"
+	initEntry  = "usernode-sandbox-init"
+)
+
+func init() {
+	reexec.Register(agentEntry, agentMain)
+	reexec.Register(initEntry, initMain)
+}
+
+// die reports a setup failure to the process above and exits.
+func die(ch *channel, err error) {
+	if ch != nil {
+		ch.send(msg{Kind: "error", Error: err.Error()})
+	}
+	fmt.Fprintln(os.Stderr, "usernode:", err)
+	os.Exit(125)
+}
+
+func agentMain() {
+	if err := userns.WaitMapped(); err != nil {
+		die(nil, err)
+	}
+	// The re-exec as root of the namespace raised our capabilities, and the
+	// kernel clears the parent-death signal on such a change: set it again,
+	// then make sure the supervisor did not die before we did.
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(unix.SIGKILL), 0, 0, 0); err != nil {
+		die(nil, err)
+	}
+	if os.Getppid() != supervisorPID() {
+		os.Exit(125)
+	}
+	up := newChannel(os.NewFile(3, "sync"))
+	ac := readConfig(up)
+	var portL net.Listener
+	if ac.Ports {
+		l, err := net.FileListener(os.NewFile(4, "port.sock"))
+		if err != nil {
+			die(up, fmt.Errorf("agent: port socket: %w", err))
+		}
+		portL = l
+	}
+	resolv, _ := os.ReadFile("/etc/resolv.conf") // before /etc is replaced
+	if err := setupMounts(&ac.Config, resolv); err != nil {
+		die(up, err)
+	}
+	if err := unix.Sethostname([]byte(ac.Name)); err != nil {
+		die(up, fmt.Errorf("sethostname: %w", err))
+	}
+
+	down, childEnd, err := socketpair()
+	if err != nil {
+		die(up, err)
+	}
+	node := reexec.Command(initEntry)
+	node.Stdin, node.Stdout, node.Stderr = os.Stdin, os.Stdout, os.Stderr
+	node.ExtraFiles = []*os.File{childEnd}
+	node.SysProcAttr = &syscall.SysProcAttr{
+		Cloneflags: unix.CLONE_NEWNET | unix.CLONE_NEWPID | unix.CLONE_NEWNS | unix.CLONE_NEWCGROUP,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if ac.NodeCgroup != "" {
+		// Start init inside the node's cgroup so that its new cgroup
+		// namespace is rooted there.
+		fd, err := unix.Open(ac.NodeCgroup, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			die(up, fmt.Errorf("opening the node cgroup: %w", err))
+		}
+		node.SysProcAttr.UseCgroupFD, node.SysProcAttr.CgroupFD = true, fd
+	}
+	if err := node.Start(); err != nil {
+		die(up, fmt.Errorf("creating the node's network, pid and mount namespaces: %w", err))
+	}
+	childEnd.Close()
+	down.send(msg{Kind: "config", Config: &ac})
+	initPID := node.Process.Pid
+	exited := make(chan int, 1)
+	go func() {
+		node.Wait()
+		exited <- exitCode(node.ProcessState)
+	}()
+	kill := func(err error) {
+		node.Process.Kill()
+		die(up, err)
+	}
+	if err := up.send(msg{Kind: "init", PID: initPID}); err != nil {
+		kill(err)
+	}
+	nm, err := up.recv("net")
+	if err != nil {
+		kill(err)
+	}
+	if err := down.send(nm); err != nil {
+		kill(err)
+	}
+	if _, err := down.recv("ready"); err != nil {
+		kill(err)
+	}
+	if portL != nil {
+		f, err := Ports.NewForwarder(fmt.Sprintf("/proc/%d/ns/net", initPID))
+		if err != nil {
+			kill(fmt.Errorf("port forwarder: %w", err))
+		}
+		defer f.Close()
+		go Ports.Serve(portL, f)
+	}
+	if err := up.send(msg{Kind: "ready"}); err != nil {
+		kill(err)
+	}
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	for {
+		select {
+		case code := <-exited:
+			os.Exit(code)
+		case s := <-sigs:
+			node.Process.Signal(s)
+		}
+	}
+}
+
+// supervisorPID is the pid the supervisor wrote into our environment.
+func supervisorPID() int {
+	var pid int
+	fmt.Sscan(os.Getenv(supervisorEnv), &pid)
+	return pid
+}
+
+func readConfig(ch *channel) agentConfig {
+	m, err := ch.recv("config")
+	if err != nil || m.Config == nil {
+		die(ch, fmt.Errorf("%s: no configuration from the supervisor: %v", os.Args[0], err))
+	}
+	return *m.Config
+}
+
+// setupMounts makes the node's directories writable in the agent's new
+// mount namespace. Nothing here can reach the host's mount table: a mount
+// namespace owned by a user namespace only receives propagation.
+func setupMounts(c *Config, resolv []byte) error {
+	// Slave, so host mounts still show up. Shared comes last: MS_MOVE
+	// refuses mounts under a shared parent.
+	if err := mounts.Propagate("/", unix.MS_SLAVE); err != nil {
+		return err
+	}
+	for _, w := range Writable {
+		src := filepath.Join(c.StateDir, w)
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			return err
+		}
+		if err := mounts.Bind(src, w); err != nil {
+			return err
+		}
+	}
+	for _, d := range SeedDirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := mounts.Tmpfs("/run", 0o755); err != nil {
+		return err
+	}
+	scratch := "/run/.usernode-etc"
+	if err := os.Mkdir(scratch, 0o700); err != nil {
+		return err
+	}
+	if _, err := mounts.CopyUp("/etc", scratch); err != nil {
+		return fmt.Errorf("copying up /etc: %w", err)
+	}
+	os.Remove(scratch)
+	// The host's resolv.conf is often a symlink into /run, which is now a
+	// fresh tmpfs: keep its content instead.
+	os.Remove("/etc/resolv.conf")
+	if err := os.WriteFile("/etc/resolv.conf", resolv, 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile("/etc/hostname", []byte(c.Name+"\n"), 0o644); err != nil {
+		return err
+	}
+	if err := mounts.Tmpfs("/tmp", 0o1777); err != nil {
+		return err
+	}
+	// Shared, so the kubelet's volume mounts propagate between the node's
+	// own mount namespaces.
+	return mounts.Propagate("/", unix.MS_SHARED)
+}
+
+// initMain is pid 1 of the node.
+func initMain() {
+	up := newChannel(os.NewFile(3, "sync"))
+	ac := readConfig(up)
+	if err := setupNodeMounts(ac.Cgroup.Mode == cgroup.Full); err != nil {
+		die(up, err)
+	}
+	nm, err := up.recv("net")
+	if err != nil {
+		die(up, err)
+	}
+	_, child, err := NetworkDriver(ac.Net)
+	if err != nil {
+		die(up, err)
+	}
+	if err := child.Configure(nm.Net); err != nil {
+		die(up, fmt.Errorf("network %s: %w", ac.Net, err))
+	}
+	if len(nm.Net.DNS) > 0 {
+		var b []byte
+		for _, d := range nm.Net.DNS {
+			b = fmt.Appendf(b, "nameserver %s\n", d)
+		}
+		if err := os.WriteFile("/etc/resolv.conf", b, 0o644); err != nil {
+			die(up, err)
+		}
+	}
+	// The node routes for its pods; this netns is the node's own.
+	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
+		die(up, fmt.Errorf("net.ipv4.ip_forward in the node: %w", err))
+	}
+
+	sigs := make(chan os.Signal, 8)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	cmd := &execCmd{argv: ac.Command, env: ac.Env}
+	pid, err := cmd.start()
+	if err != nil {
+		die(up, err)
+	}
+	if err := up.send(msg{Kind: "ready"}); err != nil {
+		os.Exit(125)
+	}
+	// As pid 1, init reaps every orphan of the node, and ends the node when
+	// its first process ends.
+	for s := range sigs {
+		if s != syscall.SIGCHLD {
+			syscall.Kill(pid, s.(syscall.Signal))
+			continue
+		}
+		for {
+			var ws syscall.WaitStatus
+			p, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+			if err != nil || p <= 0 {
+				break
+			}
+			if p == pid {
+				os.Exit(waitCode(ws))
+			}
+		}
+	}
+}
+
+// setupNodeMounts gives init's own mount namespace a /proc for its pid
+// namespace and a /sys for its network namespace, keeping the cgroup tree.
+func setupNodeMounts(fullCgroups bool) error {
+	// Slave: init's /proc and /sys must not show up in the agent's view.
+	if err := mounts.Propagate("/", unix.MS_SLAVE); err != nil {
+		return err
+	}
+	if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mounting /proc: %w", err)
+	}
+	keep := "/run/.usernode-cgroup"
+	if err := os.Mkdir(keep, 0o700); err != nil {
+		return err
+	}
+	defer os.Remove(keep)
+	if !fullCgroups {
+		if err := mounts.Bind("/sys/fs/cgroup", keep); err != nil {
+			return err
+		}
+	}
+	// A sysfs of the node's own shows its interfaces under /sys/class/net.
+	// Kernels that refuse it leave the host's /sys, which still works.
+	sysfs := unix.Mount("sysfs", "/sys", "sysfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "") == nil
+	switch {
+	case fullCgroups:
+		if err := unix.Mount("cgroup2", "/sys/fs/cgroup", "cgroup2", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("mounting the node's cgroup2: %w", err)
+		}
+		return cgroup.EvacuateToInit("/sys/fs/cgroup")
+	case sysfs:
+		return unix.Mount(keep, "/sys/fs/cgroup", "", unix.MS_MOVE, "")
+	default:
+		return unix.Unmount(keep, unix.MNT_DETACH)
+	}
+}

@@ -1,0 +1,48 @@
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// execCmd starts the node's first process without os/exec's Wait, because
+// init reaps every child itself.
+type execCmd struct {
+	argv []string
+	env  []string
+}
+
+func (c *execCmd) start() (int, error) {
+	path, err := exec.LookPath(c.argv[0])
+	if err != nil {
+		return 0, fmt.Errorf("command %q: %w", c.argv[0], err)
+	}
+	env := c.env
+	if env == nil {
+		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root", "LOGNAME=root"}
+		if t := os.Getenv("TERM"); t != "" {
+			env = append(env, "TERM="+t)
+		}
+	}
+	return syscall.ForkExec(path, c.argv, &syscall.ProcAttr{
+		Dir:   "/",
+		Env:   env,
+		Files: []uintptr{0, 1, 2},
+	})
+}
+
+func waitCode(ws syscall.WaitStatus) int {
+	if ws.Signaled() {
+		return 128 + int(ws.Signal())
+	}
+	return ws.ExitStatus()
+}
+
+func exitCode(ps *os.ProcessState) int {
+	if ps == nil {
+		return 125
+	}
+	return waitCode(ps.Sys().(syscall.WaitStatus))
+}

@@ -1,0 +1,134 @@
+package sandbox
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernode/usernode/pkg/cgroup"
+	"github.com/usernode/usernode/pkg/network"
+)
+
+// State is what a running sandbox publishes in its runtime dir, for
+// `enter`, `status` and the tests.
+type State struct {
+	Name       string          `json:"name"`
+	Supervisor int             `json:"supervisorPID"`
+	Agent      int             `json:"agentPID"`
+	Init       int             `json:"initPID"`
+	Cgroup     cgroup.Info     `json:"cgroup"`
+	Network    *network.Config `json:"network,omitempty"`
+	StateDir   string          `json:"stateDir"`
+	PortSocket string          `json:"portSocket,omitempty"`
+}
+
+const stateFile = "state.json"
+
+// lock holds the runtime dir for one supervisor. The flock dies with the
+// process, so a crashed sandbox leaves files but no lock: that is how stale
+// files are told from a live sandbox.
+type lock struct {
+	dir string
+	f   *os.File
+}
+
+func acquire(dir string) (*lock, error) {
+	if err := mkPrivateDir(dir); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			st, _ := ReadState(dir)
+			pid := 0
+			if st != nil {
+				pid = st.Supervisor
+			}
+			return nil, fmt.Errorf("node %q is already running (supervisor pid %d): use `usernode enter` to reach it, or stop it first (kill -TERM %d)", filepath.Base(dir), pid, pid)
+		}
+		return nil, err
+	}
+	l := &lock{dir: dir, f: f}
+	l.clean() // what a crashed run left
+	return l, nil
+}
+
+// clean removes everything in the runtime dir but the lock itself.
+func (l *lock) clean() {
+	ents, _ := os.ReadDir(l.dir)
+	for _, e := range ents {
+		if e.Name() != "lock" {
+			os.RemoveAll(filepath.Join(l.dir, e.Name()))
+		}
+	}
+}
+
+func (l *lock) release() {
+	l.clean()
+	os.Remove(filepath.Join(l.dir, "lock"))
+	l.f.Close()
+}
+
+func writeState(dir string, st *State) error {
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(dir, stateFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, filepath.Join(dir, stateFile))
+}
+
+// ReadState reads a sandbox's published state.
+func ReadState(dir string) (*State, error) {
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		return nil, err
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, stateFile), err)
+	}
+	return &st, nil
+}
+
+// locked tells whether a live supervisor holds dir's lock.
+func locked(dir string) bool {
+	f, err := os.Open(filepath.Join(dir, "lock"))
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil {
+		return true
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
+
+// Running returns the state of the live sandbox in dir, or an error that
+// says how to start one.
+func Running(dir string) (*State, error) {
+	st, err := ReadState(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("node %q is not running (no %s): start it with `usernode sandbox run` or `usernode up`", filepath.Base(dir), filepath.Join(dir, stateFile))
+		}
+		return nil, err
+	}
+	if st.Init == 0 || syscall.Kill(st.Init, 0) != nil || !locked(dir) {
+		return nil, fmt.Errorf("node %q is not running (its init, pid %d, is gone; stale files in %s are cleaned at next start)", st.Name, st.Init, dir)
+	}
+	return st, nil
+}
