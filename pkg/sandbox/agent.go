@@ -18,8 +18,8 @@ import (
 
 const (
 	supervisorEnv = "_USERNODE_SUPERVISOR_PID"
-	agentEntry = "usernode-sandbox-agent"
-	initEntry  = "usernode-sandbox-init"
+	agentEntry    = "usernode-sandbox-agent"
+	initEntry     = "usernode-sandbox-init"
 )
 
 func init() {

@@ -25,13 +25,13 @@ import (
 
 // Config is one sandbox.
 type Config struct {
-	Name       string       `json:"name"`
-	StateDir   string       `json:"stateDir"`
-	RuntimeDir string       `json:"runtimeDir"`
-	Net        string       `json:"net"`
+	Name       string          `json:"name"`
+	StateDir   string          `json:"stateDir"`
+	RuntimeDir string          `json:"runtimeDir"`
+	Net        string          `json:"net"`
 	NetOptions network.Options `json:"netOptions"`
-	Ports      []port.Spec  `json:"ports,omitempty"`
-	Command    []string     `json:"command"`
+	Ports      []port.Spec     `json:"ports,omitempty"`
+	Command    []string        `json:"command"`
 	// Env is the command's environment inside the sandbox.
 	Env []string `json:"env,omitempty"`
 }

@@ -42,7 +42,7 @@ type noNet struct{}
 func (noNet) Start(context.Context, network.NS, network.Options) (*network.Config, error) {
 	return &network.Config{Driver: "none"}, nil
 }
-func (noNet) Close() error                     { return nil }
+func (noNet) Close() error                    { return nil }
 func (noNet) Configure(*network.Config) error { return LoopbackUp() }
 
 // LoopbackUp brings lo up in the current network namespace.
