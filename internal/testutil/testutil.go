@@ -243,6 +243,10 @@ func ProcsOf(uid int) ([]int, error) {
 		if err != nil {
 			continue
 		}
+		// Zombies are dead already; only their parent's reaping is left.
+		if strings.Contains(string(b), "\nState:\tZ") {
+			continue
+		}
 		for _, line := range strings.Split(string(b), "\n") {
 			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" && f[1] == want {
 				pids = append(pids, pid)
@@ -258,4 +262,49 @@ func copyFile(src, dst string) error {
 		return fmt.Errorf("USERNODE_BIN: %w (run make build)", err)
 	}
 	return os.WriteFile(dst, b, 0o755)
+}
+
+// Account returns another account made by `make test-user` (one with no
+// subuid range, say). Only root can switch to it, so a run as a regular
+// user skips the test and says why.
+func Account(t testing.TB, name string) *User {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("needs root to run as the account %s (make test runs as root in CI)", name)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatalf("account %s missing: run `make test-user`: %v", name, err)
+	}
+	return fromOS(u, true)
+}
+
+// NewProcs returns the processes of uid that are not in before: what a
+// test left running.
+func NewProcs(uid int, before []int) []int {
+	now, _ := ProcsOf(uid)
+	old := map[int]bool{}
+	for _, p := range before {
+		old[p] = true
+	}
+	var out []int
+	for _, p := range now {
+		if !old[p] {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// WaitNoNewProcs waits up to timeout for the processes a test started to
+// be gone, and returns those that remain.
+func WaitNoNewProcs(uid int, before []int, timeout time.Duration) []int {
+	deadline := time.Now().Add(timeout)
+	for {
+		left := NewProcs(uid, before)
+		if len(left) == 0 || time.Now().After(deadline) {
+			return left
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -1,0 +1,312 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/usernode/usernode/internal/testutil"
+	"github.com/usernode/usernode/pkg/sandbox"
+)
+
+// treeHash hashes names, modes and contents of a host directory tree, so a
+// test can show the sandbox left it untouched.
+func treeHash(t *testing.T, root string) string {
+	t.Helper()
+	h := sha256.New()
+	filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		fmt.Fprintf(h, "%s %v %d\n", p, info.Mode(), info.Size())
+		if info.Mode().IsRegular() {
+			if f, err := os.Open(p); err == nil {
+				io.Copy(h, f)
+				f.Close()
+			}
+		}
+		return nil
+	})
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func mountCount(t *testing.T) int {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Count(string(b), "\n")
+}
+
+func TestSandboxRun(t *testing.T) {
+	u := testutil.Integration(t)
+	env := u.NewEnv(t)
+	bin := testutil.Binary(t)
+	etcBefore := treeHash(t, "/etc")
+	mountsBefore := mountCount(t)
+	procsBefore, _ := testutil.ProcsOf(u.UID)
+
+	script := `set -e
+id -u
+cat /proc/self/uid_map
+for d in /etc /run /tmp /var/log /var/lib/kubelet /var/lib/cni /var/lib/containerd /var/lib/containers; do
+  echo probe > $d/usernode-probe && echo "writable $d"
+done
+echo kept > /var/lib/kubelet/kept
+hostname`
+	r := env.Run(t, time.Minute, bin, "sandbox", "run", "--name", "t1", "--", "sh", "-c", script)
+	if r.Code != 0 {
+		t.Fatalf("sandbox run: %s", r)
+	}
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	if lines[0] != "0" {
+		t.Errorf("id -u inside = %q, want 0", lines[0])
+	}
+	// uid_map: the user's uid as 0, the full subuid range from 1.
+	if f := strings.Fields(lines[1]); len(f) != 3 || f[0] != "0" || f[1] != fmt.Sprint(u.UID) || f[2] != "1" {
+		t.Errorf("uid_map line 1 = %q, want 0 %d 1", lines[1], u.UID)
+	}
+	if f := strings.Fields(lines[2]); len(f) != 3 || f[0] != "1" || f[2] != "65536" {
+		t.Errorf("uid_map line 2 = %q, want 1 <start> 65536", lines[2])
+	}
+	for _, d := range []string{"/etc", "/run", "/tmp", "/var/log", "/var/lib/kubelet", "/var/lib/cni", "/var/lib/containerd", "/var/lib/containers"} {
+		if !strings.Contains(r.Stdout, "writable "+d+"\n") {
+			t.Errorf("%s not writable inside:\n%s", d, r.Stdout)
+		}
+		if _, err := os.Stat(filepath.Join(d, "usernode-probe")); err == nil {
+			t.Errorf("the probe written inside leaked to the host's %s", d)
+		}
+	}
+	if lines[len(lines)-1] != "t1" {
+		t.Errorf("hostname inside = %q, want the node name t1", lines[len(lines)-1])
+	}
+	if !strings.Contains(r.Stderr, "DEGRADED MODE") || !strings.Contains(r.Stderr, "hybrid") {
+		t.Errorf("degraded mode not reported on this hybrid host:\n%s", r.Stderr)
+	}
+	if got := treeHash(t, "/etc"); got != etcBefore {
+		t.Errorf("host /etc changed")
+	}
+	if got := mountCount(t); got != mountsBefore {
+		t.Errorf("host mount table had %d lines, now %d", mountsBefore, got)
+	}
+	if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 5*time.Second); len(left) > 0 {
+		t.Errorf("processes left after the command exited: %v", left)
+	}
+	// State under the data dir is the user's, private, and survives.
+	state := filepath.Join(env.DataHome, "usernode", "t1")
+	if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state dir %s: %v, want mode 0700", state, fi)
+	}
+	r = env.Run(t, time.Minute, bin, "sandbox", "run", "--name", "t1", "--", "cat", "/var/lib/kubelet/kept")
+	if r.Code != 0 || strings.TrimSpace(r.Stdout) != "kept" {
+		t.Errorf("/var/lib/kubelet did not persist across runs: %s", r)
+	}
+	r = env.Run(t, time.Minute, bin, "sandbox", "run", "--name", "t1", "--", "sh", "-c", "exit 7")
+	if r.Code != 7 {
+		t.Errorf("exit code of the command = %d, want 7", r.Code)
+	}
+}
+
+// background starts a long-lived sandbox and waits until it is ready.
+func background(t *testing.T, env *testutil.Env, name string) (*sandbox.State, func() (int, string)) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c := env.Command(ctx, testutil.Binary(t), "sandbox", "run", "--name", name, "--", "sleep", "600")
+	stderr, _ := c.StderrPipe()
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "ready") {
+				ready <- true
+			}
+		}
+		close(ready)
+	}()
+	wait := func() (int, string) {
+		c.Wait()
+		cancel()
+		return c.ProcessState.ExitCode(), log.String()
+	}
+	t.Cleanup(func() {
+		c.Process.Signal(syscall.SIGKILL)
+		wait()
+	})
+	select {
+	case ok := <-ready:
+		if !ok {
+			_, l := wait()
+			t.Fatalf("sandbox never became ready:\n%s", l)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("sandbox not ready after 30s")
+	}
+	st, err := sandbox.ReadState(filepath.Join(env.RuntimeDir, "usernode", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, wait
+}
+
+func TestSandboxEnterAndTeardown(t *testing.T) {
+	u := testutil.Integration(t)
+	env := u.NewEnv(t)
+	bin := testutil.Binary(t)
+	procsBefore, _ := testutil.ProcsOf(u.UID)
+	st, wait := background(t, env, "t2")
+	if st.Cgroup.Mode != "degraded" {
+		t.Errorf("state records cgroup mode %q, want degraded on this host", st.Cgroup.Mode)
+	}
+	if fi, err := os.Stat(filepath.Join(env.RuntimeDir, "usernode", "t2")); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("runtime dir: %v %v, want 0700", fi, err)
+	}
+
+	// enter lands in the same namespaces as the node's init.
+	kinds := []string{"user", "mnt", "net", "uts", "ipc", "pid", "cgroup"}
+	args := []string{"enter", "--name", "t2", "--", "readlink"}
+	for _, k := range kinds {
+		args = append(args, "/proc/self/ns/"+k)
+	}
+	r := env.Run(t, 30*time.Second, bin, args...)
+	if r.Code != 0 {
+		t.Fatalf("enter: %s", r)
+	}
+	got := strings.Fields(r.Stdout)
+	for i, k := range kinds {
+		want, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/%s", st.Init, k))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i >= len(got) || got[i] != want {
+			t.Errorf("enter's %s namespace = %v, want %s (init's)", k, got, want)
+		}
+	}
+	if r := env.Run(t, 30*time.Second, bin, "enter", "--name", "t2", "--", "id", "-u"); strings.TrimSpace(r.Stdout) != "0" {
+		t.Errorf("enter runs as %q, want 0: %s", r.Stdout, r)
+	}
+
+	// A second sandbox of the same name is refused, and says what to do.
+	r = env.Run(t, 30*time.Second, bin, "sandbox", "run", "--name", "t2", "--", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "already running") {
+		t.Errorf("second sandbox: %s", r)
+	}
+
+	// SIGTERM to the supervisor stops everything.
+	syscall.Kill(st.Supervisor, syscall.SIGTERM)
+	code, log := wait()
+	if code != 128+int(syscall.SIGTERM) {
+		t.Errorf("exit code after SIGTERM = %d, want %d\n%s", code, 128+int(syscall.SIGTERM), log)
+	}
+	if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 5*time.Second); len(left) > 0 {
+		t.Errorf("processes left after SIGTERM: %v", left)
+	}
+	if _, err := os.Stat(filepath.Join(env.RuntimeDir, "usernode", "t2", "state.json")); err == nil {
+		t.Error("state.json left after a clean stop")
+	}
+	r = env.Run(t, 30*time.Second, bin, "enter", "--name", "t2", "--", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "not running") {
+		t.Errorf("enter on a stopped node: %s", r)
+	}
+}
+
+func TestSandboxKill9LeavesNothing(t *testing.T) {
+	u := testutil.Integration(t)
+	env := u.NewEnv(t)
+	mountsBefore := mountCount(t)
+	procsBefore, _ := testutil.ProcsOf(u.UID)
+	st, wait := background(t, env, "t3")
+	syscall.Kill(st.Supervisor, syscall.SIGKILL)
+	wait()
+	if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 5*time.Second); len(left) > 0 {
+		t.Errorf("processes left after kill -9 of the supervisor: %v", left)
+	}
+	if got := mountCount(t); got != mountsBefore {
+		t.Errorf("host mount table had %d lines, now %d", mountsBefore, got)
+	}
+	// The crash left its files; the next start cleans them and runs.
+	if _, err := os.Stat(filepath.Join(env.RuntimeDir, "usernode", "t3", "state.json")); err != nil {
+		t.Logf("no stale state.json to clean (%v)", err)
+	}
+	r := env.Run(t, 30*time.Second, testutil.Binary(t), "enter", "--name", "t3", "--", "true")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "not running") {
+		t.Errorf("enter on a crashed node: %s", r)
+	}
+	r = env.Run(t, time.Minute, testutil.Binary(t), "sandbox", "run", "--name", "t3", "--", "true")
+	if r.Code != 0 {
+		t.Errorf("restart after a crash: %s", r)
+	}
+}
+
+func TestSandboxBadInput(t *testing.T) {
+	u := testutil.Integration(t)
+	bin := testutil.Binary(t)
+	check := func(t *testing.T, env *testutil.Env, wants ...string) {
+		t.Helper()
+		procsBefore, _ := testutil.ProcsOf(env.User.UID)
+		r := env.Run(t, 30*time.Second, bin, "sandbox", "run", "--", "true")
+		if r.Code == 0 {
+			t.Fatalf("want failure: %s", r)
+		}
+		for _, w := range wants {
+			if !strings.Contains(r.Stderr, w) {
+				t.Errorf("stderr lacks %q:\n%s", w, r.Stderr)
+			}
+		}
+		if left := testutil.WaitNoNewProcs(env.User.UID, procsBefore, 3*time.Second); len(left) > 0 {
+			t.Errorf("processes left: %v", left)
+		}
+		if env.RuntimeDir != "" {
+			if b, _ := os.ReadFile(filepath.Join(env.RuntimeDir, "usernode", "usernode", "state.json")); b != nil {
+				t.Errorf("state.json left behind")
+			}
+		}
+	}
+	t.Run("no subuid entry", func(t *testing.T) {
+		check(t, testutil.Account(t, "usernode-nosubid").NewEnv(t), "/etc/subuid has no entry", "usermod --add-subuids")
+	})
+	t.Run("short subuid range", func(t *testing.T) {
+		check(t, testutil.Account(t, "usernode-shortsubid").NewEnv(t), "only 1000 IDs", "at least 65536", "usermod")
+	})
+	t.Run("newuidmap missing", func(t *testing.T) {
+		env := u.NewEnv(t)
+		env.Extra = []string{"PATH=" + t.TempDir()}
+		check(t, env, "newuidmap not found", "apt-get install uidmap")
+	})
+	t.Run("unwritable state dir", func(t *testing.T) {
+		env := u.NewEnv(t)
+		os.Chmod(env.DataHome, 0o500)
+		check(t, env, "cannot create", env.DataHome)
+	})
+	t.Run("XDG_RUNTIME_DIR unset", func(t *testing.T) {
+		env := u.NewEnv(t)
+		env.RuntimeDir = ""
+		check(t, env, "XDG_RUNTIME_DIR is not set", "enable-linger")
+	})
+	t.Run("bad node name", func(t *testing.T) {
+		env := u.NewEnv(t)
+		r := env.Run(t, 30*time.Second, bin, "sandbox", "run", "--name", "Bad_Name", "--", "true")
+		if r.Code == 0 || !strings.Contains(r.Stderr, "DNS label") {
+			t.Errorf("bad name: %s", r)
+		}
+	})
+}
+
