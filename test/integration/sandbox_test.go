@@ -309,4 +309,3 @@ func TestSandboxBadInput(t *testing.T) {
 		}
 	})
 }
-
