@@ -2,16 +2,34 @@ package cmd
 
 import (
 	"fmt"
+	"strings"
 
+	"github.com/usernode/usernode/pkg/network"
+	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/port"
+	"github.com/usernode/usernode/pkg/sandbox"
 )
 
-// parsePorts is replaced once the port package parses specs.
-func parsePorts(specs []string) ([]port.Spec, error) {
-	if len(specs) > 0 {
-		return nil, fmt.Errorf("-p: port forwarding is not available in this build")
-	}
-	return nil, nil
+func init() {
+	// The sandbox knows only "none" on its own; the CLI brings every driver.
+	sandbox.NetworkDriver = network.New
 }
 
-func netDriverNames() string { return "none" }
+func parsePorts(specs []string) ([]port.Spec, error) {
+	var out []port.Spec
+	for _, s := range specs {
+		p, err := port.ParseSpec(s)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, p)
+	}
+	if len(out) > 0 && sandbox.Ports == nil {
+		return nil, fmt.Errorf("-p: port forwarding is not available in this build")
+	}
+	return out, nil
+}
+
+func netDriverNames() string {
+	return strings.Join(network.Names(), ", ") + " (default " + drivers.Default + ")"
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/sandbox"
 )
 
@@ -69,7 +70,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 			},
 		}
 		nf.add(run)
-		run.Flags().StringVar(&netDriver, "net", "none", "network driver: "+netDriverNames())
+		run.Flags().StringVar(&netDriver, "net", drivers.Default, "network driver: "+netDriverNames())
 		run.Flags().StringArrayVarP(&ports, "publish", "p", nil, "forward a host port into the node: [HOST_IP:]HOST_PORT:NODE_PORT[/tcp|udp] (HOST_IP defaults to 127.0.0.1)")
 		run.Flags().BoolVar(&allowLoopback, "allow-host-loopback", false, "let the node reach the host's 127.0.0.1 (off: pods must not reach host-local services)")
 		run.Flags().IntVar(&mtu, "mtu", 0, "MTU of the node's interface (0: the driver's default)")

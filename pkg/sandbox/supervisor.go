@@ -130,11 +130,15 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (int, error) {
 	}
 	phase("sandbox", t)
 	t = time.Now()
+	netDir := filepath.Join(cfg.RuntimeDir, "net")
+	if err := mkPrivateDir(netDir); err != nil {
+		return fail(err)
+	}
 	netCfg, err := netParent.Start(ctx, network.NS{
 		PID:      im.PID,
 		UserNS:   fmt.Sprintf("/proc/%d/ns/user", agent.Process.Pid),
 		NetNS:    fmt.Sprintf("/proc/%d/ns/net", im.PID),
-		StateDir: filepath.Join(cfg.RuntimeDir, "net"),
+		StateDir: netDir,
 	}, cfg.NetOptions)
 	if err != nil {
 		return fail(fmt.Errorf("network driver %s: %w", cfg.Net, err))

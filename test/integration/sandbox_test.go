@@ -309,3 +309,24 @@ func TestSandboxBadInput(t *testing.T) {
 		}
 	})
 }
+
+// The sandbox hands the node's netns to each driver and configures the
+// inside; the drivers' own suite (pkg/network/testsuite) covers the rest.
+func TestSandboxNetwork(t *testing.T) {
+	u := testutil.Integration(t)
+	for _, drv := range []string{"slirp4netns", "pasta"} {
+		t.Run(drv, func(t *testing.T) {
+			env := u.NewEnv(t)
+			r := env.Run(t, time.Minute, testutil.Binary(t), "sandbox", "run", "--net", drv, "--",
+				"sh", "-c", "ip -4 -o addr show scope global; ip route show default; cat /etc/resolv.conf; cat /proc/sys/net/ipv4/ip_forward")
+			if r.Code != 0 {
+				t.Fatalf("%s", r)
+			}
+			for _, want := range []string{"inet 10.0.2.", "default via 10.0.2.2", "nameserver 10.0.2.3", "\n1\n"} {
+				if !strings.Contains(r.Stdout, want) {
+					t.Errorf("inside the node's netns: no %q in\n%s", want, r.Stdout)
+				}
+			}
+		})
+	}
+}
