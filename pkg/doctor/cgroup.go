@@ -93,15 +93,18 @@ const degradedNote = "Without it usernode still runs in degraded mode: container
 
 func cgroupV2Fix(pid1 string) *Fix {
 	const arg = "systemd.unified_cgroup_hierarchy=1"
-	note := ""
 	if pid1 != "" && pid1 != "systemd" {
-		note = "# PID 1 here is " + pid1 + ", not systemd: the kernel argument is read by systemd, so this\n" +
-			"# host's init must instead mount cgroup2 at /sys/fs/cgroup (mount -t cgroup2 none /sys/fs/cgroup).\n"
+		// The kernel argument is read by systemd; with another init, the
+		// grub commands would change nothing (and stop --fix's script on a
+		// host without grub), so this fix is guidance only.
+		return same("# PID 1 here is " + pid1 + ", not systemd, which reads " + arg + ":\n" +
+			"# make this host's init mount only cgroup2 at /sys/fs/cgroup (mount -t cgroup2 none /sys/fs/cgroup)\n" +
+			"# instead of the v1 hierarchies, or boot it with systemd and " + arg + ".")
 	}
 	return &Fix{
-		Debian: note + "grep -q '" + arg + "' /etc/default/grub || sed -i 's/^GRUB_CMDLINE_LINUX=\"/&" + arg + " /' /etc/default/grub\n" +
+		Debian: "grep -q '" + arg + "' /etc/default/grub || sed -i 's/^GRUB_CMDLINE_LINUX=\"/&" + arg + " /' /etc/default/grub\n" +
 			"update-grub\n# then reboot",
-		Fedora: note + "grubby --update-kernel=ALL --args=" + arg + "\n# then reboot",
+		Fedora: "grubby --update-kernel=ALL --args=" + arg + "\n# then reboot",
 	}
 }
 

@@ -156,11 +156,11 @@ func TestChecks(t *testing.T) {
 	}{
 		{"hybrid", thisVM(), map[string]want{
 			"cgroup.v2": {status: Fail, found: "hybrid hierarchy: cgroup v1 controllers (cpu,cpuacct,cpuset,memory,devices,freezer,blkio,pids,name=systemd)",
-				debian: "systemd.unified_cgroup_hierarchy=1 /' /etc/default/grub\nupdate-grub", fedora: "grubby --update-kernel=ALL --args=systemd.unified_cgroup_hierarchy=1"},
+				debian: "# make this host's init mount only cgroup2 at /sys/fs/cgroup"},
 			"cgroup.delegation":                            {status: Skip, found: "needs cgroup v2", noFix: true},
 			"systemd.runtime-dir":                          {status: Pass, found: "XDG_RUNTIME_DIR=/run/user/1001, owned by uid 1001, mode 0700"},
 			"systemd.user-manager":                         {status: Fail, found: "PID 1 is process_api, not systemd"},
-			"systemd.linger":                               {status: Warn, found: "/var/lib/systemd/linger/usernode-test is missing", debian: "loginctl enable-linger usernode-test"},
+			"systemd.linger":                               {status: Skip, found: "PID 1 is process_api, not systemd"},
 			"systemd.dbus":                                 {status: Warn, found: "/run/user/1001/bus is missing", debian: "apt-get install -y dbus-user-session", fedora: "dnf install -y dbus-daemon"},
 			"subid.subuid":                                 {status: Pass, found: "usernode-test:1000131072:65536 (line 1): 65536 IDs"},
 			"subid.subgid":                                 {status: Pass, found: "usernode-test:1000131072:65536 (line 1)"},
@@ -523,7 +523,7 @@ func TestOutputs(t *testing.T) {
 	if !strings.HasPrefix(s, "#!/bin/sh\n") || !strings.Contains(s, "\nset -eu\n") {
 		t.Errorf("script header:\n%s", s)
 	}
-	for _, sub := range []string{"chmod 0666 /dev/net/tun", "loginctl enable-linger usernode-test", "update-grub", "apt-get install -y dbus-user-session"} {
+	for _, sub := range []string{"chmod 0666 /dev/net/tun", "# make this host's init mount only cgroup2", "apt-get install -y dbus-user-session"} {
 		if !strings.Contains(s, sub) {
 			t.Errorf("script lacks %q:\n%s", sub, s)
 		}
@@ -558,5 +558,60 @@ func TestShellQuote(t *testing.T) {
 		if got := shellQuote(in); got != want {
 			t.Errorf("shellQuote(%q) = %s, want %s", in, got, want)
 		}
+	}
+}
+
+func TestCgroupV2OnSystemdHosts(t *testing.T) {
+	mi, err := os.ReadFile("testdata/hybrid/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	legacy := "25 22 0:21 / /sys/fs/cgroup/memory rw,nosuid - cgroup cgroup rw,memory\n26 22 0:22 / /sys/fs/cgroup/pids rw,nosuid - cgroup cgroup rw,pids\n"
+	for _, tc := range []struct {
+		name, mountinfo string
+		want            want
+	}{
+		{"hybrid", string(mi), want{status: Fail, found: "hybrid hierarchy",
+			debian: "grep -q 'systemd.unified_cgroup_hierarchy=1' /etc/default/grub || sed -i 's/^GRUB_CMDLINE_LINUX=\"/&systemd.unified_cgroup_hierarchy=1 /' /etc/default/grub\nupdate-grub",
+			fedora: "grubby --update-kernel=ALL --args=systemd.unified_cgroup_hierarchy=1"}},
+		{"legacy", legacy, want{status: Fail, found: "cgroup v1 only (memory,pids); no cgroup2 mount", fedora: "grubby"}},
+		{"unreadable", "", want{status: Fail, found: "cannot read the mount table"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			files := map[string]string{"proc/1/comm": "systemd\n"}
+			if tc.mountinfo != "" {
+				files["proc/self/mountinfo"] = tc.mountinfo
+			}
+			h := host{tree: writeTree(t, files), uid: 1000, user: "alice"}
+			rep := Run(context.Background(), h.system(t), "cgroup.v2", "cgroup.delegation")
+			r, _ := rep.Get("cgroup.v2")
+			assertResult(t, r, tc.want)
+			if !r.DegradedOnly || rep.Summary.Mode != "degraded" {
+				t.Errorf("cgroup FAIL should leave degraded mode: %+v", rep.Summary)
+			}
+		})
+	}
+}
+
+// A delegated tree without the required controllers, and a user whose
+// manager is not running, FAIL but only cost full mode.
+func TestDelegationFailures(t *testing.T) {
+	h := debian12()
+	h.stat["/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service"] = FileInfo{Mode: fs.ModeDir | 0o755, UID: 0}
+	r, _ := Run(context.Background(), h.system(t), "cgroup.delegation").Get("cgroup.delegation")
+	assertResult(t, r, want{status: Fail, found: "no cgroup owned by uid 1000", debian: "loginctl enable-linger alice\nmkdir -p /etc/systemd/system/user@.service.d"})
+
+	dir := writeTree(t, map[string]string{
+		"proc/self/mountinfo": "30 22 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+		"proc/self/cgroup":    "0::/user.slice/user-1000.slice/session-3.scope\n",
+		"sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/cgroup.controllers": "memory pids\n",
+	})
+	h = host{tree: dir, uid: 1000, user: "alice", stat: map[string]FileInfo{
+		"/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service": {Mode: fs.ModeDir | 0o755, UID: 1000}}}
+	r, _ = Run(context.Background(), h.system(t), "cgroup.delegation").Get("cgroup.delegation")
+	assertResult(t, r, want{status: Fail, found: "delegates: memory pids (this process is in /user.slice/user-1000.slice/session-3.scope, outside it; usernode starts itself under the user manager); missing cpu",
+		debian: "systemctl restart user@1000.service"})
+	if !r.DegradedOnly {
+		t.Error("delegation FAIL should only cost full mode")
 	}
 }

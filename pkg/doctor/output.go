@@ -14,6 +14,8 @@ import (
 func (rep Report) WriteJSON(w io.Writer) error {
 	e := json.NewEncoder(w)
 	e.SetIndent("", "  ")
+	// Fixes are shell text: keep & and < readable.
+	e.SetEscapeHTML(false)
 	return e.Encode(rep)
 }
 

@@ -66,6 +66,9 @@ func checkUserManager(_ context.Context, r *run) Result {
 func checkLinger(_ context.Context, r *run) Result {
 	s := r.sys
 	f := "/var/lib/systemd/linger/" + s.User
+	if pid1, _ := s.readTrim("/proc/1/comm"); pid1 != "" && pid1 != "systemd" {
+		return Result{Status: Skip, Found: "PID 1 is " + pid1 + ", not systemd: there is no user manager to keep running (see systemd.user-manager)"}
+	}
 	if s.exists(f) {
 		return Result{Status: Pass, Found: "enabled (" + f + ")"}
 	}
