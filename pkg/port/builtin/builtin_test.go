@@ -1,0 +1,18 @@
+package builtin_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/usernode/usernode/pkg/port"
+	"github.com/usernode/usernode/pkg/port/builtin"
+	"github.com/usernode/usernode/pkg/port/testsuite"
+)
+
+func TestMain(m *testing.M) { testsuite.Main(m.Run) }
+
+func TestConformance(t *testing.T) {
+	testsuite.Run(t, "builtin", testsuite.Caps{}, func(netns string, idle time.Duration) (port.Forwarder, error) {
+		return builtin.New(netns, builtin.Options{UDPIdleTimeout: idle})
+	})
+}

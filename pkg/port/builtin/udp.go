@@ -1,0 +1,131 @@
+package builtin
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// UDP has no connections, so each host client address gets a flow: a
+// socket inside the namespace connected to the target, whose replies go
+// back to that client. A flow ends after UDPIdleTimeout without traffic.
+type udpForward struct {
+	f      *Forwarder
+	l      *net.UDPConn
+	target netip.AddrPort
+	mu     sync.Mutex
+	flows  map[netip.AddrPort]*udpFlow
+	wg     sync.WaitGroup
+}
+
+type udpFlow struct {
+	c    *net.UDPConn
+	last atomic.Int64 // unix nanoseconds of the last datagram either way
+}
+
+const maxDatagram = 65535
+
+func (u *udpForward) serve() {
+	buf := make([]byte, maxDatagram)
+	for {
+		n, from, err := u.l.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				u.wg.Wait()
+				return
+			}
+			continue
+		}
+		fl := u.flow(from)
+		if fl == nil {
+			continue
+		}
+		fl.last.Store(time.Now().UnixNano())
+		fl.c.Write(buf[:n])
+	}
+}
+
+func (u *udpForward) flow(from netip.AddrPort) *udpFlow {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if fl, ok := u.flows[from]; ok {
+		return fl
+	}
+	if u.flows == nil {
+		return nil
+	}
+	c, err := u.f.ns.DialUDP(u.target)
+	if err != nil {
+		return nil
+	}
+	fl := &udpFlow{c: c}
+	fl.last.Store(time.Now().UnixNano())
+	u.flows[from] = fl
+	u.wg.Add(1)
+	go u.replies(from, fl)
+	return fl
+}
+
+func (u *udpForward) replies(client netip.AddrPort, fl *udpFlow) {
+	defer u.wg.Done()
+	defer func() {
+		u.mu.Lock()
+		if u.flows != nil && u.flows[client] == fl {
+			delete(u.flows, client)
+		}
+		u.mu.Unlock()
+		fl.c.Close()
+	}()
+	idle := u.f.opts.UDPIdleTimeout
+	buf := make([]byte, maxDatagram)
+	for {
+		fl.c.SetReadDeadline(time.Unix(0, fl.last.Load()).Add(idle))
+		n, err := fl.c.Read(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				if time.Since(time.Unix(0, fl.last.Load())) >= idle {
+					return
+				}
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			continue // ICMP port unreachable from a not-yet-listening server
+		}
+		fl.last.Store(time.Now().UnixNano())
+		if _, err := u.l.WriteToUDPAddrPort(buf[:n], client); errors.Is(err, net.ErrClosed) {
+			return
+		}
+	}
+}
+
+func (u *udpForward) close() {
+	u.l.Close()
+	u.mu.Lock()
+	flows := u.flows
+	u.flows = nil
+	u.mu.Unlock()
+	for _, fl := range flows {
+		fl.c.Close()
+	}
+}
+
+// Flows is the number of live UDP flows, for tests.
+func (f *Forwarder) Flows() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, fw := range f.ports {
+		if fw.udp != nil {
+			fw.udp.mu.Lock()
+			n += len(fw.udp.flows)
+			fw.udp.mu.Unlock()
+		}
+	}
+	return n
+}

@@ -1,0 +1,214 @@
+// Package nsnet creates sockets inside another network namespace from a
+// process that stays in its own: one OS thread is moved into the target
+// namespace for good and makes sockets on request; a socket keeps the
+// namespace it was created in, so it is then used from any thread.
+package nsnet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// NS makes sockets in one network namespace.
+type NS struct {
+	req  chan sockReq
+	quit chan struct{}
+}
+
+type sockReq struct {
+	family, typ int
+	resp        chan sockResp
+}
+
+type sockResp struct {
+	fd  int
+	err error
+}
+
+// Open starts the namespace's socket thread. The caller needs
+// CAP_SYS_ADMIN in the user namespace owning the target namespace and in
+// its own (setns(2)); a uid 0 of that user namespace has both.
+func Open(path string) (*NS, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("open network namespace: %w", err)
+	}
+	n := &NS{req: make(chan sockReq), quit: make(chan struct{})}
+	started := make(chan error, 1)
+	go func() {
+		// Never unlocked: when this goroutine returns, Go ends the thread
+		// instead of reusing one that sits in the wrong namespace.
+		runtime.LockOSThread()
+		err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		f.Close()
+		if err != nil {
+			started <- fmt.Errorf("enter network namespace %s: %w", path, err)
+			return
+		}
+		started <- nil
+		for {
+			select {
+			case r := <-n.req:
+				fd, err := unix.Socket(r.family, r.typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+				r.resp <- sockResp{fd, err}
+			case <-n.quit:
+				return
+			}
+		}
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Close stops the socket thread; sockets already made keep working.
+func (n *NS) Close() { close(n.quit) }
+
+var errClosed = errors.New("network namespace closed")
+
+func (n *NS) socket(family, typ int) (int, error) {
+	r := sockReq{family, typ, make(chan sockResp, 1)}
+	select {
+	case n.req <- r:
+	case <-n.quit:
+		return -1, errClosed
+	}
+	s := <-r.resp
+	return s.fd, s.err
+}
+
+func sockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, unix.AF_INET
+	}
+	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}, unix.AF_INET6
+}
+
+// DialTCP connects to addr from inside the namespace.
+func (n *NS) DialTCP(ctx context.Context, addr netip.AddrPort) (*net.TCPConn, error) {
+	sa, fam := sockaddr(addr)
+	fd, err := n.socket(fam, unix.SOCK_STREAM)
+	if err != nil {
+		return nil, err
+	}
+	err = unix.Connect(fd, sa)
+	if err != nil && err != unix.EINPROGRESS {
+		unix.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: os.NewSyscallError("connect", err)}
+	}
+	f := os.NewFile(uintptr(fd), "tcp")
+	defer f.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		f.SetWriteDeadline(dl)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cerr error
+	werr := rc.Write(func(fd uintptr) bool {
+		if _, err := unix.Getpeername(int(fd)); err == nil {
+			return true
+		}
+		n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil {
+			cerr = err
+			return true
+		}
+		if n != 0 {
+			cerr = syscall.Errno(n)
+			return true
+		}
+		return false
+	})
+	if werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: werr}
+	}
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// DialUDP makes a UDP socket in the namespace connected to addr.
+func (n *NS) DialUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	sa, fam := sockaddr(addr)
+	fd, err := n.socket(fam, unix.SOCK_DGRAM)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Connect(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, &net.OpError{Op: "dial", Net: "udp", Addr: net.UDPAddrFromAddrPort(addr), Err: os.NewSyscallError("connect", err)}
+	}
+	f := os.NewFile(uintptr(fd), "udp")
+	defer f.Close()
+	c, err := net.FileConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UDPConn), nil
+}
+
+// Listen makes a listening socket in the namespace (for tests and tools:
+// the forwarder itself only dials).
+func (n *NS) Listen(network, addr string) (net.Listener, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	sa, fam := sockaddr(ap)
+	fd, err := n.socket(fam, unix.SOCK_STREAM)
+	if err != nil {
+		return nil, err
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close()
+	return net.FileListener(f)
+}
+
+// ListenUDP binds a UDP socket in the namespace.
+func (n *NS) ListenUDP(addr string) (*net.UDPConn, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	sa, fam := sockaddr(ap)
+	fd, err := n.socket(fam, unix.SOCK_DGRAM)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(fd), "udp")
+	defer f.Close()
+	c, err := net.FilePacketConn(f)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.UDPConn), nil
+}
