@@ -7,6 +7,7 @@ import (
 	"os/exec"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/sandbox"
@@ -18,9 +19,9 @@ type nodeFlags struct {
 	stateDir string
 }
 
-func (f *nodeFlags) add(c *cobra.Command) {
-	c.Flags().StringVar(&f.name, "name", "usernode", "node name (a DNS label); each node has its own state and runtime dir")
-	c.Flags().StringVar(&f.stateDir, "state-dir", "", "where the node's persistent state lives (default $XDG_DATA_HOME/usernode/NAME)")
+func (f *nodeFlags) add(fs *pflag.FlagSet) {
+	fs.StringVar(&f.name, "name", "usernode", "node name (a DNS label); each node has its own state and runtime dir")
+	fs.StringVar(&f.stateDir, "state-dir", "", "where the node's persistent state lives (default $XDG_DATA_HOME/usernode/NAME)")
 }
 
 func (f *nodeFlags) config(command []string) (sandbox.Config, error) {
@@ -69,7 +70,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				return nil
 			},
 		}
-		nf.add(run)
+		nf.add(run.Flags())
 		run.Flags().StringVar(&netDriver, "net", drivers.Default, "network driver: "+netDriverNames())
 		run.Flags().StringArrayVarP(&ports, "publish", "p", nil, "forward a host port into the node: [HOST_IP:]HOST_PORT:NODE_PORT[/tcp|udp] (HOST_IP defaults to 127.0.0.1)")
 		run.Flags().BoolVar(&allowLoopback, "allow-host-loopback", false, "let the node reach the host's 127.0.0.1 (off: pods must not reach host-local services)")
@@ -101,7 +102,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				return nil
 			},
 		}
-		nf.add(c)
+		nf.add(c.Flags())
 		return c
 	})
 }

@@ -79,8 +79,11 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (int, error) {
 		if err := os.Chmod(portSock, 0o600); err != nil {
 			return 0, err
 		}
-		portFile, err = l.(*net.UnixListener).File()
-		l.Close()
+		ul := l.(*net.UnixListener)
+		// The agent serves the socket; our copy must not unlink it.
+		ul.SetUnlinkOnClose(false)
+		portFile, err = ul.File()
+		ul.Close()
 		if err != nil {
 			return 0, err
 		}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -328,5 +330,96 @@ func TestSandboxNetwork(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func httpGet(url string) (string, error) {
+	c := http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// Ports published with -p and added with `usernode port` reach a server
+// inside the node; removing one closes it; a taken host port fails the
+// start cleanly.
+func TestSandboxPorts(t *testing.T) {
+	u := testutil.Integration(t)
+	env := u.NewEnv(t)
+	bin := testutil.Binary(t)
+	p1, p2 := freePort(t), freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := env.Command(ctx, bin, "sandbox", "run", "--name", "tp", "-p", fmt.Sprintf("127.0.0.1:%d:8080", p1),
+		"--", "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc")
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Process.Signal(syscall.SIGTERM); c.Wait() }()
+	var body string
+	var err error
+	for i := 0; i < 100; i++ {
+		if body, err = httpGet(fmt.Sprintf("http://127.0.0.1:%d/hostname", p1)); err == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if strings.TrimSpace(body) != "tp" {
+		t.Fatalf("GET through -p: %q %v\n%s", body, err, stderr.String())
+	}
+	spec := fmt.Sprintf("127.0.0.1:%d:8080", p2)
+	if r := env.Run(t, 30*time.Second, bin, "port", "add", "--name", "tp", spec); r.Code != 0 {
+		t.Fatalf("port add: %s", r)
+	}
+	r := env.Run(t, 30*time.Second, bin, "port", "ls", "--name", "tp")
+	if !strings.Contains(r.Stdout, fmt.Sprintf("127.0.0.1:%d/tcp->8080", p2)) || !strings.Contains(r.Stdout, fmt.Sprintf("127.0.0.1:%d/tcp->8080", p1)) {
+		t.Errorf("port ls: %s", r)
+	}
+	if body, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/hostname", p2)); err != nil || strings.TrimSpace(body) != "tp" {
+		t.Errorf("GET through port add: %q %v", body, err)
+	}
+	if r := env.Run(t, 30*time.Second, bin, "port", "rm", "--name", "tp", spec); r.Code != 0 {
+		t.Fatalf("port rm: %s", r)
+	}
+	if _, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p2), time.Second); err == nil {
+		t.Errorf("port %d still accepts after port rm", p2)
+	}
+	for _, bad := range []string{"abc", "70000:80", "127.0.0.1:8080:80/sctp"} {
+		if r := env.Run(t, 30*time.Second, bin, "port", "add", "--name", "tp", bad); r.Code == 0 || r.Stderr == "" {
+			t.Errorf("port add %s: %s", bad, r)
+		}
+	}
+
+	// A host port someone else holds: the start fails, names the port, and
+	// leaves nothing behind.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	taken := l.Addr().(*net.TCPAddr).Port
+	env2 := u.NewEnv(t)
+	procsBefore, _ := testutil.ProcsOf(u.UID)
+	r = env2.Run(t, time.Minute, bin, "sandbox", "run", "--name", "tp2", "-p", fmt.Sprintf("127.0.0.1:%d:80", taken), "--", "sleep", "60")
+	if r.Code == 0 || !strings.Contains(r.Stderr, fmt.Sprint(taken)) || !strings.Contains(r.Stderr, "in use") {
+		t.Errorf("taken port: %s", r)
+	}
+	if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 5*time.Second); len(left) > 0 {
+		t.Errorf("processes left after the failed start: %v", left)
 	}
 }
