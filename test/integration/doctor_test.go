@@ -1,0 +1,254 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernode/usernode/internal/testutil"
+	"github.com/usernode/usernode/pkg/userns"
+)
+
+// doctorReport mirrors `usernode doctor --json`; decoding into it is part
+// of what the test checks.
+type doctorReport struct {
+	User struct {
+		Name string `json:"name"`
+		UID  int    `json:"uid"`
+	} `json:"user"`
+	Checks []struct {
+		ID       string `json:"id"`
+		Category string `json:"category"`
+		Title    string `json:"title"`
+		Status   string `json:"status"`
+		Found    string `json:"found"`
+		Why      string `json:"why"`
+		Fix      *struct {
+			Debian string `json:"debian"`
+			Fedora string `json:"fedora"`
+		} `json:"fix"`
+		Root bool `json:"root"`
+	} `json:"checks"`
+	Summary struct {
+		Pass, Warn, Fail, Skip, Info int
+		Mode                         string `json:"mode"`
+		OS                           string `json:"os"`
+	} `json:"summary"`
+}
+
+func parseDoctor(t *testing.T, r testutil.Result) doctorReport {
+	t.Helper()
+	var rep doctorReport
+	if err := json.Unmarshal([]byte(r.Stdout), &rep); err != nil {
+		t.Fatalf("doctor --json is not JSON: %v\n%s", err, r)
+	}
+	if len(rep.Checks) == 0 {
+		t.Fatalf("no checks\n%s", r)
+	}
+	for _, c := range rep.Checks {
+		switch c.Status {
+		case "PASS", "WARN", "FAIL", "SKIP", "INFO":
+		default:
+			t.Errorf("%s: status %q", c.ID, c.Status)
+		}
+		if c.ID == "" || c.Category == "" || c.Title == "" || c.Found == "" {
+			t.Errorf("check with empty fields: %+v", c)
+		}
+		if (c.Status == "FAIL" || c.Status == "WARN") && c.Why == "" {
+			t.Errorf("%s: %s without why", c.ID, c.Status)
+		}
+	}
+	return rep
+}
+
+func (rep doctorReport) get(t *testing.T, id string) (status, found, fix string) {
+	t.Helper()
+	for _, c := range rep.Checks {
+		if c.ID == id {
+			if c.Fix != nil {
+				fix = c.Fix.Debian
+				if rep.Summary.OS == "fedora" {
+					fix = c.Fix.Fedora
+				}
+			}
+			return c.Status, c.Found, fix
+		}
+	}
+	t.Fatalf("doctor reported no %s check", id)
+	return
+}
+
+func TestDoctor(t *testing.T) {
+	u := testutil.Integration(t)
+	env := u.NewEnv(t)
+	bin := testutil.Binary(t)
+
+	r := env.Run(t, 2*time.Minute, bin, "doctor", "--json")
+	if r.Code != 1 {
+		t.Errorf("exit code %d, want 1 (cgroup v2 FAILs on this host)\n%s", r.Code, r)
+	}
+	rep := parseDoctor(t, r)
+	if rep.User.UID != u.UID || rep.User.Name != u.Name {
+		t.Errorf("report is for %+v, want %s (%d)", rep.User, u.Name, u.UID)
+	}
+	if rep.Summary.Fail == 0 {
+		t.Errorf("summary %+v: want FAILs", rep.Summary)
+	}
+
+	// statfs is a second opinion on what doctor read from mountinfo.
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
+		t.Fatal(err)
+	}
+	status, found, fix := rep.get(t, "cgroup.v2")
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		if status != "PASS" {
+			t.Errorf("cgroup.v2 = %s (%s) on a cgroup2 host", status, found)
+		}
+	} else {
+		if status != "FAIL" || !strings.Contains(found, "hybrid") && !strings.Contains(found, "v1 only") {
+			t.Errorf("cgroup.v2 = %s %q, want FAIL naming the hybrid or v1 layout", status, found)
+		}
+		if !strings.Contains(fix, "systemd.unified_cgroup_hierarchy=1") {
+			t.Errorf("cgroup.v2 fix %q lacks the kernel argument", fix)
+		}
+		if rep.Summary.Mode == "full" {
+			t.Errorf("mode %q with cgroup v2 missing", rep.Summary.Mode)
+		}
+	}
+	for id, want := range map[string]string{
+		"subid.subuid":      "PASS",
+		"subid.subgid":      "PASS",
+		"subid.helpers":     "PASS",
+		"kernel.userns":     "PASS",
+		"kernel.tun":        "PASS", // hack/test-user.sh makes it 0666
+		"trial.namespaces":  "PASS",
+		"sysctl.ip_forward": "INFO",
+	} {
+		if status, found, _ := rep.get(t, id); status != want {
+			t.Errorf("%s = %s (%s), want %s", id, status, found, want)
+		}
+	}
+
+	t.Run("table", func(t *testing.T) {
+		r := env.Run(t, 2*time.Minute, bin, "doctor")
+		if r.Code != 1 || !strings.Contains(r.Stdout, "FAIL  cgroup v2 at /sys/fs/cgroup") {
+			t.Errorf("table:\n%s", r)
+		}
+		if strings.Contains(r.Stdout, "\x1b[") {
+			t.Error("colour escapes on a pipe")
+		}
+	})
+
+	t.Run("nosubid", func(t *testing.T) {
+		r := runDoctorAs(t, "usernode-nosubid", bin, "doctor", "--json")
+		if r.Code != 1 {
+			t.Errorf("exit %d, want 1\n%s", r.Code, r)
+		}
+		rep := parseDoctor(t, r)
+		status, found, fix := rep.get(t, "subid.subuid")
+		if status != "FAIL" || !strings.Contains(found, "no entry for usernode-nosubid") {
+			t.Errorf("subid.subuid = %s %q", status, found)
+		}
+		m := regexp.MustCompile(`usermod --add-subuids (\d+)-(\d+) --add-subgids (\d+)-(\d+) usernode-nosubid`).FindStringSubmatch(fix)
+		if m == nil {
+			t.Fatalf("subid.subuid fix %q", fix)
+		}
+		// The proposed block must be free in both files.
+		start, _ := strconv.ParseUint(m[1], 10, 32)
+		end, _ := strconv.ParseUint(m[2], 10, 32)
+		if end-start+1 != userns.MinRange {
+			t.Errorf("proposed range %s-%s is not %d IDs", m[1], m[2], userns.MinRange)
+		}
+		for _, f := range []string{"/etc/subuid", "/etc/subgid"} {
+			ranges, _, err := userns.ReadSubID(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ov := userns.Overlaps(ranges, userns.Range{Owner: "usernode-nosubid", Start: uint32(start), Count: userns.MinRange, Line: -1}); len(ov) > 0 {
+				t.Errorf("proposed range %s-%s overlaps %+v in %s", m[1], m[2], ov, f)
+			}
+		}
+		if status, found, _ := rep.get(t, "trial.namespaces"); status != "FAIL" {
+			t.Errorf("trial without subids = %s (%s)", status, found)
+		}
+
+		sc := runDoctorAs(t, "usernode-nosubid", bin, "doctor", "--fix")
+		if !strings.HasPrefix(sc.Stdout, "#!/bin/sh\n") || !strings.Contains(sc.Stdout, "\nset -eu\n") {
+			t.Errorf("--fix is not a sh script:\n%s", sc)
+		}
+		if !strings.Contains(sc.Stdout, "\n"+m[0]+"\n") {
+			t.Errorf("--fix lacks %q:\n%s", m[0], sc)
+		}
+		if strings.Count(sc.Stdout, "usermod") != 1 {
+			t.Errorf("--fix should have one usermod line:\n%s", sc.Stdout)
+		}
+		if out, err := exec.Command("sh", "-n", "-c", sc.Stdout).CombinedOutput(); err != nil {
+			t.Errorf("sh -n rejects the script: %v %s", err, out)
+		}
+	})
+
+	t.Run("shortsubid", func(t *testing.T) {
+		rep := parseDoctor(t, runDoctorAs(t, "usernode-shortsubid", bin, "doctor", "--json"))
+		if status, found, fix := rep.get(t, "subid.subuid"); status != "FAIL" || !strings.Contains(found, "1000 IDs, need at least 65536") || !strings.Contains(fix, "usermod --add-subuids") {
+			t.Errorf("subid.subuid = %s %q fix %q", status, found, fix)
+		}
+	})
+}
+
+// runDoctorAs runs bin as another account. testutil only switches to its
+// one test user, so this builds the credentials itself; it needs root.
+func runDoctorAs(t *testing.T, name, bin string, args ...string) testutil.Result {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skipf("running as %d, not root: cannot switch to %s (make test as root creates it)", os.Geteuid(), name)
+	}
+	acct, err := user.Lookup(name)
+	if err != nil {
+		t.Fatalf("account %s (hack/test-user.sh creates it): %v", name, err)
+	}
+	uid, _ := strconv.Atoi(acct.Uid)
+	gid, _ := strconv.Atoi(acct.Gid)
+	rt := t.TempDir()
+	for p := rt; p != os.TempDir() && p != "/" && p != "."; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(rt, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(rt, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, bin, args...)
+	c.Dir = "/"
+	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + acct.HomeDir,
+		"USER=" + name, "LOGNAME=" + name, "LANG=C.UTF-8", "XDG_RUNTIME_DIR=" + rt}
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true,
+		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
+	c.WaitDelay = 5 * time.Second
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	err = c.Run()
+	res := testutil.Result{Stdout: out.String(), Stderr: errb.String(), Err: err, Code: -1}
+	if c.ProcessState != nil {
+		res.Code = c.ProcessState.ExitCode()
+	}
+	return res
+}
