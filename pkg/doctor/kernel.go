@@ -70,6 +70,9 @@ func checkOverlay(_ context.Context, r *run) Result {
 	if v, err := s.readTrim("/sys/fs/selinux/enforce"); err == nil && v == "1" {
 		reasons = append(reasons, "SELinux is enforcing (it denies overlayfs mounts in a user namespace)")
 	}
+	if len(reasons) == 0 {
+		return Result{Status: Pass, Found: fmt.Sprintf("kernel %s mounts overlayfs in a user namespace: containerd uses the overlayfs snapshotter", rel)}
+	}
 	fuseBin, haveFuseBin := s.LookPath("fuse-overlayfs")
 	fuseDev := "/dev/fuse"
 	fuseErr := error(nil)
@@ -77,9 +80,6 @@ func checkOverlay(_ context.Context, r *run) Result {
 		fuseErr = err
 	} else if err := s.OpenRW(fuseDev); err != nil {
 		fuseErr = err
-	}
-	if len(reasons) == 0 {
-		return Result{Status: Pass, Found: fmt.Sprintf("kernel %s mounts overlayfs in a user namespace: containerd uses the overlayfs snapshotter", rel)}
 	}
 	found := strings.Join(reasons, "; ")
 	if haveFuseBin && fuseErr == nil {

@@ -67,6 +67,7 @@ func checkMaxUserNS(_ context.Context, r *run) Result {
 	switch {
 	case err != nil:
 		return Result{Status: Warn, Found: fmt.Sprintf("%s = %q: not a number", name, v)}
+	// 28633 is the value RHEL 7's rootless container documentation sets.
 	case n == 0:
 		return Result{Status: Fail, Found: name + " = 0",
 			Why: "0 forbids creating user namespaces at all, and the node is one.",
