@@ -18,8 +18,9 @@ func init() {
 			Short: "Check that this host can run a rootless node, and say how to fix what is missing",
 			Long: "doctor checks cgroup v2 delegation, the systemd user session, subordinate IDs, sysctls,\n" +
 				"kernel features, the binaries a node needs, and finally creates the node's namespaces once.\n" +
-				"It exits 1 when any check fails. --fix prints (never runs) a shell script of the fixes that\n" +
-				"need root, for an administrator to review.",
+				"It exits 1 when any check fails (with --json and --fix too). --fix prints (never runs) a\n" +
+				"shell script of the fixes that need root, for an administrator to review. Colour is used\n" +
+				"only on a terminal, and never when NO_COLOR is set.",
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				sys, err := doctor.Host()
