@@ -1,17 +1,11 @@
 package integration
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"os"
 	"os/exec"
-	"os/user"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -208,47 +202,8 @@ func TestDoctor(t *testing.T) {
 	})
 }
 
-// runDoctorAs runs bin as another account. testutil only switches to its
-// one test user, so this builds the credentials itself; it needs root.
+// runDoctorAs runs bin as another account made by `make test-user`.
 func runDoctorAs(t *testing.T, name, bin string, args ...string) testutil.Result {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skipf("running as %d, not root: cannot switch to %s (make test as root creates it)", os.Geteuid(), name)
-	}
-	acct, err := user.Lookup(name)
-	if err != nil {
-		t.Fatalf("account %s (hack/test-user.sh creates it): %v", name, err)
-	}
-	uid, _ := strconv.Atoi(acct.Uid)
-	gid, _ := strconv.Atoi(acct.Gid)
-	rt := t.TempDir()
-	for p := rt; p != os.TempDir() && p != "/" && p != "."; p = filepath.Dir(p) {
-		if err := os.Chmod(p, 0o711); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Chmod(rt, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chown(rt, uid, gid); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	c := exec.CommandContext(ctx, bin, args...)
-	c.Dir = "/"
-	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=" + acct.HomeDir,
-		"USER=" + name, "LOGNAME=" + name, "LANG=C.UTF-8", "XDG_RUNTIME_DIR=" + rt}
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true,
-		Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
-	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
-	c.WaitDelay = 5 * time.Second
-	var out, errb bytes.Buffer
-	c.Stdout, c.Stderr = &out, &errb
-	err = c.Run()
-	res := testutil.Result{Stdout: out.String(), Stderr: errb.String(), Err: err, Code: -1}
-	if c.ProcessState != nil {
-		res.Code = c.ProcessState.ExitCode()
-	}
-	return res
+	return testutil.Account(t, name).NewEnv(t).Run(t, 2*time.Minute, bin, args...)
 }
