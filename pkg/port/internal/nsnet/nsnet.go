@@ -21,7 +21,14 @@ import (
 type NS struct {
 	req  chan sockReq
 	quit chan struct{}
+	// spare holds TCP/IPv4 sockets made ahead of time: waking the
+	// namespace's thread costs more than a connection's other syscalls on
+	// a VM, so it refills the pool in batches, off the connection's path.
+	spare  chan int
+	refill chan struct{}
 }
+
+const spareSockets = 32
 
 type sockReq struct {
 	family, typ int
@@ -41,7 +48,8 @@ func Open(path string) (*NS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open network namespace: %w", err)
 	}
-	n := &NS{req: make(chan sockReq), quit: make(chan struct{})}
+	n := &NS{req: make(chan sockReq), quit: make(chan struct{}),
+		spare: make(chan int, spareSockets), refill: make(chan struct{}, 1)}
 	started := make(chan error, 1)
 	go func() {
 		// Never unlocked: when this goroutine returns, Go ends the thread
@@ -53,14 +61,24 @@ func Open(path string) (*NS, error) {
 			started <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
 		}
+		n.fill()
 		started <- nil
 		for {
 			select {
+			case <-n.refill:
+				n.fill()
 			case r := <-n.req:
 				fd, err := unix.Socket(r.family, r.typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 				r.resp <- sockResp{fd, err}
 			case <-n.quit:
-				return
+				for {
+					select {
+					case fd := <-n.spare:
+						unix.Close(fd)
+					default:
+						return
+					}
+				}
 			}
 		}
 	}()
@@ -70,12 +88,36 @@ func Open(path string) (*NS, error) {
 	return n, nil
 }
 
+// fill tops up the spare pool; it runs on the namespace's thread.
+func (n *NS) fill() {
+	for len(n.spare) < cap(n.spare) {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return
+		}
+		n.spare <- fd
+	}
+}
+
 // Close stops the socket thread; sockets already made keep working.
 func (n *NS) Close() { close(n.quit) }
 
 var errClosed = errors.New("network namespace closed")
 
 func (n *NS) socket(family, typ int) (int, error) {
+	if family == unix.AF_INET && typ == unix.SOCK_STREAM {
+		select {
+		case fd := <-n.spare:
+			if len(n.spare) < cap(n.spare)/2 {
+				select {
+				case n.refill <- struct{}{}:
+				default:
+				}
+			}
+			return fd, nil
+		default:
+		}
+	}
 	r := sockReq{family, typ, make(chan sockResp, 1)}
 	select {
 	case n.req <- r:

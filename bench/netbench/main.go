@@ -1,0 +1,213 @@
+// Command netbench compares usernode's networking with its peers on this
+// machine: port forwarding from the host into a node's namespace (host
+// loopback as the limit, RootlessKit's builtin and slirp4netns port
+// drivers, socat, usernode's builtin forwarder) and egress from the
+// namespace to the host (slirp4netns, pasta, lxc-user-nic, and a veth pair
+// made by root as the bound). Everything rootless runs as the non-root
+// test user; run it as root (`make bench-net`) so that it can drop to that
+// user, make lxcbr0 and the root veth pair.
+//
+// Each round runs every scenario once per metric, interleaved, so that
+// drift on the machine hits all of them alike; the table shows medians.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/usernode/usernode/pkg/network"
+	_ "github.com/usernode/usernode/pkg/network/drivers"
+	"github.com/usernode/usernode/pkg/port"
+	"github.com/usernode/usernode/pkg/port/builtin"
+)
+
+const (
+	modeEnv    = "NETBENCH_MODE"
+	iperfPort  = 5201
+	echoPort   = 7777
+	egressPort = 5299
+)
+
+var (
+	rounds  = flag.Int("rounds", 3, "interleaved rounds")
+	secs    = flag.Int("t", 2, "seconds per iperf3 and connection-rate run")
+	user    = flag.String("user", "usernode-test", "non-root account for the rootless runs (when run as root)")
+	only    = flag.String("only", "", "comma-separated port-forwarding scenarios to run (besides host loopback); no egress")
+	verbose = flag.Bool("v", false, "print each measurement")
+)
+
+func main() {
+	flag.Parse()
+	switch os.Getenv(modeEnv) {
+	case "holder":
+		holder()
+	case "agent":
+		agent()
+	case "runner":
+		runner()
+	case "":
+		if os.Geteuid() != 0 {
+			runner()
+			return
+		}
+		rootMain()
+	}
+}
+
+func die(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "netbench: "+format+"\n", a...)
+	os.Exit(1)
+}
+
+// ---- inside the namespace ----
+
+// holder is the node: lo up (plus the driver's Child when NETBENCH_DRIVER
+// is set, reading its Config from stdin), iperf3 and echo servers, and
+// optionally socat relays from unix sockets; it lives until stdin closes.
+func holder() {
+	in := bufio.NewReader(os.Stdin)
+	if lo, err := netlink.LinkByName("lo"); err == nil {
+		netlink.LinkSetUp(lo)
+	}
+	if d := os.Getenv("NETBENCH_DRIVER"); d != "" {
+		var cfg network.Config
+		line, _ := in.ReadBytes('\n')
+		if err := json.Unmarshal(line, &cfg); err != nil {
+			die("holder: config: %v", err)
+		}
+		_, c, _ := network.New(d)
+		if err := c.Configure(&cfg); err != nil {
+			die("holder: %v", err)
+		}
+	}
+	var kids []*exec.Cmd
+	start := func(name string, args ...string) {
+		c := exec.Command(name, args...)
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := c.Start(); err != nil {
+			die("holder: %s: %v", name, err)
+		}
+		kids = append(kids, c)
+	}
+	start("iperf3", "-s", "-p", fmt.Sprint(iperfPort))
+	go echoServer(fmt.Sprintf("0.0.0.0:%d", echoPort))
+	if dir := os.Getenv("NETBENCH_SOCAT_DIR"); dir != "" {
+		start("socat", "UNIX-LISTEN:"+filepath.Join(dir, "iperf.sock")+",fork", fmt.Sprintf("TCP:127.0.0.1:%d", iperfPort))
+		start("socat", "UNIX-LISTEN:"+filepath.Join(dir, "echo.sock")+",fork", fmt.Sprintf("TCP:127.0.0.1:%d", echoPort))
+	}
+	waitListen(fmt.Sprintf("127.0.0.1:%d", iperfPort))
+	fmt.Println("ready")
+	io.Copy(io.Discard, in)
+	for _, k := range kids {
+		k.Process.Kill()
+	}
+}
+
+func waitListen(addr string) {
+	for i := 0; i < 300; i++ {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// echoServer echoes each connection; with 1-byte messages it serves both
+// the connection-rate and the round-trip tests.
+func echoServer(addr string) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		die("echo: %v", err)
+	}
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			c.(*net.TCPConn).SetNoDelay(true)
+			b := make([]byte, 512)
+			for {
+				n, err := c.Read(b)
+				if err != nil {
+					return
+				}
+				if _, err := c.Write(b[:n]); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
+
+// selfNS starts this binary in mode in new namespaces mapping only the
+// caller to uid 0 (no newuidmap needed).
+func selfNS(mode string, flags uintptr, env ...string) *exec.Cmd {
+	c := exec.Command("/proc/self/exe")
+	c.Env = append(append(os.Environ(), modeEnv+"="+mode), env...)
+	c.Stderr = os.Stderr
+	c.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags, Pdeathsig: syscall.SIGKILL}
+	if flags&syscall.CLONE_NEWUSER != 0 {
+		c.SysProcAttr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getuid(), Size: 1}}
+		c.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
+	}
+	return c
+}
+
+// agent plays usernode's sandbox agent: uid 0 of its own user namespace,
+// still in the host's network namespace, forwarding host ports into the
+// node's namespace (held by a child) with the builtin forwarder, or with
+// socat relays when NETBENCH_SOCAT_DIR is set.
+func agent() {
+	hp := strings.Split(os.Getenv("NETBENCH_PORTS"), ",")
+	h := selfNS("holder", syscall.CLONE_NEWNET)
+	hin, _ := h.StdinPipe()
+	hout, _ := h.StdoutPipe()
+	if err := h.Start(); err != nil {
+		die("agent: %v", err)
+	}
+	bufio.NewReader(hout).ReadString('\n')
+	if dir := os.Getenv("NETBENCH_SOCAT_DIR"); dir != "" {
+		for i, sock := range []string{"iperf.sock", "echo.sock"} {
+			c := exec.Command("socat", "TCP-LISTEN:"+hp[i]+",bind=127.0.0.1,fork,reuseaddr", "UNIX-CONNECT:"+filepath.Join(dir, sock))
+			c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			if err := c.Start(); err != nil {
+				die("socat: %v", err)
+			}
+			defer c.Process.Kill()
+			waitListen("127.0.0.1:" + hp[i])
+		}
+	} else {
+		f, err := builtin.New(fmt.Sprintf("/proc/%d/ns/net", h.Process.Pid), builtin.Options{})
+		if err != nil {
+			die("agent: %v", err)
+		}
+		for i, child := range []int{iperfPort, echoPort} {
+			n, _ := strconv.Atoi(hp[i])
+			if err := f.Add(context.Background(), port.Spec{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: uint16(n), ChildPort: uint16(child)}); err != nil {
+				die("agent: %v", err)
+			}
+		}
+	}
+	fmt.Println("ready")
+	io.Copy(io.Discard, os.Stdin)
+	hin.Close()
+	h.Wait()
+}

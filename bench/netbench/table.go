@@ -1,0 +1,317 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type metric struct {
+	name, unit string
+	higher     bool // higher is better
+}
+
+var ingressMetrics = []metric{
+	{"iperf3 -P1 host->ns", "Gbit/s", true},
+	{"iperf3 -P1 ns->host (-R)", "Gbit/s", true},
+	{"iperf3 -P4 host->ns", "Gbit/s", true},
+	{"iperf3 -P4 ns->host (-R)", "Gbit/s", true},
+	{"connections/s c=1", "conn/s", true},
+	{"connections/s c=8", "conn/s", true},
+	{"1-byte RTT (median)", "µs", false},
+}
+
+var egressMetrics = []metric{
+	{"iperf3 -P1 ns->host", "Gbit/s", true},
+	{"iperf3 -P1 host->ns (-R)", "Gbit/s", true},
+}
+
+func runner() {
+	if os.Getenv("NETBENCH_ROOTFD") != "" {
+		w := os.NewFile(3, "req")
+		r := bufio.NewReader(os.NewFile(4, "resp"))
+		rootReq = func(args []string) ([]byte, error) {
+			b, _ := json.Marshal(args)
+			w.Write(append(b, '\n'))
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				return nil, err
+			}
+			var resp struct {
+				Out []byte
+				Err string
+			}
+			json.Unmarshal(line, &resp)
+			if resp.Err != "" {
+				return resp.Out, fmt.Errorf("%s", resp.Err)
+			}
+			return resp.Out, nil
+		}
+	}
+	tmp, err := os.MkdirTemp("", "netbench-")
+	if err != nil {
+		die("%v", err)
+	}
+	defer os.RemoveAll(tmp)
+	start := time.Now()
+
+	var igs []*ingress
+	for _, n := range []string{"host loopback", "rootlesskit builtin", "rootlesskit slirp4netns", "socat", "usernode builtin"} {
+		if *only != "" && n != "host loopback" && !strings.Contains(*only, n) {
+			continue
+		}
+		ig, err := setupIngress(n, tmp)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "netbench: skipping %s: %v\n", n, err)
+			continue
+		}
+		defer ig.stop()
+		igs = append(igs, ig)
+	}
+	hip := hostIP()
+	srv := exec.Command("iperf3", "-s", "-B", hip, "-p", fmt.Sprint(egressPort))
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := srv.Start(); err != nil {
+		die("iperf3 server: %v", err)
+	}
+	defer srv.Process.Kill()
+	waitListen(fmt.Sprintf("%s:%d", hip, egressPort))
+	var egs []*egress
+	for _, n := range []string{"host (no namespace)", "root veth (bound)", "slirp4netns", "pasta", "lxc-user-nic"} {
+		if *only != "" {
+			continue
+		}
+		e, err := setupEgress(n, tmp)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "netbench: skipping egress %s: %v\n", n, err)
+			continue
+		}
+		defer e.stop()
+		egs = append(egs, e)
+	}
+	vet := func(v float64, err error) float64 {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "netbench:", err)
+			return 0
+		}
+		return v
+	}
+	in := map[string][][]float64{}
+	eg := map[string][][]float64{}
+	for _, ig := range igs {
+		in[ig.name] = make([][]float64, len(ingressMetrics))
+	}
+	for _, e := range egs {
+		eg[e.name] = make([][]float64, len(egressMetrics))
+	}
+	for r := 0; r < *rounds; r++ {
+		for mi := range ingressMetrics {
+			for _, ig := range igs {
+				var v float64
+				switch mi {
+				case 0, 1, 2, 3:
+					v = vet(iperf(nil, "127.0.0.1", ig.iperfPort, []int{1, 1, 4, 4}[mi], mi%2 == 1))
+				case 4:
+					v = vet(connRate(ig.echoAddr, 1))
+				case 5:
+					v = vet(connRate(ig.echoAddr, 8))
+				case 6:
+					v = vet(rtt(ig.echoAddr))
+				}
+				if *verbose {
+					fmt.Fprintf(os.Stderr, "round %d %-24s %-26s %.2f\n", r+1, ig.name, ingressMetrics[mi].name, v)
+				}
+				in[ig.name][mi] = append(in[ig.name][mi], v)
+			}
+		}
+		for mi := range egressMetrics {
+			for _, e := range egs {
+				v := vet(iperf(e.prefix, hip, egressPort, 1, mi == 1))
+				if *verbose {
+					fmt.Fprintf(os.Stderr, "round %d %-24s %-26s %.2f\n", r+1, e.name, egressMetrics[mi].name, v)
+				}
+				eg[e.name][mi] = append(eg[e.name][mi], v)
+			}
+		}
+	}
+	out := os.Stdout
+	fmt.Fprintf(out, "Rootless networking on this machine: %d interleaved rounds, medians; iperf3 and connection-rate runs %d s each.\n", *rounds, *secs)
+	fmt.Fprintf(out, "Kernel %s, %d CPUs. Ratios are against the first row.\n\n", kernel(), numCPU())
+	fmt.Fprintln(out, "### Port forwarding: host 127.0.0.1:PORT -> the node's namespace")
+	fmt.Fprintln(out)
+	hdr := "| | "
+	sep := "|---|"
+	for _, m := range ingressMetrics {
+		hdr += m.name + " (" + m.unit + ") | "
+		sep += "---|"
+	}
+	hdr += "peak RSS of the forwarder (MB) |"
+	sep += "---|"
+	fmt.Fprintln(out, hdr)
+	fmt.Fprintln(out, sep)
+	var base []float64
+	for i, ig := range igs {
+		row := "| " + ig.name + " | "
+		for mi, m := range ingressMetrics {
+			v := median(in[ig.name][mi])
+			if i == 0 {
+				base = append(base, v)
+			}
+			row += cell(v, base[mi], m)
+		}
+		if pids := ig.helpers(); len(pids) > 0 {
+			row += fmt.Sprintf("%.1f |", peakRSS(pids))
+		} else {
+			row += "– |"
+		}
+		fmt.Fprintln(out, row)
+	}
+	fmt.Fprintln(out)
+	for _, ig := range igs {
+		fmt.Fprintf(out, "- %s: %s\n", ig.name, ig.note)
+	}
+	fmt.Fprintln(out)
+	fmt.Fprintf(out, "### Egress: the namespace -> an iperf3 server on the host's %s\n\n", hip)
+	fmt.Fprintln(out, "| | "+egressMetrics[0].name+" (Gbit/s) | "+egressMetrics[1].name+" (Gbit/s) | peak RSS of the helper (MB) |")
+	fmt.Fprintln(out, "|---|---|---|---|")
+	base = nil
+	for i, e := range egs {
+		row := "| " + e.name + " | "
+		for mi, m := range egressMetrics {
+			v := median(eg[e.name][mi])
+			if i == 0 {
+				base = append(base, v)
+			}
+			row += cell(v, base[mi], m)
+		}
+		if e.helper > 0 {
+			row += fmt.Sprintf("%.1f |", peakRSS([]int{e.helper}))
+		} else {
+			row += "– |"
+		}
+		fmt.Fprintln(out, row)
+	}
+	fmt.Fprintln(out)
+	for _, e := range egs {
+		fmt.Fprintf(out, "- %s: %s\n", e.name, e.note)
+	}
+	fmt.Fprintf(out, "\nTotal time %s.\n", time.Since(start).Round(time.Second))
+}
+
+func cell(v, base float64, m metric) string {
+	f := "%.2f"
+	if m.unit == "conn/s" {
+		f = "%.0f"
+	} else if m.unit == "µs" {
+		f = "%.1f"
+	}
+	s := fmt.Sprintf(f, v)
+	if base > 0 && v > 0 {
+		s += fmt.Sprintf(" (%.2f×)", v/base)
+	}
+	return s + " | "
+}
+
+func kernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+// rootMain prepares what only root can (the test user, lxcbr0 and its
+// lxc-usernet line, the root veth pair), then runs everything else as the
+// user, serving the veth pair's iperf3 runs on request.
+func rootMain() {
+	sh := func(args ...string) {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			die("%v: %v: %s", args, err, out)
+		}
+	}
+	quiet := func(args ...string) { exec.Command(args[0], args[1:]...).Run() }
+	if _, err := net.InterfaceByName("lxcbr0"); err != nil {
+		sh("ip", "link", "add", "lxcbr0", "type", "bridge")
+		sh("ip", "addr", "add", "10.0.3.1/24", "dev", "lxcbr0")
+		sh("ip", "link", "set", "lxcbr0", "up")
+	}
+	line := *user + " veth lxcbr0 10"
+	if b, _ := os.ReadFile("/etc/lxc/lxc-usernet"); !strings.Contains(string(b), line) {
+		f, err := os.OpenFile("/etc/lxc/lxc-usernet", os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
+		if err != nil {
+			die("%v", err)
+		}
+		fmt.Fprintln(f, line)
+		f.Close()
+	}
+	const ns = "netbench-veth"
+	quiet("ip", "netns", "del", ns)
+	quiet("ip", "link", "del", "nbveth0")
+	sh("ip", "netns", "add", ns)
+	defer quiet("ip", "netns", "del", ns)
+	sh("ip", "link", "add", "nbveth0", "mtu", "65520", "type", "veth", "peer", "name", "nbveth1", "mtu", "65520")
+	defer quiet("ip", "link", "del", "nbveth0")
+	sh("ip", "link", "set", "nbveth1", "netns", ns)
+	sh("ip", "addr", "add", "10.199.0.1/24", "dev", "nbveth0")
+	sh("ip", "link", "set", "nbveth0", "up")
+	sh("ip", "-n", ns, "addr", "add", "10.199.0.2/24", "dev", "nbveth1")
+	sh("ip", "-n", ns, "link", "set", "nbveth1", "up")
+	sh("ip", "-n", ns, "link", "set", "lo", "up")
+	sh("ip", "-n", ns, "route", "add", "default", "via", "10.199.0.1")
+
+	dir, _ := os.MkdirTemp("", "netbench-bin-")
+	os.Chmod(dir, 0o755)
+	defer os.RemoveAll(dir)
+	bin := dir + "/netbench"
+	b, _ := os.ReadFile("/proc/self/exe")
+	os.WriteFile(bin, b, 0o755)
+
+	args := append([]string{"--reuid=" + *user, "--regid=" + *user, "--init-groups", bin}, os.Args[1:]...)
+	c := exec.Command("setpriv", args...)
+	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", modeEnv + "=runner", "NETBENCH_ROOTFD=1", "HOME=/tmp", "LANG=C.UTF-8"}
+	c.Dir = "/"
+	reqR, reqW, _ := os.Pipe()
+	respR, respW, _ := os.Pipe()
+	c.ExtraFiles = []*os.File{reqW, respR}
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	if err := c.Start(); err != nil {
+		die("%v", err)
+	}
+	reqW.Close()
+	respR.Close()
+	go func() {
+		r := bufio.NewReader(reqR)
+		for {
+			line, err := r.ReadBytes('\n')
+			if err != nil {
+				return
+			}
+			var a []string
+			json.Unmarshal(line, &a)
+			full := append([]string{"netns", "exec", ns}, a...)
+			out, err := exec.Command("ip", full...).Output()
+			resp := struct {
+				Out []byte
+				Err string
+			}{Out: out}
+			if err != nil {
+				resp.Err = err.Error()
+			}
+			b, _ := json.Marshal(resp)
+			respW.Write(append(b, '\n'))
+		}
+	}()
+	err := c.Wait()
+	respW.Close()
+	if err != nil {
+		die("runner: %v", err)
+	}
+}
