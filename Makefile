@@ -28,3 +28,11 @@ vet:
 
 clean:
 	rm -rf bin
+
+# Network benchmark (bench/netbench): port forwarders and namespace egress
+# side by side. Run as root: it drops to the test user for everything
+# rootless and makes lxcbr0 and a root veth pair for the bound.
+.PHONY: bench-net
+bench-net: test-user
+	$(GO) build -o bin/netbench ./bench/netbench
+	./bin/netbench -rounds 3 -t 2

@@ -60,6 +60,8 @@ func main() {
 		agent()
 	case "runner":
 		runner()
+	case "echo":
+		echoServer(os.Getenv("NETBENCH_ECHO"))
 	case "":
 		if os.Geteuid() != 0 {
 			runner()
