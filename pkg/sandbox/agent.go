@@ -102,6 +102,16 @@ func agentMain() {
 		node.Process.Kill()
 		die(up, err)
 	}
+	// The forwarder takes hold of the node's netns now: init may be gone
+	// again soon when its command is short.
+	if portL != nil {
+		f, err := Ports.NewForwarder(fmt.Sprintf("/proc/%d/ns/net", initPID))
+		if err != nil {
+			kill(fmt.Errorf("port forwarder: %w", err))
+		}
+		defer f.Close()
+		go Ports.Serve(portL, f)
+	}
 	if err := up.send(msg{Kind: "init", PID: initPID}); err != nil {
 		kill(err)
 	}
@@ -114,14 +124,6 @@ func agentMain() {
 	}
 	if _, err := down.recv("ready"); err != nil {
 		kill(err)
-	}
-	if portL != nil {
-		f, err := Ports.NewForwarder(fmt.Sprintf("/proc/%d/ns/net", initPID))
-		if err != nil {
-			kill(fmt.Errorf("port forwarder: %w", err))
-		}
-		defer f.Close()
-		go Ports.Serve(portL, f)
 	}
 	if err := up.send(msg{Kind: "ready"}); err != nil {
 		kill(err)
