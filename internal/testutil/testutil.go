@@ -206,7 +206,9 @@ func Binary(t testing.TB) string {
 			buildErr = err
 			return
 		}
-		out, err := exec.Command("go", "build", "-o", builtBin, filepath.Join(root, "cmd", "usernode")).CombinedOutput()
+		c := exec.Command("go", "build", "-o", builtBin, filepath.Join(root, "cmd", "usernode"))
+		c.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build: static, for the pause image
+		out, err := c.CombinedOutput()
 		if err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

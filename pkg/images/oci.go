@@ -1,0 +1,213 @@
+// Package images builds container images locally as OCI archives, so a
+// node comes up with no registry reachable: the pause image every pod needs
+// is made from files already on the machine and imported into containerd.
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"debug/elf"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+	"time"
+)
+
+// File is one entry of the image's only layer.
+type File struct {
+	Path   string      // absolute path inside the image
+	Mode   fs.FileMode // permission bits; fs.ModeDir or fs.ModeSymlink for those
+	Source string      // host file to copy (regular files)
+	Data   []byte      // or the content itself
+	Link   string      // symlink target
+}
+
+// Image is what to build.
+type Image struct {
+	Ref        string // e.g. registry.k8s.io/pause:3.10
+	Files      []File
+	Entrypoint []string
+	Cmd        []string
+	Env        []string
+}
+
+type descriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// WriteArchive writes img as an OCI image layout in a tar stream, the
+// format `ctr images import` reads. The layer is uncompressed: these images
+// are imported locally, never pushed, and compressing only costs start time.
+func WriteArchive(w io.Writer, img Image) error {
+	layer, err := layerTar(img.Files)
+	if err != nil {
+		return err
+	}
+	layerDesc := blobDesc("application/vnd.oci.image.layer.v1.tar", layer)
+	cfg, _ := json.Marshal(map[string]any{
+		"architecture": runtime.GOARCH,
+		"os":           "linux",
+		"config":       map[string]any{"Entrypoint": img.Entrypoint, "Cmd": img.Cmd, "Env": img.Env},
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDesc.Digest}},
+	})
+	cfgDesc := blobDesc("application/vnd.oci.image.config.v1+json", cfg)
+	manifest, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        cfgDesc,
+		"layers":        []descriptor{layerDesc},
+	})
+	manDesc := blobDesc("application/vnd.oci.image.manifest.v1+json", manifest)
+	tag := img.Ref
+	if i := strings.LastIndex(tag, ":"); i > strings.LastIndex(tag, "/") {
+		tag = tag[i+1:]
+	}
+	manDesc.Annotations = map[string]string{"io.containerd.image.name": img.Ref, "org.opencontainers.image.ref.name": tag}
+	index, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.index.v1+json",
+		"manifests":     []descriptor{manDesc},
+	})
+
+	tw := tar.NewWriter(w)
+	put := func(name string, b []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o644, Size: int64(len(b)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err := tw.Write(b)
+		return err
+	}
+	for _, e := range []struct {
+		name string
+		b    []byte
+	}{
+		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		{"index.json", index},
+		{blobPath(layerDesc), layer},
+		{blobPath(cfgDesc), cfg},
+		{blobPath(manDesc), manifest},
+	} {
+		if err := put(e.name, e.b); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
+
+func blobDesc(mediaType string, b []byte) descriptor {
+	sum := sha256.Sum256(b)
+	return descriptor{MediaType: mediaType, Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(b))}
+}
+
+func blobPath(d descriptor) string { return "blobs/sha256/" + strings.TrimPrefix(d.Digest, "sha256:") }
+
+// layerTar is deterministic (sorted, zero times, root-owned), so the same
+// files always make the same image ID and a re-import is a no-op.
+func layerTar(files []File) ([]byte, error) {
+	files = append([]File(nil), files...)
+	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, f := range files {
+		name := strings.TrimPrefix(f.Path, "/")
+		h := &tar.Header{Name: name, Mode: int64(f.Mode.Perm()), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		var data []byte
+		switch {
+		case f.Mode&fs.ModeDir != 0:
+			h.Typeflag, h.Name = tar.TypeDir, name+"/"
+		case f.Mode&fs.ModeSymlink != 0:
+			h.Typeflag, h.Linkname = tar.TypeSymlink, f.Link
+		default:
+			h.Typeflag = tar.TypeReg
+			data = f.Data
+			if f.Source != "" {
+				b, err := os.ReadFile(f.Source)
+				if err != nil {
+					return nil, err
+				}
+				data = b
+			}
+			h.Size = int64(len(data))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if _, err := tw.Write(data); err != nil {
+			return nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// Static tells whether the ELF binary at path needs no dynamic loader, so
+// it can run alone in an otherwise empty image.
+func Static(path string) (bool, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+// PauseRef is the sandbox image name the generated containerd config uses.
+const PauseRef = "registry.k8s.io/pause:3.10"
+
+// Pause is the pod sandbox image: usernode's own binary, which acts as
+// pause when started as /pause (it sleeps and reaps), if it is static;
+// otherwise busybox-static's sleep. Either way no registry is needed.
+func Pause(self string) (Image, error) {
+	if ok, err := Static(self); err == nil && ok {
+		return Image{Ref: PauseRef, Entrypoint: []string{"/pause"}, Files: []File{{Path: "/pause", Mode: 0o755, Source: self}}}, nil
+	}
+	bb, err := findBusybox()
+	if err != nil {
+		return Image{}, fmt.Errorf("no static binary for the pause image: build usernode with CGO_ENABLED=0 (make build does), or install busybox-static: %w", err)
+	}
+	return Image{Ref: PauseRef, Entrypoint: []string{"/bin/sleep", "infinity"}, Files: []File{
+		{Path: "/bin", Mode: fs.ModeDir | 0o755}, {Path: "/bin/busybox", Mode: 0o755, Source: bb},
+		{Path: "/bin/sleep", Mode: fs.ModeSymlink | 0o777, Link: "busybox"},
+	}}, nil
+}
+
+// Busybox is a small userland image for tests and debugging, from Debian's
+// busybox-static.
+func Busybox(ref string) (Image, error) {
+	bb, err := findBusybox()
+	if err != nil {
+		return Image{}, err
+	}
+	files := []File{{Path: "/bin", Mode: fs.ModeDir | 0o755}, {Path: "/bin/busybox", Mode: 0o755, Source: bb},
+		{Path: "/tmp", Mode: fs.ModeDir | 0o777}, {Path: "/etc", Mode: fs.ModeDir | 0o755}, {Path: "/var/www", Mode: fs.ModeDir | 0o755}}
+	for _, app := range []string{"sh", "ls", "cat", "echo", "sleep", "wget", "httpd", "nslookup", "id", "ps", "env", "hostname", "dd", "head", "nc", "true", "mkdir", "ip"} {
+		files = append(files, File{Path: "/bin/" + app, Mode: fs.ModeSymlink | 0o777, Link: "busybox"})
+	}
+	return Image{Ref: ref, Files: files, Cmd: []string{"sh"}, Env: []string{"PATH=/bin"}}, nil
+}
+
+func findBusybox() (string, error) {
+	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+		if ok, err := Static(p); err == nil && ok {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no static busybox found (Debian/Ubuntu: apt-get install busybox-static)")
+}

@@ -1,0 +1,112 @@
+package images
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func readTar(t *testing.T, b []byte) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	tr := tar.NewReader(bytes.NewReader(b))
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := io.ReadAll(tr)
+		key := h.Name
+		if h.Typeflag == tar.TypeSymlink {
+			data = []byte("-> " + h.Linkname)
+		}
+		out[key] = data
+	}
+}
+
+// The archive is a valid OCI layout: every digest matches its blob, the
+// name containerd imports it under is annotated, and the layer holds the
+// files asked for.
+func TestWriteArchive(t *testing.T) {
+	src := filepath.Join(t.TempDir(), "pause")
+	os.WriteFile(src, []byte("ELF..."), 0o755)
+	img := Image{Ref: "registry.k8s.io/pause:3.10", Entrypoint: []string{"/pause"}, Files: []File{
+		{Path: "/pause", Mode: 0o755, Source: src},
+		{Path: "/bin", Mode: fs.ModeDir | 0o755},
+		{Path: "/bin/sh", Mode: fs.ModeSymlink | 0o777, Link: "busybox"},
+	}}
+	var a, b bytes.Buffer
+	if err := WriteArchive(&a, img); err != nil {
+		t.Fatal(err)
+	}
+	WriteArchive(&b, img)
+	if !bytes.Equal(a.Bytes(), b.Bytes()) {
+		t.Error("two builds of the same image differ; image IDs would churn")
+	}
+	files := readTar(t, a.Bytes())
+	blob := func(digest string) []byte {
+		t.Helper()
+		b, ok := files["blobs/sha256/"+digest[len("sha256:"):]]
+		if !ok {
+			t.Fatalf("no blob %s", digest)
+		}
+		sum := sha256.Sum256(b)
+		if "sha256:"+hex.EncodeToString(sum[:]) != digest {
+			t.Fatalf("blob %s has another digest", digest)
+		}
+		return b
+	}
+	var index struct {
+		Manifests []descriptor `json:"manifests"`
+	}
+	json.Unmarshal(files["index.json"], &index)
+	if len(index.Manifests) != 1 || index.Manifests[0].Annotations["io.containerd.image.name"] != img.Ref || index.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != "3.10" {
+		t.Fatalf("index = %s", files["index.json"])
+	}
+	var man struct {
+		Config descriptor   `json:"config"`
+		Layers []descriptor `json:"layers"`
+	}
+	json.Unmarshal(blob(index.Manifests[0].Digest), &man)
+	var cfg struct {
+		Config struct{ Entrypoint []string }
+		Rootfs struct {
+			DiffIDs []string `json:"diff_ids"`
+		}
+	}
+	json.Unmarshal(blob(man.Config.Digest), &cfg)
+	if len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/pause" || cfg.Rootfs.DiffIDs[0] != man.Layers[0].Digest {
+		t.Errorf("config = %+v", cfg)
+	}
+	layer := readTar(t, blob(man.Layers[0].Digest))
+	if string(layer["pause"]) != "ELF..." || string(layer["bin/sh"]) != "-> busybox" {
+		t.Errorf("layer = %v", layer)
+	}
+	if _, ok := layer["bin/"]; !ok {
+		t.Errorf("layer lacks bin/: %v", layer)
+	}
+}
+
+func TestPauseFallsBackToBusybox(t *testing.T) {
+	dyn := "/bin/ls" // dynamically linked on every distribution we run on
+	img, err := Pause(dyn)
+	if _, bbErr := findBusybox(); bbErr != nil {
+		if err == nil {
+			t.Fatal("want an error naming busybox-static when neither is static")
+		}
+		return
+	}
+	if err != nil || img.Entrypoint[0] != "/bin/sleep" {
+		t.Errorf("Pause(%s) = %+v, %v", dyn, img, err)
+	}
+}
