@@ -33,6 +33,9 @@ const (
 	// namespace, where it listens, and from the host, where the port
 	// forwarder listens on the same address and port.
 	DefaultServer = "https://127.0.0.1:6443"
+	// DefaultDir is where the components' kubeconfigs live inside the node:
+	// a per-run tmpfs copy of /etc, so they are rewritten at each `up`.
+	DefaultDir = "/etc/usernode"
 )
 
 // ContextName is the name of the host user's context (and its cluster and
@@ -101,17 +104,22 @@ type Files struct {
 	KubeProxy         string
 }
 
-// WriteComponents writes one kubeconfig per component into dir
-// (/etc/usernode), each with its own identity from p and the server URL
-// (DefaultServer if empty) they reach kube-apiserver at inside the node.
-func WriteComponents(dir, nodeName, server string, p *pki.PKI) (Files, error) {
-	f := Files{
+// Paths is where WriteComponents puts each file under dir.
+func Paths(dir string) Files {
+	return Files{
 		Admin:             filepath.Join(dir, "admin.kubeconfig"),
 		Kubelet:           filepath.Join(dir, "kubelet.kubeconfig"),
 		ControllerManager: filepath.Join(dir, "controller-manager.kubeconfig"),
 		Scheduler:         filepath.Join(dir, "scheduler.kubeconfig"),
 		KubeProxy:         filepath.Join(dir, "kube-proxy.kubeconfig"),
 	}
+}
+
+// WriteComponents writes one kubeconfig per component into dir
+// (DefaultDir), each with its own identity from p and the server URL
+// (DefaultServer if empty) they reach kube-apiserver at inside the node.
+func WriteComponents(dir, nodeName, server string, p *pki.PKI) (Files, error) {
+	f := Paths(dir)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return Files{}, err
 	}

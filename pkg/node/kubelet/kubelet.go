@@ -1,0 +1,350 @@
+// Package kubelet renders the kubelet's configuration file
+// (/etc/usernode/kubelet.yaml, regenerated at each `up`) and the
+// command-line flags that have no config-file field.
+//
+// The settings come from the Kubernetes task page "Running Kubernetes Node
+// Components as a Non-root User" and from what was measured on a node
+// without delegated cgroups ("degraded mode"); each is explained where it
+// is set.
+package kubelet
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/version"
+	logsapi "k8s.io/component-base/logs/api/v1"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/usernode/usernode/pkg/node/kubeconfig"
+	"github.com/usernode/usernode/pkg/node/pki"
+)
+
+// Defaults for Options; they match the layout inside the node's mount
+// namespace.
+const (
+	DefaultVersion                  = "v1.37.2"
+	DefaultConfigPath               = "/etc/usernode/kubelet.yaml"
+	DefaultRootDir                  = "/var/lib/kubelet"
+	DefaultContainerRuntimeEndpoint = "unix:///run/containerd/containerd.sock"
+	DefaultResolvConf               = "/etc/resolv.conf"
+	DefaultClusterDomain            = "cluster.local"
+
+	// MinVersion is the oldest kubelet this package configures: older ones
+	// miss config fields used here (and are out of upstream support).
+	MinVersion = "1.30.0"
+	// UserNamespaceGateDefaultOn is the first release where
+	// KubeletInUserNamespace is beta and on by default.
+	UserNamespaceGateDefaultOn = "1.37.0"
+	// failCgroupV1Since is the first release that knows failCgroupV1.
+	failCgroupV1Since = "1.31.0"
+)
+
+var (
+	DefaultNodeIP     = netip.MustParseAddr("10.0.2.100")
+	DefaultClusterDNS = netip.MustParseAddr("10.96.0.10")
+	// DefaultPKI and DefaultKubeconfig are the per-run layout the node uses.
+	DefaultPKI        = pki.Paths("/var/lib/usernode/pki")
+	DefaultKubeconfig = kubeconfig.Paths(kubeconfig.DefaultDir).Kubelet
+)
+
+// EvictionHard is the hard eviction thresholds. They replace the kubelet's
+// defaults (10% disk, 15% image disk, 5% inodes), which a developer's
+// machine routinely crosses: the node would be tainted DiskPressure at
+// start and every pod would stay Pending with no hint why. 1% is not 0%
+// (which kind uses) because the disk is the user's own home: evicting pods
+// when it is nearly full is still better than filling it to the last byte
+// and breaking the user's desktop session. memory.available is the
+// kubelet's own default, listed because a partial evictionHard zeroes the
+// keys it leaves out.
+var EvictionHard = map[string]string{
+	"memory.available":   "100Mi",
+	"nodefs.available":   "1%",
+	"nodefs.inodesFree":  "1%",
+	"imagefs.available":  "1%",
+	"imagefs.inodesFree": "1%",
+}
+
+// Options says what the kubelet must be told. The zero value, with a
+// NodeName, is the default node.
+type Options struct {
+	// Version is the kubelet's version, "v1.37.2" or "1.37.2".
+	Version  string
+	NodeName string // required
+	// NodeIP is the node's address in its network namespace; the kubelet
+	// reports it as the node's InternalIP, which kube-apiserver dials.
+	NodeIP netip.Addr
+	// Degraded is true when the node has no delegated cgroup v2 tree (hybrid
+	// or v1 hosts, no systemd delegation): the kubelet cannot create
+	// cgroups, so QoS cgroups and node-allocatable enforcement are off and
+	// pod limits are not enforced.
+	Degraded bool
+
+	ClusterDNS    netip.Addr // default 10.96.0.10
+	ClusterDomain string     // default cluster.local
+
+	// ClientCAFile verifies client certs on the kubelet's API (the
+	// apiserver's); TLSCertFile/TLSPrivateKeyFile are its serving pair.
+	// Defaults: the cluster CA and kubelet.{crt,key} under DefaultPKI.
+	ClientCAFile      string
+	TLSCertFile       string
+	TLSPrivateKeyFile string
+
+	KubeconfigPath           string // default DefaultKubeconfig
+	ConfigPath               string // where Render's output is written; default DefaultConfigPath
+	RootDir                  string // default /var/lib/kubelet
+	ContainerRuntimeEndpoint string // default unix:///run/containerd/containerd.sock
+	ResolvConf               string // default /etc/resolv.conf
+
+	// LocalStorageCapacityIsolation defaults to false: the kubelet's
+	// ephemeral-storage accounting needs cAdvisor to find the block device
+	// under /var/lib/kubelet, which fails inside a user namespace ("failed
+	// to get rootfs info"); rootless kind and Usernetes turn it off for the
+	// same reason. Pods then cannot use ephemeral-storage limits or
+	// emptyDir sizeLimit.
+	LocalStorageCapacityIsolation *bool
+
+	// FeatureGates are added to (and override) the ones set here.
+	FeatureGates map[string]bool
+}
+
+func (o *Options) defaults() (*version.Version, error) {
+	v, err := ParseVersion(o.Version)
+	if err != nil {
+		return nil, err
+	}
+	if o.NodeName == "" {
+		return nil, errors.New("kubelet: NodeName is required")
+	}
+	if !o.NodeIP.IsValid() {
+		o.NodeIP = DefaultNodeIP
+	}
+	if !o.ClusterDNS.IsValid() {
+		o.ClusterDNS = DefaultClusterDNS
+	}
+	def := func(s *string, d string) {
+		if *s == "" {
+			*s = d
+		}
+	}
+	def(&o.ClusterDomain, DefaultClusterDomain)
+	def(&o.ClientCAFile, DefaultPKI.CA.Cert)
+	def(&o.TLSCertFile, DefaultPKI.Kubelet.Cert)
+	def(&o.TLSPrivateKeyFile, DefaultPKI.Kubelet.Key)
+	def(&o.KubeconfigPath, DefaultKubeconfig)
+	def(&o.ConfigPath, DefaultConfigPath)
+	def(&o.RootDir, DefaultRootDir)
+	def(&o.ContainerRuntimeEndpoint, DefaultContainerRuntimeEndpoint)
+	def(&o.ResolvConf, DefaultResolvConf)
+	return v, nil
+}
+
+// ParseVersion parses a Kubernetes version ("v1.37.2", "1.37.2",
+// "v1.37.2-rc.0") and rejects releases older than MinVersion. An empty
+// string is DefaultVersion.
+func ParseVersion(s string) (*version.Version, error) {
+	if s == "" {
+		s = DefaultVersion
+	}
+	v, err := version.ParseGeneric(s)
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes version %q: %w", s, err)
+	}
+	if v.LessThan(version.MustParseGeneric(MinVersion)) {
+		return nil, fmt.Errorf("kubernetes %s is not supported: usernode needs %s or newer (older kubelets lack config fields a rootless node depends on, and are out of upstream support)", s, MinVersion)
+	}
+	return v, nil
+}
+
+// Config is the kubelet's configuration for o.
+func Config(o Options) (*kubeletv1beta1.KubeletConfiguration, error) {
+	v, err := o.defaults()
+	if err != nil {
+		return nil, err
+	}
+	yes, no := true, false
+	i32 := func(i int32) *int32 { return &i }
+
+	c := &kubeletv1beta1.KubeletConfiguration{
+		TypeMeta: metav1.TypeMeta{APIVersion: kubeletv1beta1.SchemeGroupVersion.String(), Kind: "KubeletConfiguration"},
+
+		// Only kube-apiserver (and the user through it) talks to the kubelet:
+		// no anonymous requests, client certs from the cluster CA, and every
+		// request authorized by asking kube-apiserver (SubjectAccessReview).
+		Authentication: kubeletv1beta1.KubeletAuthentication{
+			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: &no},
+			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: &yes},
+			X509:      kubeletv1beta1.KubeletX509Authentication{ClientCAFile: o.ClientCAFile},
+		},
+		Authorization: kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
+		// The unauthenticated read-only API stays off (it is the v1beta1
+		// default; explicit here so no older default can slip in).
+		ReadOnlyPort: 0,
+		// The CA-signed serving pair from pki, so kube-apiserver can verify
+		// the kubelet (--kubelet-certificate-authority) for exec and logs.
+		TLSCertFile:       o.TLSCertFile,
+		TLSPrivateKeyFile: o.TLSPrivateKeyFile,
+
+		// The task page: cgroupfs, because no systemd manages the node's
+		// cgroups from inside its namespaces.
+		CgroupDriver:             "cgroupfs",
+		ContainerRuntimeEndpoint: o.ContainerRuntimeEndpoint,
+
+		ClusterDNS:    []string{o.ClusterDNS.String()},
+		ClusterDomain: o.ClusterDomain,
+		// The node's own copy (the sandbox rewrites it when the host's points
+		// at a loopback resolver that pods could not reach).
+		ResolverConfig: &o.ResolvConf,
+
+		// No static pods: the control plane runs as plain processes under
+		// the supervisor, which starts faster and survives a kubelet crash.
+		StaticPodPath: "",
+
+		// The bridge CNI plugin sets hairpin mode on each pod's veth
+		// (hairpinMode in the conflist), so a pod can reach itself through
+		// its own Service. This value names that mode; with a CRI runtime
+		// the kubelet does not touch the interfaces itself.
+		HairpinMode: kubeletv1beta1.HairpinVeth,
+
+		// Swap is common on developer machines; a kubelet that refuses to
+		// start over it helps no one here.
+		FailSwapOn: &no,
+
+		// Image GC off (100 disables it), as kind does. There is often no
+		// registry to pull from again: images are built and imported
+		// locally, and containerd 1.6 does not pin the sandbox (pause)
+		// image, so a collected pause image would stop every new pod.
+		ImageGCHighThresholdPercent: i32(100),
+		ImageGCLowThresholdPercent:  i32(80),
+		EvictionHard:                clone(EvictionHard),
+
+		LocalStorageCapacityIsolation: o.LocalStorageCapacityIsolation,
+	}
+	if c.LocalStorageCapacityIsolation == nil {
+		c.LocalStorageCapacityIsolation = &no
+	}
+
+	gates := map[string]bool{}
+	// Before 1.37 the gate is alpha and off: without it the kubelet fails
+	// on sysctls it may not set in a user namespace and on /dev/kmsg
+	// (measured on 1.34: "open /dev/kmsg: operation not permitted"). From
+	// 1.37 it is beta and on by default, so it is left out.
+	if v.LessThan(version.MustParseGeneric(UserNamespaceGateDefaultOn)) {
+		gates["KubeletInUserNamespace"] = true
+	}
+	for k, b := range o.FeatureGates {
+		gates[k] = b
+	}
+	if len(gates) > 0 {
+		c.FeatureGates = gates
+	}
+
+	if o.Degraded {
+		// No writable cgroup: with the defaults the kubelet fails
+		// "mkdir /sys/fs/cgroup/kubepods: permission denied". Node
+		// allocatable enforcement must be empty (not omitted, which means
+		// ["pods"]) when QoS cgroups are off, or validation fails.
+		c.CgroupsPerQOS = &no
+		c.EnforceNodeAllocatable = []string{}
+		// A hybrid host shows the kubelet a cgroup v1 view, which it refuses
+		// by default since 1.35 (the field exists since 1.31).
+		if !v.LessThan(version.MustParseGeneric(failCgroupV1Since)) {
+			c.FailCgroupV1 = &no
+		}
+	} else {
+		c.CgroupsPerQOS = &yes
+	}
+	return c, nil
+}
+
+// Render is Config(o) as YAML, ready to be written to o.ConfigPath.
+func Render(o Options) ([]byte, error) {
+	c, err := Config(o)
+	if err != nil {
+		return nil, err
+	}
+	return Marshal(c)
+}
+
+// Marshal writes c as YAML with apiVersion and kind. An empty, non-nil
+// enforceNodeAllocatable is written as [] (the Go type's omitempty would
+// drop it, and the kubelet would default it to ["pods"]). Zero durations,
+// an all-zero logging block and other zero values the kubelet defaults
+// anyway are left out, so the file shows only what was chosen.
+func Marshal(c *kubeletv1beta1.KubeletConfiguration) ([]byte, error) {
+	j, err := json.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	var doc map[string]any
+	if err := json.Unmarshal(j, &doc); err != nil {
+		return nil, err
+	}
+	if reflect.DeepEqual(c.Logging, logsapi.LoggingConfiguration{}) {
+		delete(doc, "logging")
+	}
+	prune(doc)
+	if c.EnforceNodeAllocatable != nil && len(c.EnforceNodeAllocatable) == 0 {
+		doc["enforceNodeAllocatable"] = []any{}
+	}
+	j, err = json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	return yaml.JSONToYAML(j)
+}
+
+// prune drops "0s" durations and the empty objects the Go types write for
+// structs the kubelet defaults field by field (logging, memorySwap,
+// crashLoopBackOff, webhook cache TTLs). Each dropped value is one the
+// kubelet's defaulting treats exactly like an absent one. Numbers and
+// booleans are kept: there false or 0 can be a choice.
+func prune(m map[string]any) bool {
+	for k, v := range m {
+		switch x := v.(type) {
+		case string:
+			if x == "0s" || x == "" {
+				delete(m, k)
+			}
+		case nil:
+			delete(m, k)
+		case map[string]any:
+			if prune(x) {
+				delete(m, k)
+			}
+		}
+	}
+	return len(m) == 0
+}
+
+// Flags are the kubelet's command-line flags that have no field in the
+// config file, plus the two that point at the files.
+func Flags(o Options) ([]string, error) {
+	if _, err := o.defaults(); err != nil {
+		return nil, err
+	}
+	return []string{
+		"--config=" + o.ConfigPath,
+		"--kubeconfig=" + o.KubeconfigPath,
+		// Explicit, so that the node name does not follow the host's
+		// hostname (the UTS namespace's) and matches the kubelet's cert.
+		"--hostname-override=" + o.NodeName,
+		// Without it the kubelet may pick another address; kube-apiserver
+		// dials this one (InternalIP first) for exec, logs and port-forward.
+		"--node-ip=" + o.NodeIP.String(),
+		"--root-dir=" + o.RootDir,
+	}, nil
+}
+
+func clone(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
