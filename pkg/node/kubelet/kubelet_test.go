@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/api/equality"
+
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	"sigs.k8s.io/yaml"
 )
@@ -204,5 +206,24 @@ func TestFlags(t *testing.T) {
 	}
 	if _, err := Flags(Options{NodeName: "dev", Version: "v1.29.0"}); err == nil {
 		t.Error("Flags accepted 1.29")
+	}
+}
+
+// What Marshal leaves out must be exactly what decodes back to the same
+// value: the file means what Config returned.
+func TestRenderIsLossless(t *testing.T) {
+	for _, o := range []Options{
+		{NodeName: "dev", Version: "v1.34.2", Degraded: true},
+		{NodeName: "dev", Version: "v1.37.2"},
+		{NodeName: "dev", Version: "v1.30.0", Degraded: true, FeatureGates: map[string]bool{"Foo": false}},
+	} {
+		want, err := Config(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, _ := render(t, o)
+		if !equality.Semantic.DeepEqual(got, want) {
+			t.Errorf("%+v: decoded file differs from Config:\n got %+v\nwant %+v", o, got, want)
+		}
 	}
 }
