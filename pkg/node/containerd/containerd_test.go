@@ -1,0 +1,254 @@
+package containerd
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/pelletier/go-toml/v2"
+)
+
+func raw(t *testing.T, b []byte) map[string]any {
+	t.Helper()
+	m := map[string]any{}
+	if err := toml.Unmarshal(b, &m); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	return m
+}
+
+// at follows a TOML key path; each element is one key (dots inside keys
+// are part of the key, as in plugins."io.containerd.grpc.v1.cri").
+func at(m map[string]any, path ...string) (any, bool) {
+	var cur any = m
+	for _, k := range path {
+		mm, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = mm[k]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
+
+func strict(t *testing.T, b []byte, into any) {
+	t.Helper()
+	d := toml.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(into); err != nil {
+		t.Fatalf("strict decode: %v\n%s", err, b)
+	}
+}
+
+const cri = "io.containerd.grpc.v1.cri"
+
+func TestV2Seed(t *testing.T) {
+	b, err := Render(Options{Degraded: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c ConfigV2
+	strict(t, b, &c)
+	o := Options{Degraded: true}
+	o.defaults()
+	if want := configV2For(o); !reflect.DeepEqual(&c, want) {
+		t.Errorf("decoded %+v\nwant %+v", c, want)
+	}
+
+	m := raw(t, b)
+	for _, tc := range []struct {
+		path []string
+		want any
+	}{
+		{[]string{"version"}, int64(2)},
+		{[]string{"root"}, "/var/lib/containerd"},
+		{[]string{"state"}, "/run/containerd"},
+		{[]string{"grpc", "address"}, "/run/containerd/containerd.sock"},
+		{[]string{"plugins", cri, "disable_apparmor"}, true},
+		{[]string{"plugins", cri, "restrict_oom_score_adj"}, true},
+		{[]string{"plugins", cri, "disable_hugetlb_controller"}, true},
+		{[]string{"plugins", cri, "disable_cgroup"}, true},
+		{[]string{"plugins", cri, "sandbox_image"}, "registry.k8s.io/pause:3.10"},
+		{[]string{"plugins", cri, "containerd", "snapshotter"}, "overlayfs"},
+		{[]string{"plugins", cri, "containerd", "default_runtime_name"}, "runc"},
+		{[]string{"plugins", cri, "containerd", "runtimes", "runc", "runtime_type"}, "io.containerd.runc.v2"},
+		{[]string{"plugins", cri, "containerd", "runtimes", "runc", "options", "SystemdCgroup"}, false},
+		{[]string{"plugins", cri, "containerd", "runtimes", "runc", "options", "BinaryName"}, "runc"},
+		{[]string{"plugins", cri, "cni", "bin_dir"}, "/usr/lib/cni"},
+		{[]string{"plugins", cri, "cni", "conf_dir"}, "/etc/cni/net.d"},
+		{[]string{"plugins", "io.containerd.internal.v1.opt", "path"}, "/var/lib/containerd/opt"},
+	} {
+		if got, ok := at(m, tc.path...); !ok || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("%s = %#v (present %v), want %#v", strings.Join(tc.path, " > "), got, ok, tc.want)
+		}
+	}
+	dis, _ := at(m, "disabled_plugins")
+	for _, p := range []string{"aufs", "btrfs", "devmapper", "zfs"} {
+		if !strings.Contains(toString(dis), "io.containerd.snapshotter.v1."+p) {
+			t.Errorf("%s not disabled: %v", p, dis)
+		}
+	}
+	if _, ok := m["proxy_plugins"]; ok {
+		t.Error("proxy_plugins without fuse-overlayfs")
+	}
+}
+
+func toString(v any) string {
+	var b strings.Builder
+	for _, x := range v.([]any) {
+		b.WriteString(x.(string) + " ")
+	}
+	return b.String()
+}
+
+// Degraded and full mode differ in disable_cgroup only.
+func TestV2DegradedVsFull(t *testing.T) {
+	deg, _ := Render(Options{Degraded: true})
+	full, _ := Render(Options{})
+	dm, fm := raw(t, deg), raw(t, full)
+	if v, _ := at(fm, "plugins", cri, "disable_cgroup"); v != false {
+		t.Errorf("full mode disable_cgroup = %v", v)
+	}
+	dm["plugins"].(map[string]any)[cri].(map[string]any)["disable_cgroup"] = false
+	if !reflect.DeepEqual(dm, fm) {
+		t.Errorf("degraded and full differ beyond disable_cgroup:\n%s\n%s", deg, full)
+	}
+}
+
+func TestV2Options(t *testing.T) {
+	b, err := Render(Options{Version: "1.7.24", Snapshotter: FuseOverlayfs, OCIRuntime: "crun", SandboxImage: "localhost/pause:dev", CNIBinDir: "/opt/cni/bin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c ConfigV2
+	strict(t, b, &c)
+	if c.Plugins.CRI.Containerd.Snapshotter != "fuse-overlayfs" ||
+		c.ProxyPlugins["fuse-overlayfs"] != (ProxyPlugin{Type: "snapshot", Address: DefaultFuseOverlayfsAddress}) ||
+		c.Plugins.CRI.Containerd.Runtimes["runc"].Options.BinaryName != "crun" ||
+		c.Plugins.CRI.SandboxImage != "localhost/pause:dev" || c.Plugins.CRI.CNI.BinDir != "/opt/cni/bin" {
+		t.Errorf("options not applied: %+v", c)
+	}
+	if _, err := Render(Options{Snapshotter: "zfs"}); err == nil {
+		t.Error("unknown snapshotter accepted")
+	}
+}
+
+func TestV3(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		binDir  any
+		key     string
+	}{
+		{"2.2.1", []any{"/usr/lib/cni"}, "bin_dirs"},
+		{"v2.1.0", []any{"/usr/lib/cni"}, "bin_dirs"},
+		{"2.0.5", "/usr/lib/cni", "bin_dir"},
+	} {
+		b, err := Render(Options{Version: tc.version})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c ConfigV3
+		strict(t, b, &c)
+		m := raw(t, b)
+		rt := "io.containerd.cri.v1.runtime"
+		for _, x := range []struct {
+			path []string
+			want any
+		}{
+			{[]string{"version"}, int64(3)},
+			{[]string{"plugins", rt, "disable_apparmor"}, true},
+			{[]string{"plugins", rt, "restrict_oom_score_adj"}, true},
+			{[]string{"plugins", rt, "disable_hugetlb_controller"}, true},
+			{[]string{"plugins", rt, "containerd", "runtimes", "runc", "options", "SystemdCgroup"}, false},
+			{[]string{"plugins", rt, "cni", tc.key}, tc.binDir},
+			{[]string{"plugins", rt, "cni", "conf_dir"}, "/etc/cni/net.d"},
+			{[]string{"plugins", "io.containerd.cri.v1.images", "snapshotter"}, "overlayfs"},
+			{[]string{"plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"}, "registry.k8s.io/pause:3.10"},
+			{[]string{"plugins", "io.containerd.internal.v1.opt", "path"}, "/var/lib/containerd/opt"},
+		} {
+			if got, ok := at(m, x.path...); !ok || !reflect.DeepEqual(got, x.want) {
+				t.Errorf("%s: %s = %#v (present %v), want %#v", tc.version, strings.Join(x.path, " > "), got, ok, x.want)
+			}
+		}
+		if strings.Contains(string(b), "disable_cgroup") || strings.Contains(string(b), "grpc.v1.cri") {
+			t.Errorf("%s: 1.x keys in a version 3 config:\n%s", tc.version, b)
+		}
+	}
+	if _, err := Render(Options{Version: "2.2.1", Degraded: true}); !errors.Is(err, ErrDegradedNeeds1x) {
+		t.Errorf("degraded with containerd 2: err = %v", err)
+	}
+}
+
+func TestVersions(t *testing.T) {
+	for out, want := range map[string]string{
+		"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n": "1.6.20~ds1",
+		"containerd github.com/containerd/containerd/v2 v2.2.1 dea7da592f5d1d2b7755e3a161be07f43fad8f75": "v2.2.1",
+		"containerd containerd.io 1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da":                        "1.7.27",
+	} {
+		got, err := ParseVersionOutput(out)
+		if err != nil || got != want {
+			t.Errorf("%q: %q, %v; want %q", out, got, err, want)
+		}
+	}
+	if _, err := ParseVersionOutput("runc version 1.1.5"); err == nil {
+		t.Error("runc output accepted")
+	}
+	for v, want := range map[string]int{"1.6.20~ds1": 2, "1.7.27": 2, "v2.2.1": 3, "2.0.0": 3} {
+		if got, err := ConfigVersion(v); err != nil || got != want {
+			t.Errorf("ConfigVersion(%s) = %d, %v; want %d", v, got, err, want)
+		}
+	}
+	if _, err := Render(Options{Version: "1.5.9"}); err == nil || !strings.Contains(err.Error(), "1.6") {
+		t.Errorf("1.5: err = %v", err)
+	}
+}
+
+// The real containerd (Debian's, when installed) parses the file and takes
+// each seed key: a misspelt key would show its default in the dump.
+func TestContainerdAcceptsIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the containerd binary")
+	}
+	bin, err := exec.LookPath("containerd")
+	if err != nil {
+		t.Skip("containerd not installed")
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := ParseVersionOutput(string(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	degraded := !strings.HasPrefix(strings.TrimPrefix(v, "v"), "2.")
+	b, err := Render(Options{Version: v, Degraded: degraded, OCIRuntime: "crun"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "config.toml")
+	os.WriteFile(path, b, 0o644)
+	dump, err := exec.Command(bin, "--config", path, "config", "dump").CombinedOutput()
+	if err != nil {
+		t.Fatalf("containerd config dump: %v\n%s", err, dump)
+	}
+	for _, want := range []string{
+		`disable_apparmor = true`, `restrict_oom_score_adj = true`, `disable_hugetlb_controller = true`,
+		`BinaryName = "crun"`, `SystemdCgroup = false`, `"/usr/lib/cni"`, `path = "/var/lib/containerd/opt"`,
+		`address = "/run/containerd/containerd.sock"`, `"io.containerd.snapshotter.v1.zfs"`,
+	} {
+		if !strings.Contains(string(dump), want) {
+			t.Errorf("containerd %s dump lacks %s", v, want)
+		}
+	}
+	if degraded && !strings.Contains(string(dump), "disable_cgroup = true") {
+		t.Errorf("containerd %s dump lacks disable_cgroup = true", v)
+	}
+}
