@@ -188,9 +188,9 @@ func TestV3(t *testing.T) {
 
 func TestVersions(t *testing.T) {
 	for out, want := range map[string]string{
-		"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n": "1.6.20~ds1",
+		"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n":                  "1.6.20~ds1",
 		"containerd github.com/containerd/containerd/v2 v2.2.1 dea7da592f5d1d2b7755e3a161be07f43fad8f75": "v2.2.1",
-		"containerd containerd.io 1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da":                        "1.7.27",
+		"containerd containerd.io 1.7.27 05044ec0a9a75232cad458027ca83437aae3f4da":                       "1.7.27",
 	} {
 		got, err := ParseVersionOutput(out)
 		if err != nil || got != want {
