@@ -1,0 +1,329 @@
+// Package controlplane gives the command lines of the node's control plane:
+// etcd (3.6), kube-apiserver, kube-controller-manager and kube-scheduler,
+// run as plain processes by the supervisor inside the node's namespaces
+// (no static pods: they start sooner and do not depend on the kubelet).
+//
+// Everything listens inside the node's network namespace. Only
+// kube-apiserver binds beyond loopback, because the kubelet reports, and
+// kube-apiserver advertises, the node IP; the host reaches it through the
+// port forwarder on 127.0.0.1:6443.
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/version"
+	"sigs.k8s.io/yaml"
+
+	"github.com/usernode/usernode/pkg/node/kubeconfig"
+	"github.com/usernode/usernode/pkg/node/pki"
+)
+
+const (
+	MinVersion     = "1.30.0"
+	defaultVersion = "v1.37.2"
+
+	DefaultSecurePort  = 6443
+	DefaultEtcdDataDir = "/var/lib/etcd"
+	// DefaultEtcdQuotaBackendBytes is 1 GiB, half etcd's default. It is a
+	// ceiling on the database file in the user's home, not an allocation:
+	// a one-developer cluster stays near 100 MiB since kube-apiserver
+	// compacts every 5 minutes, so hitting the quota (etcd turns
+	// read-only) means something is writing in a loop and should stop.
+	DefaultEtcdQuotaBackendBytes = 1 << 30
+	// EtcdName is the member's name. Fixed rather than the node's name: the
+	// data dir outlives `down`, and a renamed member would no longer match
+	// the cluster stored in it.
+	EtcdName = "usernode"
+
+	// Where the supervisor checks each component is up, inside the node.
+	// etcd's metrics listener serves /health over plain HTTP with no data,
+	// which spares the probe a client certificate. kube-apiserver's needs
+	// one (anonymous auth is off): use the admin kubeconfig. The
+	// controller-manager's and scheduler's /healthz are open by default
+	// (--authorization-always-allow-paths).
+	EtcdHealthURL              = "http://127.0.0.1:2381/health"
+	EtcdClientURL              = "https://127.0.0.1:2379"
+	APIServerReadyzPath        = "/readyz"
+	ControllerManagerHealthURL = "https://127.0.0.1:10257/healthz"
+	SchedulerHealthURL         = "https://127.0.0.1:10259/healthz"
+
+	etcdPeerURL    = "https://127.0.0.1:2380"
+	etcdMetricsURL = "http://127.0.0.1:2381"
+)
+
+var (
+	DefaultNodeIP      = netip.MustParseAddr("10.0.2.100")
+	DefaultServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
+	DefaultClusterCIDR = netip.MustParsePrefix("10.88.0.0/16")
+	DefaultPKI         = pki.Paths("/var/lib/usernode/pki")
+)
+
+// Options says what the control plane must be told.
+type Options struct {
+	Version  string // Kubernetes version of the binaries; default v1.37.2
+	NodeName string // required
+	NodeIP   netip.Addr
+	// PKI gives every certificate and key path; default the layout under
+	// /var/lib/usernode/pki (pki.Paths). Pass what pki.Ensure returned.
+	PKI *pki.PKI
+	// Kubeconfigs are the components' files (kubeconfig.WriteComponents);
+	// default under /etc/usernode.
+	Kubeconfigs *kubeconfig.Files
+
+	ServiceCIDR      netip.Prefix // default 10.96.0.0/16
+	ClusterCIDR      netip.Prefix // pods, all nodes; default 10.88.0.0/16
+	NodeCIDRMaskSize int          // each node's share of ClusterCIDR; default 24
+	ClusterDomain    string       // default cluster.local
+	SecurePort       int          // kube-apiserver's; default 6443
+
+	EtcdDataDir           string // default /var/lib/etcd
+	EtcdQuotaBackendBytes int64  // default 1 GiB
+}
+
+func (o *Options) defaults() error {
+	if o.Version == "" {
+		o.Version = defaultVersion
+	}
+	v, err := version.ParseGeneric(o.Version)
+	if err != nil {
+		return fmt.Errorf("kubernetes version %q: %w", o.Version, err)
+	}
+	if v.LessThan(version.MustParseGeneric(MinVersion)) {
+		return fmt.Errorf("kubernetes %s is not supported: usernode needs %s or newer", o.Version, MinVersion)
+	}
+	if o.NodeName == "" {
+		return errors.New("control plane: NodeName is required")
+	}
+	if !o.NodeIP.IsValid() {
+		o.NodeIP = DefaultNodeIP
+	}
+	if o.PKI == nil {
+		o.PKI = DefaultPKI
+	}
+	if o.Kubeconfigs == nil {
+		f := kubeconfig.Paths(kubeconfig.DefaultDir)
+		o.Kubeconfigs = &f
+	}
+	if !o.ServiceCIDR.IsValid() {
+		o.ServiceCIDR = DefaultServiceCIDR
+	}
+	if !o.ClusterCIDR.IsValid() {
+		o.ClusterCIDR = DefaultClusterCIDR
+	}
+	if o.NodeCIDRMaskSize == 0 {
+		o.NodeCIDRMaskSize = 24
+	}
+	if o.NodeCIDRMaskSize < o.ClusterCIDR.Bits() {
+		return fmt.Errorf("node CIDR mask /%d is larger than the cluster CIDR %v", o.NodeCIDRMaskSize, o.ClusterCIDR)
+	}
+	if o.ClusterCIDR.Overlaps(o.ServiceCIDR) {
+		return fmt.Errorf("pod CIDR %v overlaps service CIDR %v", o.ClusterCIDR, o.ServiceCIDR)
+	}
+	if o.ClusterDomain == "" {
+		o.ClusterDomain = "cluster.local"
+	}
+	if o.SecurePort == 0 {
+		o.SecurePort = DefaultSecurePort
+	}
+	if o.EtcdDataDir == "" {
+		o.EtcdDataDir = DefaultEtcdDataDir
+	}
+	if o.EtcdQuotaBackendBytes == 0 {
+		o.EtcdQuotaBackendBytes = DefaultEtcdQuotaBackendBytes
+	}
+	return nil
+}
+
+// EtcdFlags is etcd's command line.
+//
+// etcd serves TLS with client-certificate auth on 127.0.0.1 only, with its
+// own CA, rather than plain HTTP on loopback. Loopback is not private to
+// the control plane: every hostNetwork pod shares the node's network
+// namespace, and PodSecurity's default (privileged) level admits them.
+// Unauthenticated etcd would let any such pod read every Secret and
+// rewrite RBAC. A separate CA keeps certificates that
+// kube-controller-manager signs from CSRs (with the cluster CA) out.
+func EtcdFlags(o Options) ([]string, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	p := o.PKI
+	return []string{
+		"--name=" + EtcdName,
+		"--data-dir=" + o.EtcdDataDir,
+		"--listen-client-urls=" + EtcdClientURL,
+		"--advertise-client-urls=" + EtcdClientURL,
+		// A single member still needs a peer listener; it is
+		// certificate-protected like the client one.
+		"--listen-peer-urls=" + etcdPeerURL,
+		"--initial-advertise-peer-urls=" + etcdPeerURL,
+		"--initial-cluster=" + EtcdName + "=" + etcdPeerURL,
+		// Only read when the data dir is empty.
+		"--initial-cluster-state=new",
+		"--listen-metrics-urls=" + etcdMetricsURL,
+		"--cert-file=" + p.EtcdServer.Cert,
+		"--key-file=" + p.EtcdServer.Key,
+		"--client-cert-auth=true",
+		"--trusted-ca-file=" + p.EtcdCA.Cert,
+		"--peer-cert-file=" + p.EtcdPeer.Cert,
+		"--peer-key-file=" + p.EtcdPeer.Key,
+		"--peer-client-cert-auth=true",
+		"--peer-trusted-ca-file=" + p.EtcdCA.Cert,
+		// 3.6's default, explicit: the raft log kept in memory between
+		// snapshots; 3.5's 100000 cost hundreds of MB.
+		"--snapshot-count=10000",
+		"--quota-backend-bytes=" + strconv.FormatInt(o.EtcdQuotaBackendBytes, 10),
+		// No --unsafe-no-fsync: it would cut write latency where fsync is
+		// slow (a VM disk image, a busy laptop), but a crash could corrupt
+		// the data dir, which is kept across `up`s: the cluster's state
+		// would be lost.
+	}, nil
+}
+
+// APIServerFlags is kube-apiserver's command line.
+func APIServerFlags(o Options) ([]string, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	p := o.PKI
+	return []string{
+		"--advertise-address=" + o.NodeIP.String(),
+		// Inside the node's netns: the node IP for the node's own
+		// components and pods (via the kubernetes Service), loopback for the
+		// host's forwarded port.
+		"--bind-address=0.0.0.0",
+		"--secure-port=" + strconv.Itoa(o.SecurePort),
+		"--tls-cert-file=" + p.APIServer.Cert,
+		"--tls-private-key-file=" + p.APIServer.Key,
+		"--client-ca-file=" + p.CA.Cert,
+		// Every request carries a client certificate or a token; health
+		// probes too (see APIServerReadyzPath).
+		"--anonymous-auth=false",
+		"--authorization-mode=Node,RBAC",
+		// Added to the default plugins: a kubelet may only change its own
+		// Node and the pods bound to it.
+		"--enable-admission-plugins=NodeRestriction",
+		// Pods that need host access (CNI or storage daemonsets) are a
+		// normal part of a dev cluster; the node is the user's anyway.
+		"--allow-privileged=true",
+		"--service-cluster-ip-range=" + o.ServiceCIDR.String(),
+
+		"--etcd-servers=" + EtcdClientURL,
+		"--etcd-cafile=" + p.EtcdCA.Cert,
+		"--etcd-certfile=" + p.APIServerEtcdClient.Cert,
+		"--etcd-keyfile=" + p.APIServerEtcdClient.Key,
+
+		"--kubelet-client-certificate=" + p.APIServerKubeletClient.Cert,
+		"--kubelet-client-key=" + p.APIServerKubeletClient.Key,
+		// Verify the kubelet's serving cert (signed by the cluster CA by
+		// pki) instead of trusting whatever answers on 10250.
+		"--kubelet-certificate-authority=" + p.CA.Cert,
+		// The node name does not resolve inside the node; its InternalIP
+		// does (measured: kubectl exec/logs fail without this).
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
+
+		"--service-account-issuer=https://kubernetes.default.svc." + o.ClusterDomain,
+		"--service-account-key-file=" + p.ServiceAccount.Public,
+		"--service-account-signing-key-file=" + p.ServiceAccount.Private,
+
+		// Aggregated APIs (metrics-server and the like): the apiserver
+		// proxies to them with this identity, from its own CA.
+		"--proxy-client-cert-file=" + p.FrontProxyClient.Cert,
+		"--proxy-client-key-file=" + p.FrontProxyClient.Key,
+		"--requestheader-client-ca-file=" + p.FrontProxyCA.Cert,
+		"--requestheader-allowed-names=" + pki.FrontProxyClientCN,
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-username-headers=X-Remote-User",
+	}, nil
+}
+
+// ControllerManagerFlags is kube-controller-manager's command line.
+func ControllerManagerFlags(o Options) ([]string, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	p, kc := o.PKI, o.Kubeconfigs.ControllerManager
+	return []string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1",
+		"--client-ca-file=" + p.CA.Cert,
+		"--requestheader-client-ca-file=" + p.FrontProxyCA.Cert,
+		"--cluster-name=usernode",
+		// Approved CSRs (kubectl certificate approve, in-cluster signers)
+		// are signed by the cluster CA.
+		"--cluster-signing-cert-file=" + p.CA.Cert,
+		"--cluster-signing-key-file=" + p.CA.Key,
+		"--root-ca-file=" + p.CA.Cert,
+		"--service-account-private-key-file=" + p.ServiceAccount.Private,
+		// Each controller acts as its own service account, so RBAC shows
+		// (and limits) which one did what.
+		"--use-service-account-credentials=true",
+		"--controllers=*",
+		"--allocate-node-cidrs=true",
+		"--cluster-cidr=" + o.ClusterCIDR.String(),
+		"--node-cidr-mask-size=" + strconv.Itoa(o.NodeCIDRMaskSize),
+		"--service-cluster-ip-range=" + o.ServiceCIDR.String(),
+		// One replica: with leader election, a restart waits for the
+		// previous run's lease (kept in etcd across `down`) to expire,
+		// up to 15 s, before any controller starts.
+		"--leader-elect=false",
+	}, nil
+}
+
+// SchedulerFlags is kube-scheduler's command line.
+func SchedulerFlags(o Options) ([]string, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	kc := o.Kubeconfigs.Scheduler
+	return []string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1",
+		// As for the controller-manager: no lease to wait for on restart.
+		"--leader-elect=false",
+	}, nil
+}
+
+// BootstrapObjects are the objects the supervisor must apply (with the
+// admin kubeconfig) once kube-apiserver is ready. Applying them again is
+// harmless.
+//
+// The one binding lets kube-apiserver use the kubelet's API (exec, logs,
+// port-forward, metrics). Its client certificate is not in system:masters,
+// so the kubelet's webhook authorization asks RBAC, and
+// system:kubelet-api-admin is the built-in role for exactly this; without
+// the binding `kubectl exec` and `kubectl logs` are Forbidden.
+func BootstrapObjects() []rbacv1.ClusterRoleBinding {
+	return []rbacv1.ClusterRoleBinding{{
+		TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRoleBinding"},
+		ObjectMeta: metav1.ObjectMeta{Name: "usernode:kube-apiserver-kubelet-api-admin"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "system:kubelet-api-admin"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: pki.APIServerKubeletClientUser}},
+	}}
+}
+
+// RenderBootstrap is BootstrapObjects as a multi-document YAML stream, for
+// `kubectl apply -f -`.
+func RenderBootstrap() ([]byte, error) {
+	var docs []string
+	for _, obj := range BootstrapObjects() {
+		b, err := yaml.Marshal(obj)
+		if err != nil {
+			return nil, err
+		}
+		docs = append(docs, string(b))
+	}
+	return []byte(strings.Join(docs, "---\n")), nil
+}
