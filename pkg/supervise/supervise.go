@@ -102,7 +102,9 @@ type Supervisor struct {
 }
 
 // New makes a supervisor that reports progress to out.
-func New(plan Plan, out io.Writer) *Supervisor { return &Supervisor{plan: plan, out: out, phase: "starting"} }
+func New(plan Plan, out io.Writer) *Supervisor {
+	return &Supervisor{plan: plan, out: out, phase: "starting"}
+}
 
 // Run starts every step in order and then keeps the components running
 // until ctx ends, when it stops them in reverse order. It returns an error
