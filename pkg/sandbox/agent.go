@@ -179,7 +179,21 @@ func setupMounts(c *Config, resolv []byte) error {
 			return err
 		}
 	}
+	// The runtime dir sits under /run/user/UID, which the fresh /run hides:
+	// keep a handle and show it again at /run/usernode, where the node
+	// writes the status the host reads.
+	rt, err := unix.Open(c.RuntimeDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("runtime dir: %w", err)
+	}
+	defer unix.Close(rt)
 	if err := mounts.Tmpfs("/run", 0o755); err != nil {
+		return err
+	}
+	if err := os.Mkdir(RuntimeDirInside, 0o700); err != nil {
+		return err
+	}
+	if err := mounts.Bind(fmt.Sprintf("/proc/self/fd/%d", rt), RuntimeDirInside); err != nil {
 		return err
 	}
 	scratch := "/run/.usernode-etc"
@@ -241,7 +255,7 @@ func initMain() {
 
 	sigs := make(chan os.Signal, 8)
 	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	cmd := &execCmd{argv: ac.Command, env: ac.Env}
+	cmd := &execCmd{argv: ac.Command, env: ac.Env, reexec: ac.Reexec}
 	pid, err := cmd.start()
 	if err != nil {
 		die(up, err)

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
 	"github.com/usernode/usernode/pkg/network"
 	"github.com/usernode/usernode/pkg/port"
@@ -32,6 +33,13 @@ type Config struct {
 	NetOptions network.Options `json:"netOptions"`
 	Ports      []port.Spec     `json:"ports,omitempty"`
 	Command    []string        `json:"command"`
+	// Reexec, when set, makes the first process usernode itself, started
+	// as that reexec entry point with Command as its arguments: the binary
+	// may sit under /tmp or /run, which the sandbox replaces.
+	Reexec string `json:"reexec,omitempty"`
+	// StopTimeout is how long the node gets to stop on SIGTERM before it
+	// is killed (default DefaultStopTimeout).
+	StopTimeout time.Duration `json:"stopTimeout,omitempty"`
 	// Env is the command's environment inside the sandbox.
 	Env []string `json:"env,omitempty"`
 }
@@ -44,6 +52,9 @@ var Writable = []string{"/var/lib", "/var/log"}
 
 // Seed directories that must exist (and be writable) inside.
 var SeedDirs = []string{"/var/lib/kubelet", "/var/lib/cni", "/var/lib/containerd", "/var/lib/containers", "/var/log"}
+
+// RuntimeDirInside is where the node sees its runtime dir.
+const RuntimeDirInside = "/run/usernode"
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
@@ -77,10 +88,13 @@ func (c *Config) Defaults(getenv func(string) string) error {
 		}
 		c.StateDir = filepath.Join(data, "usernode", c.Name)
 	}
+	if c.StopTimeout == 0 {
+		c.StopTimeout = DefaultStopTimeout
+	}
 	if c.Net == "" {
 		c.Net = "none"
 	}
-	if len(c.Command) == 0 {
+	if len(c.Command) == 0 && c.Reexec == "" {
 		return errors.New("no command to run in the sandbox")
 	}
 	return nil

@@ -10,14 +10,21 @@ import (
 // execCmd starts the node's first process without os/exec's Wait, because
 // init reaps every child itself.
 type execCmd struct {
-	argv []string
-	env  []string
+	argv   []string
+	env    []string
+	reexec string
 }
 
 func (c *execCmd) start() (int, error) {
-	path, err := exec.LookPath(c.argv[0])
-	if err != nil {
-		return 0, fmt.Errorf("command %q: %w", c.argv[0], err)
+	if c.reexec != "" {
+		c.argv = append([]string{c.reexec}, c.argv...)
+	}
+	path := "/proc/self/exe"
+	if c.reexec == "" {
+		var err error
+		if path, err = exec.LookPath(c.argv[0]); err != nil {
+			return 0, fmt.Errorf("command %q: %w", c.argv[0], err)
+		}
 	}
 	env := c.env
 	if env == nil {

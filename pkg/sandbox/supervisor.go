@@ -21,14 +21,27 @@ import (
 	"github.com/usernode/usernode/pkg/userns"
 )
 
-// StopTimeout is how long the node gets to stop on SIGTERM before it is
-// killed.
-const StopTimeout = 10 * time.Second
+// DefaultStopTimeout is how long a sandbox's first process gets to stop on
+// SIGTERM before the whole node is killed.
+const DefaultStopTimeout = 10 * time.Second
 
 // Run builds the sandbox, runs cfg.Command as the node's first process and
 // tears everything down when it exits or when the supervisor is told to
 // stop. It returns the command's exit code. Progress goes to log.
 func Run(ctx context.Context, cfg Config, log io.Writer) (int, error) {
+	return RunWithHooks(ctx, cfg, log, Hooks{})
+}
+
+// Hooks let a caller act on the host side of a running sandbox.
+type Hooks struct {
+	// Ready runs once the sandbox is up, until the sandbox ends (its ctx
+	// is then cancelled). An error from it stops the sandbox, and Run
+	// returns it.
+	Ready func(ctx context.Context, st *State) error
+}
+
+// RunWithHooks is Run with hooks.
+func RunWithHooks(ctx context.Context, cfg Config, log io.Writer, hooks Hooks) (int, error) {
 	if os.Geteuid() == 0 {
 		return 0, errors.New("refusing to run as root: a rootless node runs as a regular user (run usernode as that user)")
 	}
@@ -171,23 +184,36 @@ func Run(ctx context.Context, cfg Config, log io.Writer) (int, error) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
+	hookErr := make(chan error, 1)
+	if hooks.Ready != nil {
+		hctx, hcancel := context.WithCancel(ctx)
+		defer hcancel()
+		go func() { hookErr <- hooks.Ready(hctx, st) }()
+	}
+	var stopErr error
 	var deadline <-chan time.Time
 	for {
 		select {
 		case code := <-exited:
-			return code, nil
+			return code, stopErr
+		case err := <-hookErr:
+			if err != nil && deadline == nil {
+				stopErr = err
+				agent.Process.Signal(syscall.SIGTERM)
+				deadline = time.After(cfg.StopTimeout)
+			}
 		case <-sigs:
 			if deadline == nil {
 				agent.Process.Signal(syscall.SIGTERM)
-				deadline = time.After(StopTimeout)
+				deadline = time.After(cfg.StopTimeout)
 			}
 		case <-ctx.Done():
 			if deadline == nil {
 				agent.Process.Signal(syscall.SIGTERM)
-				deadline = time.After(StopTimeout)
+				deadline = time.After(cfg.StopTimeout)
 			}
 		case <-deadline:
-			fmt.Fprintf(log, "usernode: the node did not stop within %s; killing it\n", StopTimeout)
+			fmt.Fprintf(log, "usernode: the node did not stop within %s; killing it\n", cfg.StopTimeout)
 			agent.Process.Signal(syscall.SIGKILL)
 		}
 	}
