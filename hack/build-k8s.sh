@@ -100,7 +100,11 @@ build() {
 	esac
 	t=$(now)
 	log "building $name ($pkg) ..."
-	(cd "$moddir" && "$GO" build -trimpath -ldflags "$ldflags" -o "$dir/$name" "$pkg")
+	# In the background so that a TERM/INT trap runs at once, not after go build.
+	(cd "$moddir" && exec "$GO" build -trimpath -ldflags "$ldflags" -o "$dir/$name" "$pkg") &
+	CHILD=$!
+	wait "$CHILD" || die "go build $pkg failed"
+	CHILD=
 	log "built $name in $(since "$t") ($(du -m "$dir/$name" | cut -f1) MB)"
 }
 
@@ -125,7 +129,11 @@ check() {
 # publish: copy the cache entry to OUTDIR (skipped if it already holds KEY).
 publish() {
 	local b
-	[ -n "$OUTDIR" ] || { echo "$DEST"; return; }
+	if [ -z "$OUTDIR" ]; then
+		check_reachable "$DEST"
+		echo "$DEST"
+		return
+	fi
 	mkdir -p "$OUTDIR"
 	if [ "$(cat "$OUTDIR/.build-k8s-key" 2>/dev/null)" != "$KEY" ]; then
 		rm -f "$OUTDIR/.build-k8s-key"
@@ -157,7 +165,7 @@ if [ -d "$DEST" ]; then
 fi
 
 mkdir -p "$BIN_ROOT"
-chmod 0755 "$CACHE_ROOT" "$BIN_ROOT"
+chmod 0755 "$CACHE_ROOT" "$BIN_ROOT" 2>/dev/null || true # tests run the binaries as another user
 exec 9>"$CACHE_ROOT/bin.lock"
 if ! flock -n 9; then
 	log "waiting for another build-k8s.sh ($CACHE_ROOT/bin.lock) ..."
@@ -171,7 +179,9 @@ fi
 # We hold the lock, so any temporary directory left is from a killed run.
 rm -rf "$BIN_ROOT"/.tmp.*
 TMP=$(mktemp -d "$BIN_ROOT/.tmp.$KEY.XXXXXX")
+CHILD=
 trap 'rm -rf "$TMP"' EXIT
+trap 'log interrupted; [ -z "$CHILD" ] || kill -INT "$CHILD" 2>/dev/null; wait; exit 130' INT TERM HUP
 
 log "building $KEY with $GO_VERSION into $DEST"
 T0=$(now)
@@ -191,8 +201,7 @@ check "$TMP"
 chmod 0755 "$TMP" "${ALL_BINARIES[@]/#/$TMP/}"
 chmod 0644 "$TMP/VERSIONS" "$TMP/BUILD-INFO"
 mv -T "$TMP" "$DEST"
-trap - EXIT
+trap - EXIT INT TERM HUP
 log "built all in $(since "$T0"):"
 sed 's/^/build-k8s:   /' "$DEST/VERSIONS" >&2
-check_reachable "$DEST"
 publish
