@@ -33,6 +33,9 @@ type Probe struct {
 	CA   string `json:"ca,omitempty"`
 	Cert string `json:"cert,omitempty"`
 	Key  string `json:"key,omitempty"`
+	// Insecure skips verifying the server's certificate, for components
+	// that serve their health checks with a self-signed one.
+	Insecure bool `json:"insecure,omitempty"`
 	// Exec: the command exits 0.
 	Exec []string `json:"exec,omitempty"`
 }
@@ -338,7 +341,7 @@ func probe(ctx context.Context, p *Probe) error {
 		}
 		return c.Close()
 	case p.URL != "":
-		tr := &http.Transport{TLSClientConfig: &tls.Config{}}
+		tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: p.Insecure}}
 		if p.CA != "" {
 			pem, err := os.ReadFile(p.CA)
 			if err != nil {

@@ -1,0 +1,80 @@
+package node
+
+import (
+	"context"
+	"os"
+
+	"github.com/usernode/usernode/internal/reexec"
+	"github.com/usernode/usernode/pkg/port"
+	"github.com/usernode/usernode/pkg/port/api"
+	"github.com/usernode/usernode/pkg/sandbox"
+	"github.com/usernode/usernode/pkg/supervise"
+	"github.com/usernode/usernode/pkg/userns"
+
+	"golang.org/x/sys/unix"
+)
+
+// Status is `usernode status`.
+type Status struct {
+	Sandbox *sandbox.State    `json:"sandbox"`
+	Node    *supervise.Status `json:"node"`
+	Ports   []port.Spec       `json:"ports"`
+}
+
+// GetStatus reads a running node's state.
+func GetStatus(ctx context.Context, c sandbox.Config) (*Status, error) {
+	st, err := sandbox.Running(c.RuntimeDir)
+	if err != nil {
+		return nil, err
+	}
+	out := &Status{Sandbox: st, Node: &supervise.Status{Phase: "starting"}}
+	if ns, err := supervise.ReadStatus(PathsOf(c).Status()); err == nil {
+		out.Node = ns
+	}
+	if st.PortSocket != "" {
+		out.Ports, _ = api.NewClient(st.PortSocket).List(ctx)
+	}
+	return out, nil
+}
+
+const purgeEntry = "usernode-purge"
+
+func init() { reexec.Register(purgeEntry, purgeMain) }
+
+// Purge removes a stopped node's state dir. Images and container files in
+// it belong to subordinate IDs the user cannot delete as themselves, so
+// the removal runs as root of a user namespace with the full mapping.
+func Purge(c sandbox.Config) error {
+	if _, err := sandbox.Running(c.RuntimeDir); err == nil {
+		return errRunning(c.Name)
+	}
+	if _, err := os.Stat(c.StateDir); os.IsNotExist(err) {
+		return nil
+	}
+	m, err := userns.CurrentMapping()
+	if err != nil {
+		return err
+	}
+	cmd := reexec.Command(purgeEntry, c.StateDir)
+	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+	if err := userns.Start(cmd, unix.CLONE_NEWUSER, m); err != nil {
+		return err
+	}
+	return cmd.Wait()
+}
+
+func purgeMain() {
+	if err := userns.WaitMapped(); err != nil {
+		os.Exit(1)
+	}
+	if err := os.RemoveAll(os.Args[1]); err != nil {
+		os.Stderr.WriteString("usernode: " + err.Error() + "\n")
+		os.Exit(1)
+	}
+}
+
+type errRunning string
+
+func (e errRunning) Error() string {
+	return "node " + string(e) + " is running: `usernode down` first"
+}
