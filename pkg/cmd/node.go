@@ -63,6 +63,7 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 				if o.BinDir != "" {
 					args = append(args, "--bin-dir", o.BinDir)
 				}
+				args = append(args, "--api-port", fmt.Sprint(o.APIPort), "--kubelet-port", fmt.Sprint(o.KubeletPort))
 				if o.WriteKubeconfig != "" {
 					args = append(args, "--write-kubeconfig", o.WriteKubeconfig)
 				}
@@ -82,6 +83,8 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 	c.Flags().StringVar(&netDriver, "net", drivers.Default, "network driver: "+netDriverNames())
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "return once the node is Ready and leave it running in the background")
 	c.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the node to be Ready")
+	c.Flags().Uint16Var(&o.APIPort, "api-port", 6443, "host port on 127.0.0.1 for kube-apiserver")
+	c.Flags().Uint16Var(&o.KubeletPort, "kubelet-port", 10250, "host port on 127.0.0.1 for the kubelet's API")
 	c.Flags().StringVar(&o.WriteKubeconfig, "write-kubeconfig", "", "also merge the node's context into this kubeconfig (e.g. ~/.kube/config) and make it current")
 	return c
 }

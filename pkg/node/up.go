@@ -36,7 +36,26 @@ type Options struct {
 	// WriteKubeconfig, if set, is a kubeconfig file to merge the node's
 	// context into (~/.kube/config, say).
 	WriteKubeconfig string
+	// APIPort and KubeletPort are the host ports (on 127.0.0.1) that reach
+	// kube-apiserver's 6443 and the kubelet's 10250 inside the node; two
+	// nodes on one host need different ones. Default 6443 and 10250.
+	APIPort, KubeletPort uint16
 }
+
+func (o *Options) hostPorts() []port.Spec {
+	if o.APIPort == 0 {
+		o.APIPort = 6443
+	}
+	if o.KubeletPort == 0 {
+		o.KubeletPort = 10250
+	}
+	return []port.Spec{
+		{Proto: "tcp", HostIP: loopback, HostPort: o.APIPort, ChildPort: 6443},
+		{Proto: "tcp", HostIP: loopback, HostPort: o.KubeletPort, ChildPort: 10250},
+	}
+}
+
+func (o *Options) server() string { return fmt.Sprintf("https://127.0.0.1:%d", o.APIPort) }
 
 // Host-side paths of a node, derived from its sandbox config.
 type Paths struct{ State, Runtime string }
@@ -49,9 +68,6 @@ func (p Paths) Logs() string       { return filepath.Join(p.State, strings.TrimP
 func (p Paths) Status() string     { return filepath.Join(p.Runtime, "status.json") }
 func (p Paths) Ready() string      { return filepath.Join(p.Runtime, "node-ready") }
 func (p Paths) spec() string       { return filepath.Join(p.Runtime, "node.json") }
-
-// Ports the host reaches the node on.
-var HostPorts = []uint16{6443, 10250}
 
 // Check does what `up` must do before it builds anything: binaries,
 // version, host ports. Each failure names its fix.
@@ -67,10 +83,10 @@ func Check(o *Options) (*Spec, error) {
 	if _, err := kubelet.ParseVersion(v); err != nil {
 		return nil, fmt.Errorf("%s: %w", bins.Kubelet, err)
 	}
-	for _, p := range HostPorts {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+	for _, p := range o.hostPorts() {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p.HostPort))
 		if err != nil {
-			return nil, fmt.Errorf("host port 127.0.0.1:%d is already in use (%v): stop what holds it (`ss -ltnp 'sport = :%d'` shows it) or run `usernode down` if it is another node", p, err, p)
+			return nil, fmt.Errorf("host port 127.0.0.1:%d (for the node's %d) is already in use: stop what holds it (`ss -ltnp 'sport = :%d'` shows it), run `usernode down` if it is another node, or choose another with --api-port/--kubelet-port", p.HostPort, p.ChildPort, p.HostPort)
 		}
 		l.Close()
 	}
@@ -90,9 +106,7 @@ func Up(ctx context.Context, o Options, log io.Writer, ready func()) error {
 	cfg.Command = nil
 	cfg.StopTimeout = 2 * time.Minute
 	cfg.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
-	for _, p := range HostPorts {
-		cfg.Ports = append(cfg.Ports, port.Spec{Proto: "tcp", HostIP: loopback, HostPort: p, ChildPort: p})
-	}
+	cfg.Ports = append(cfg.Ports, o.hostPorts()...)
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = 5 * time.Minute
 	}
@@ -155,7 +169,7 @@ func waitSupervisor(ctx context.Context, p Paths, timeout time.Duration) error {
 
 func writeHostKubeconfig(p Paths, o Options) (*kubernetes.Clientset, error) {
 	ps := pki.Paths(p.PKI())
-	kc, err := kubeconfig.FromPKI(kubeconfig.ContextName(o.Sandbox.Name), APIServer, ps, ps.Admin)
+	kc, err := kubeconfig.FromPKI(kubeconfig.ContextName(o.Sandbox.Name), o.server(), ps, ps.Admin)
 	if err != nil {
 		return nil, fmt.Errorf("host kubeconfig: %w", err)
 	}
