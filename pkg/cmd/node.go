@@ -49,6 +49,20 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 			if err != nil {
 				return err
 			}
+			// The config file fills what the command line left unset.
+			file, flags := nf.file, c.Flags()
+			if file.Net != "" && !flags.Changed("net") {
+				netDriver = file.Net
+			}
+			if file.BinDir != "" && !flags.Changed("bin-dir") {
+				o.BinDir = file.BinDir
+			}
+			if file.APIPort != 0 && !flags.Changed("api-port") {
+				o.APIPort = file.APIPort
+			}
+			if file.KubeletPort != 0 && !flags.Changed("kubelet-port") {
+				o.KubeletPort = file.KubeletPort
+			}
 			cfg.Net = netDriver
 			o.Sandbox = cfg
 			o.ReadyTimeout = timeout
@@ -56,9 +70,9 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 				if _, err := node.Check(&o); err != nil {
 					return err
 				}
-				args := []string{"up", "--name", nf.name, "--net", netDriver, "--timeout", timeout.String()}
-				if nf.stateDir != "" {
-					args = append(args, "--state-dir", nf.stateDir)
+				args := []string{"up", "--name", nf.name, "--net", netDriver, "--timeout", timeout.String(), "--state-dir", cfg.StateDir}
+				if nf.configFile != "" {
+					args = append(args, "--config", nf.configFile)
 				}
 				if o.BinDir != "" {
 					args = append(args, "--bin-dir", o.BinDir)

@@ -10,21 +10,57 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/usernode/usernode/pkg/network/drivers"
+	"github.com/usernode/usernode/pkg/node"
 	"github.com/usernode/usernode/pkg/sandbox"
 )
 
 // nodeFlags are the flags every command that names a node shares.
 type nodeFlags struct {
-	name     string
-	stateDir string
+	name       string
+	stateDir   string
+	configFile string
+	fs         *pflag.FlagSet
+	file       *node.File
 }
 
 func (f *nodeFlags) add(fs *pflag.FlagSet) {
+	f.fs = fs
 	fs.StringVar(&f.name, "name", "usernode", "node name (a DNS label); each node has its own state and runtime dir")
 	fs.StringVar(&f.stateDir, "state-dir", "", "where the node's persistent state lives (default $XDG_DATA_HOME/usernode/NAME)")
+	fs.StringVar(&f.configFile, "config", "", "usernode's config file (default $XDG_CONFIG_HOME/usernode/config.yaml, if it exists)")
+}
+
+// load reads the config file and takes from it what the command line did
+// not set.
+func (f *nodeFlags) load() error {
+	if f.file != nil {
+		return nil
+	}
+	path, explicit := f.configFile, f.configFile != ""
+	if !explicit {
+		path = node.DefaultConfigFile(os.Getenv)
+	}
+	file := &node.File{}
+	if path != "" {
+		var err error
+		if file, err = node.LoadFile(path, explicit); err != nil {
+			return err
+		}
+	}
+	f.file = file
+	if file.Name != "" && !f.fs.Changed("name") {
+		f.name = file.Name
+	}
+	if file.StateDir != "" && !f.fs.Changed("state-dir") {
+		f.stateDir = file.StateDir
+	}
+	return nil
 }
 
 func (f *nodeFlags) config(command []string) (sandbox.Config, error) {
+	if err := f.load(); err != nil {
+		return sandbox.Config{}, err
+	}
 	cfg := sandbox.Config{Name: f.name, StateDir: f.stateDir, Command: command}
 	return cfg, cfg.Defaults(os.Getenv)
 }
