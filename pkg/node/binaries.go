@@ -100,7 +100,9 @@ func FindBinaries(binDir string, getenv func(string) string) (*Binaries, error) 
 	}
 	sys := func(dst *string, pkg string, names ...string) {
 		for _, n := range names {
-			for _, p := range []string{n, "/usr/sbin/" + n, "/usr/bin/" + n, "/sbin/" + n} {
+			// sbin dirs are often missing from a regular user's PATH on
+			// Debian, where runc and iptables live.
+			for _, p := range []string{n, "/usr/sbin/" + n, "/sbin/" + n} {
 				if strings.Contains(p, "/") && p != n {
 					if _, err := os.Stat(p); err != nil {
 						continue

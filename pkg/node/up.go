@@ -72,6 +72,9 @@ func (p Paths) spec() string       { return filepath.Join(p.Runtime, "node.json"
 // Check does what `up` must do before it builds anything: binaries,
 // version, host ports. Each failure names its fix.
 func Check(o *Options) (*Spec, error) {
+	if st, err := sandbox.Running(o.Sandbox.RuntimeDir); err == nil {
+		return nil, fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", o.Sandbox.Name, st.Supervisor)
+	}
 	bins, err := FindBinaries(o.BinDir, os.Getenv)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,331 @@
+package integration
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usernode/usernode/internal/testutil"
+)
+
+// k8sBin is the directory of Kubernetes binaries the node tests use; make
+// test builds them (make k8s) and sets it.
+func k8sBin(t *testing.T) string {
+	d := os.Getenv("USERNODE_K8S_BIN")
+	if d == "" {
+		t.Skip("needs the Kubernetes binaries: run `make k8s K8S_OUTDIR=DIR` and set USERNODE_K8S_BIN=DIR (make test does both)")
+	}
+	return d
+}
+
+type cluster struct {
+	t          *testing.T
+	env        *testutil.Env
+	name       string
+	kubeconfig string
+	kubectlBin string
+	api, klt   int
+}
+
+func (c *cluster) kubectl(args ...string) (string, error) {
+	out, err := exec.Command(c.kubectlBin, append([]string{"--kubeconfig", c.kubeconfig}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (c *cluster) mustKubectl(args ...string) string {
+	c.t.Helper()
+	out, err := c.kubectl(args...)
+	if err != nil {
+		c.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// waitFor polls f until it returns true or the timeout passes.
+func waitFor(t *testing.T, what string, timeout time.Duration, f func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		var ok bool
+		if ok, last = f(); ok {
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
+}
+
+func (c *cluster) up() testutil.Result {
+	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), "up", "-d", "--name", c.name, "--bin-dir", filepath.Dir(c.kubectlBin),
+		"--api-port", fmt.Sprint(c.api), "--kubelet-port", fmt.Sprint(c.klt))
+}
+
+func (c *cluster) down(args ...string) testutil.Result {
+	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), append([]string{"down", "--name", c.name}, args...)...)
+}
+
+func hostIP(t *testing.T) string {
+	ifs, _ := net.Interfaces()
+	for _, i := range ifs {
+		if i.Flags&net.FlagLoopback != 0 || i.Flags&net.FlagUp == 0 {
+			continue
+		}
+		addrs, _ := i.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !strings.HasPrefix(n.IP.String(), "10.0.3.") {
+				return n.IP.String()
+			}
+		}
+	}
+	t.Fatal("no non-loopback IPv4 address on the host")
+	return ""
+}
+
+const workload = `apiVersion: v1
+kind: ConfigMap
+metadata: {name: cfg}
+data: {greeting: hello-from-configmap}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: sec}
+stringData: {token: s3cr3t}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: httpd
+        image: docker.io/library/busybox:usernode
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html; echo started; exec httpd -f -v -p 8080 -h /tmp"]
+        volumeMounts:
+        - {name: cfg, mountPath: /cfg}
+        - {name: sec, mountPath: /sec}
+      volumes:
+      - {name: cfg, configMap: {name: cfg}}
+      - {name: sec, secret: {secretName: sec}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: NODEPORT}]
+`
+
+// TestUp is the product's main job, end to end, as the non-root user: a
+// node comes up, runs a workload a user would run, is secure by default,
+// stops cleanly and comes back with its state.
+func TestUp(t *testing.T) {
+	u := testutil.Integration(t)
+	bins := k8sBin(t)
+	c := &cluster{t: t, env: u.NewEnv(t), name: "t5", kubectlBin: filepath.Join(bins, "kubectl"), api: freePort(t), klt: freePort(t)}
+	c.kubeconfig = filepath.Join(c.env.DataHome, "usernode", c.name, "kubeconfig")
+	procsBefore, _ := testutil.ProcsOf(u.UID)
+	mountsBefore := mountCount(t)
+
+	r := c.up()
+	if r.Code != 0 {
+		t.Fatalf("up: %s", r)
+	}
+	t.Cleanup(func() { c.down("--purge") })
+	for _, phase := range []string{"sandbox", "network", "containerd", "etcd", "kube-apiserver", "kubelet", "Ready"} {
+		if !strings.Contains(r.Stderr, phase) {
+			t.Errorf("up did not report phase %q:\n%s", phase, r.Stderr)
+		}
+	}
+
+	var nodes struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Status   struct {
+				NodeInfo struct {
+					KubeletVersion         string `json:"kubeletVersion"`
+					RunningInUserNamespace bool   `json:"runningInUserNamespace"`
+				} `json:"nodeInfo"`
+				Conditions []struct{ Type, Status string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(c.mustKubectl("get", "nodes", "-o", "json")), &nodes); err != nil || len(nodes.Items) != 1 {
+		t.Fatalf("nodes: %v %+v", err, nodes)
+	}
+	n := nodes.Items[0]
+	ready := false
+	for _, cond := range n.Status.Conditions {
+		ready = ready || (cond.Type == "Ready" && cond.Status == "True")
+	}
+	if n.Metadata.Name != c.name || !ready || n.Status.NodeInfo.KubeletVersion != "v1.37.2" || !n.Status.NodeInfo.RunningInUserNamespace {
+		t.Errorf("node = %+v", n)
+	}
+
+	t.Run("security", func(t *testing.T) {
+		for _, url := range []string{fmt.Sprintf("https://127.0.0.1:%d/api", c.api), fmt.Sprintf("https://127.0.0.1:%d/pods", c.klt)} {
+			out, _ := exec.Command("curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5", url).Output()
+			if code := string(out); code != "401" && code != "403" {
+				t.Errorf("anonymous GET %s = %q, want 401 or 403", url, code)
+			}
+		}
+		state := filepath.Join(c.env.DataHome, "usernode", c.name)
+		if fi, err := os.Stat(state); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("state dir %s: %v", state, fi)
+		}
+		keys, _ := filepath.Glob(filepath.Join(state, "var/lib/usernode/pki/*.key"))
+		if len(keys) < 5 {
+			t.Errorf("only %d key files in the PKI", len(keys))
+		}
+		for _, k := range keys {
+			if fi, _ := os.Stat(k); fi.Mode().Perm() != 0o600 {
+				t.Errorf("%s mode %v, want 0600", k, fi.Mode().Perm())
+			}
+		}
+		procs := testutil.NewProcs(u.UID, procsBefore)
+		if len(procs) < 8 {
+			t.Errorf("only %d processes of the user run the node", len(procs))
+		}
+		for _, p := range procs {
+			if uid := realUID(p); uid == 0 {
+				t.Errorf("pid %d runs with real uid 0", p)
+			}
+		}
+	})
+
+	nodePort := 30000 + c.api%2700
+	applyWorkload(t, c, nodePort)
+	waitRunning(t, c, 2)
+
+	t.Run("workload", func(t *testing.T) {
+		waitFor(t, "NodePort on the host", time.Minute, func() (bool, string) {
+			b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", nodePort))
+			return err == nil && strings.HasPrefix(b, "served-by-web-"), fmt.Sprint(b, err)
+		})
+		pod := strings.TrimPrefix(strings.Fields(c.mustKubectl("get", "pods", "-l", "app=web", "-o", "name"))[0], "pod/")
+		if out := c.mustKubectl("exec", pod, "--", "cat", "/cfg/greeting", "/sec/token"); out != "hello-from-configmaps3cr3t" {
+			t.Errorf("configmap and secret volumes read %q", out)
+		}
+		if out := c.mustKubectl("logs", pod); !strings.Contains(out, "started") {
+			t.Errorf("kubectl logs = %q", out)
+		}
+	})
+
+	t.Run("pods cannot reach the host's loopback", func(t *testing.T) {
+		lo, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lo.Close()
+		pub, err := net.Listen("tcp", hostIP(t)+":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pub.Close()
+		for _, l := range []net.Listener{lo, pub} {
+			go func(l net.Listener) {
+				for {
+					conn, err := l.Accept()
+					if err != nil {
+						return
+					}
+					conn.Write([]byte("reached\n"))
+					conn.Close()
+				}
+			}(l)
+		}
+		pod := strings.TrimPrefix(strings.Fields(c.mustKubectl("get", "pods", "-l", "app=web", "-o", "name"))[0], "pod/")
+		try := func(addr string) string {
+			h, p, _ := net.SplitHostPort(addr)
+			out, _ := c.kubectl("exec", pod, "--", "nc", "-w", "3", h, p)
+			return out
+		}
+		// The control: the host's own address is reachable, so a failure
+		// below is the loopback being closed, not the network being down.
+		if out := try(pub.Addr().String()); !strings.Contains(out, "reached") {
+			t.Fatalf("pod cannot reach the host's %s at all: %q", pub.Addr(), out)
+		}
+		_, p, _ := net.SplitHostPort(lo.Addr().String())
+		if out := try("10.0.2.2:" + p); strings.Contains(out, "reached") {
+			t.Errorf("a pod reached the host's 127.0.0.1:%s through 10.0.2.2", p)
+		}
+	})
+
+	t.Run("second up is refused", func(t *testing.T) {
+		r := c.up()
+		if r.Code == 0 || !strings.Contains(r.Stderr, "already running") {
+			t.Errorf("second up: %s", r)
+		}
+	})
+
+	// down: nothing of the node is left, and its ports are closed.
+	if r := c.down(); r.Code != 0 {
+		t.Fatalf("down: %s", r)
+	}
+	if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 30*time.Second); len(left) > 0 {
+		t.Errorf("processes left after down: %v", left)
+	}
+	if got := mountCount(t); got != mountsBefore {
+		t.Errorf("host mount table had %d lines, now %d", mountsBefore, got)
+	}
+	for _, p := range []int{c.api, c.klt, nodePort} {
+		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {
+			conn.Close()
+			t.Errorf("port %d still open after down", p)
+		}
+	}
+
+	// up again: the same cluster, with the Deployment's pods back.
+	if r := c.up(); r.Code != 0 {
+		t.Fatalf("second up: %s", r)
+	}
+	waitRunning(t, c, 2)
+	waitFor(t, "NodePort after restart", 2*time.Minute, func() (bool, string) {
+		b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", nodePort))
+		return err == nil && strings.HasPrefix(b, "served-by-web-"), fmt.Sprint(b, err)
+	})
+}
+
+func applyWorkload(t *testing.T, c *cluster, nodePort int) {
+	t.Helper()
+	cmd := exec.Command(c.kubectlBin, "--kubeconfig", c.kubeconfig, "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(strings.ReplaceAll(workload, "NODEPORT", fmt.Sprint(nodePort)))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("apply: %v\n%s", err, out)
+	}
+}
+
+func waitRunning(t *testing.T, c *cluster, want int) {
+	t.Helper()
+	waitFor(t, fmt.Sprintf("%d web pods Running", want), 3*time.Minute, func() (bool, string) {
+		out, _ := c.kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.status.phase} {end}")
+		return strings.Count(out, "Running") == want && strings.Count(out, " ") == want, out
+	})
+}
+
+func realUID(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+			var uid int
+			fmt.Sscan(f[1], &uid)
+			return uid
+		}
+	}
+	return -1
+}
