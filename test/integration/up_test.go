@@ -329,3 +329,72 @@ func realUID(pid int) int {
 	}
 	return -1
 }
+
+// Each bad input fails before anything starts, says what to do, and leaves
+// no process, runtime state or port behind.
+func TestUpBadInput(t *testing.T) {
+	u := testutil.Integration(t)
+	bins := k8sBin(t)
+	bin := testutil.Binary(t)
+	check := func(t *testing.T, env *testutil.Env, args []string, wants ...string) {
+		t.Helper()
+		procsBefore, _ := testutil.ProcsOf(u.UID)
+		r := env.Run(t, 2*time.Minute, bin, append([]string{"up", "--name", "bad"}, args...)...)
+		if r.Code == 0 {
+			t.Fatalf("want failure: %s", r)
+		}
+		for _, w := range wants {
+			if !strings.Contains(r.Stderr, w) {
+				t.Errorf("stderr lacks %q:\n%s", w, r.Stderr)
+			}
+		}
+		if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 5*time.Second); len(left) > 0 {
+			t.Errorf("processes left: %v", left)
+		}
+		if _, err := os.Stat(filepath.Join(env.RuntimeDir, "usernode", "bad", "state.json")); err == nil {
+			t.Error("runtime state left behind")
+		}
+	}
+	t.Run("malformed config file", func(t *testing.T) {
+		env := u.NewEnv(t)
+		cfg := filepath.Join(env.DataHome, "config.yaml")
+		os.WriteFile(cfg, []byte("name: bad\napiPort: [6443\n"), 0o644)
+		check(t, env, []string{"--config", cfg, "--bin-dir", bins}, "config file", "is not valid")
+	})
+	t.Run("version below 1.30", func(t *testing.T) {
+		env := u.NewEnv(t)
+		// Not under /tmp: the sandbox hides it, and up says so first.
+		old, err := os.MkdirTemp(u.Home, ".usernode-old-k8s-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(old) })
+		os.Chmod(old, 0o755)
+		for _, name := range []string{"kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd", "kubectl"} {
+			os.WriteFile(filepath.Join(old, name), []byte("#!/bin/sh\necho Kubernetes v1.29.4\n"), 0o755)
+		}
+		os.Chown(old, u.UID, u.GID)
+		check(t, env, []string{"--bin-dir", old}, "v1.29.4", "1.30")
+	})
+	t.Run("API port taken", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		p := l.Addr().(*net.TCPAddr).Port
+		check(t, u.NewEnv(t), []string{"--bin-dir", bins, "--api-port", fmt.Sprint(p), "--kubelet-port", fmt.Sprint(freePort(t))},
+			fmt.Sprintf("127.0.0.1:%d", p), "already in use", "--api-port")
+	})
+	t.Run("containerd missing", func(t *testing.T) {
+		env := u.NewEnv(t)
+		env.Extra = []string{"PATH=" + filepath.Join(env.DataHome, "empty")}
+		check(t, env, []string{"--bin-dir", bins, "--api-port", fmt.Sprint(freePort(t)), "--kubelet-port", fmt.Sprint(freePort(t))},
+			"containerd", "apt-get install containerd")
+	})
+	t.Run("no binaries", func(t *testing.T) {
+		env := u.NewEnv(t)
+		env.Extra = []string{"PATH=/usr/bin:/bin", "XDG_CACHE_HOME=" + env.DataHome}
+		check(t, env, nil, "kubelet", "make k8s", "--bin-dir")
+	})
+}
