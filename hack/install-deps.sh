@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the Debian/Ubuntu packages usernode runs with and its tests use.
+# Root only; what is installed already is skipped.
+set -euo pipefail
+# The setuid ID mappers, the network drivers, the CRI and OCI runtimes, CNI
+# plugins, iptables, busybox for the local images, and the peers the
+# benchmarks compare against (rootlesskit, socat, iperf3, lxc).
+pkgs=(uidmap slirp4netns passt lxc iproute2 iptables containerd runc crun
+      containernetworking-plugins fuse-overlayfs busybox-static
+      rootlesskit socat iperf3 dbus-user-session procps psmisc curl util-linux)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
