@@ -18,16 +18,15 @@ import (
 
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/version"
 	"sigs.k8s.io/yaml"
 
+	"github.com/usernode/usernode/pkg/node/k8sversion"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
 )
 
 const (
-	MinVersion     = "1.30.0"
-	defaultVersion = "v1.37.2"
+	defaultVersion = k8sversion.Default
 
 	DefaultSecurePort  = 6443
 	DefaultEtcdDataDir = "/var/lib/etcd"
@@ -91,12 +90,8 @@ func (o *Options) defaults() error {
 	if o.Version == "" {
 		o.Version = defaultVersion
 	}
-	v, err := version.ParseGeneric(o.Version)
-	if err != nil {
-		return fmt.Errorf("kubernetes version %q: %w", o.Version, err)
-	}
-	if v.LessThan(version.MustParseGeneric(MinVersion)) {
-		return fmt.Errorf("kubernetes %s is not supported: usernode needs %s or newer", o.Version, MinVersion)
+	if _, err := k8sversion.Parse(o.Version); err != nil {
+		return err
 	}
 	if o.NodeName == "" {
 		return errors.New("control plane: NodeName is required")

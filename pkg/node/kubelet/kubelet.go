@@ -11,7 +11,6 @@ package kubelet
 import (
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/netip"
 	"reflect"
 
@@ -21,6 +20,7 @@ import (
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/usernode/usernode/pkg/node/k8sversion"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
 )
@@ -28,16 +28,14 @@ import (
 // Defaults for Options; they match the layout inside the node's mount
 // namespace.
 const (
-	DefaultVersion                  = "v1.37.2"
+	DefaultVersion                  = k8sversion.Default
 	DefaultConfigPath               = "/etc/usernode/kubelet.yaml"
 	DefaultRootDir                  = "/var/lib/kubelet"
 	DefaultContainerRuntimeEndpoint = "unix:///run/containerd/containerd.sock"
 	DefaultResolvConf               = "/etc/resolv.conf"
 	DefaultClusterDomain            = "cluster.local"
 
-	// MinVersion is the oldest kubelet this package configures: older ones
-	// miss config fields used here (and are out of upstream support).
-	MinVersion = "1.30.0"
+	MinVersion = k8sversion.Min
 	// UserNamespaceGateDefaultOn is the first release where
 	// KubeletInUserNamespace is beta and on by default.
 	UserNamespaceGateDefaultOn = "1.37.0"
@@ -147,19 +145,7 @@ func (o *Options) defaults() (*version.Version, error) {
 // ParseVersion parses a Kubernetes version ("v1.37.2", "1.37.2",
 // "v1.37.2-rc.0") and rejects releases older than MinVersion. An empty
 // string is DefaultVersion.
-func ParseVersion(s string) (*version.Version, error) {
-	if s == "" {
-		s = DefaultVersion
-	}
-	v, err := version.ParseGeneric(s)
-	if err != nil {
-		return nil, fmt.Errorf("kubernetes version %q: %w", s, err)
-	}
-	if v.LessThan(version.MustParseGeneric(MinVersion)) {
-		return nil, fmt.Errorf("kubernetes %s is not supported: usernode needs %s or newer (older kubelets lack config fields a rootless node depends on, and are out of upstream support)", s, MinVersion)
-	}
-	return v, nil
-}
+func ParseVersion(s string) (*version.Version, error) { return k8sversion.Parse(s) }
 
 // Config is the kubelet's configuration for o.
 func Config(o Options) (*kubeletv1beta1.KubeletConfiguration, error) {

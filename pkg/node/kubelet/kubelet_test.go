@@ -7,43 +7,21 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usernode/usernode/pkg/node/internal/yamltest"
 	"k8s.io/apimachinery/pkg/api/equality"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
-	"sigs.k8s.io/yaml"
 )
 
-// render returns the YAML decoded strictly into the upstream type and as a
-// raw map (to see what is present, not what the Go zero value says).
 func render(t *testing.T, o Options) (*kubeletv1beta1.KubeletConfiguration, map[string]any) {
 	t.Helper()
 	b, err := Render(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c kubeletv1beta1.KubeletConfiguration
-	if err := yaml.UnmarshalStrict(b, &c); err != nil {
-		t.Fatalf("strict decode: %v\n%s", err, b)
-	}
-	raw := map[string]any{}
-	if err := yaml.Unmarshal(b, &raw); err != nil {
-		t.Fatal(err)
-	}
-	return &c, raw
+	return yamltest.Strict[kubeletv1beta1.KubeletConfiguration](t, b)
 }
 
-func get(raw map[string]any, path string) (any, bool) {
-	var cur any = raw
-	for _, k := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[k]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
+var get = yamltest.Get
 
 func TestSeedSettings(t *testing.T) {
 	c, raw := render(t, Options{NodeName: "dev", Version: "v1.34.2", Degraded: true})

@@ -11,16 +11,15 @@ package kubeproxy
 
 import (
 	"errors"
-	"fmt"
 	"net/netip"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/version"
 	componentbasev1alpha1 "k8s.io/component-base/config/v1alpha1"
 	kubeproxyv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/usernode/usernode/pkg/node/k8sversion"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 )
 
@@ -33,10 +32,7 @@ const (
 	// HealthzBindAddress is where the supervisor checks kube-proxy is up.
 	HealthzBindAddress = "127.0.0.1:10256"
 
-	// MinVersion is the oldest kube-proxy this package configures, the same
-	// as the kubelet's.
-	MinVersion     = "1.30.0"
-	defaultVersion = "v1.37.2"
+	defaultVersion = k8sversion.Default
 )
 
 var (
@@ -68,12 +64,8 @@ func (o *Options) defaults() error {
 	if o.Version == "" {
 		o.Version = defaultVersion
 	}
-	v, err := version.ParseGeneric(o.Version)
-	if err != nil {
-		return fmt.Errorf("kubernetes version %q: %w", o.Version, err)
-	}
-	if v.LessThan(version.MustParseGeneric(MinVersion)) {
-		return fmt.Errorf("kubernetes %s is not supported: usernode needs %s or newer", o.Version, MinVersion)
+	if _, err := k8sversion.Parse(o.Version); err != nil {
+		return err
 	}
 	if o.NodeName == "" {
 		return errors.New("kube-proxy: NodeName is required")

@@ -7,9 +7,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usernode/usernode/pkg/node/internal/yamltest"
 	"k8s.io/apimachinery/pkg/api/equality"
 	kubeproxyv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
-	"sigs.k8s.io/yaml"
 )
 
 func render(t *testing.T, o Options) (*kubeproxyv1alpha1.KubeProxyConfiguration, map[string]any) {
@@ -18,30 +18,10 @@ func render(t *testing.T, o Options) (*kubeproxyv1alpha1.KubeProxyConfiguration,
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c kubeproxyv1alpha1.KubeProxyConfiguration
-	if err := yaml.UnmarshalStrict(b, &c); err != nil {
-		t.Fatalf("strict decode: %v\n%s", err, b)
-	}
-	raw := map[string]any{}
-	if err := yaml.Unmarshal(b, &raw); err != nil {
-		t.Fatal(err)
-	}
-	return &c, raw
+	return yamltest.Strict[kubeproxyv1alpha1.KubeProxyConfiguration](t, b)
 }
 
-func get(raw map[string]any, path string) (any, bool) {
-	var cur any = raw
-	for _, k := range strings.Split(path, ".") {
-		m, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = m[k]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
+var get = yamltest.Get
 
 func TestSeedSettings(t *testing.T) {
 	for _, v := range []string{"v1.30.0", "v1.34.2", "v1.37.2"} {
