@@ -263,6 +263,61 @@ func TestUp(t *testing.T) {
 		}
 	})
 
+	t.Run("status, logs, and a crashed component restarted", func(t *testing.T) {
+		bin := testutil.Binary(t)
+		status := func() map[string]int {
+			r := c.env.Run(t, 30*time.Second, bin, "status", "--name", c.name, "--json")
+			var st struct {
+				Node struct {
+					Phase      string
+					Components []struct {
+						Name     string
+						PID      int
+						State    string
+						Restarts int
+					}
+				}
+				Ports []struct{ HostPort int }
+			}
+			if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil {
+				t.Fatalf("status --json: %v\n%s", err, r)
+			}
+			out := map[string]int{}
+			for _, cs := range st.Node.Components {
+				if cs.State == "ready" {
+					out[cs.Name] = cs.PID
+				}
+				out[cs.Name+".restarts"] = cs.Restarts
+			}
+			out["ports"] = len(st.Ports)
+			return out
+		}
+		before := status()
+		for _, comp := range []string{"containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
+			if before[comp] == 0 {
+				t.Errorf("status: %s not ready with a PID: %v", comp, before)
+			}
+		}
+		if before["ports"] < 3 {
+			t.Errorf("status lists %d forwarded ports, want the API, the kubelet and the NodePort", before["ports"])
+		}
+		if r := c.env.Run(t, 30*time.Second, bin, "logs", "--name", c.name, "kubelet"); r.Code != 0 || !strings.Contains(r.Stdout, "kubelet") {
+			t.Errorf("logs kubelet: exit %d, %d bytes", r.Code, len(r.Stdout))
+		}
+		// Kill the kubelet inside the node: the supervisor restarts it.
+		if r := c.env.Run(t, 30*time.Second, bin, "enter", "--name", c.name, "--", "kill", "-9", fmt.Sprint(before["kubelet"])); r.Code != 0 {
+			t.Fatalf("enter kill: %s", r)
+		}
+		waitFor(t, "kubelet restarted", time.Minute, func() (bool, string) {
+			st := status()
+			return st["kubelet.restarts"] >= 1 && st["kubelet"] != 0 && st["kubelet"] != before["kubelet"], fmt.Sprint(st)
+		})
+		waitFor(t, "node Ready again", 2*time.Minute, func() (bool, string) {
+			out, _ := c.kubectl("get", "node", c.name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			return out == "True", out
+		})
+	})
+
 	t.Run("second up is refused", func(t *testing.T) {
 		r := c.up()
 		if r.Code == 0 || !strings.Contains(r.Stderr, "already running") {
