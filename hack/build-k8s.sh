@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Builds the Kubernetes binaries (kubelet, kube-apiserver,
-# kube-controller-manager, kube-scheduler, kube-proxy, kubectl) and etcd from
-# the Go module proxy, using the pinned modules in k8s/ and k8s/etcd/ (made by
-# k8s/gen-gomod.sh), into a cache directory keyed on every input:
+# kube-controller-manager, kube-scheduler, kube-proxy, kubectl), etcd and
+# CoreDNS from the Go module proxy, using the pinned modules in k8s/,
+# k8s/etcd/ (made by k8s/gen-gomod.sh) and k8s/coredns/ (made by
+# k8s/coredns/gen-gomod.sh), into a cache directory keyed on every input:
 #
 #   ${USERNODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/usernode}/bin/<key>/
-#   key = k8s-<version>_etcd-<version>_<go version>-<GOOS>-<GOARCH>_<hash>
-#   hash = sha256 of k8s/{go.mod,go.sum}, k8s/etcd/{go.mod,go.sum} and this script
+#   key = k8s-<version>_etcd-<version>_coredns-<version>_<go version>-<GOOS>-<GOARCH>_<hash>
+#   hash = sha256 of k8s/{go.mod,go.sum}, k8s/etcd/{go.mod,go.sum},
+#          k8s/coredns/{go.mod,go.sum,main.go} and this script
 #
 # A run whose key is already built does nothing but print the directory.
 # Binaries are built into a temporary directory next to it, checked
@@ -54,18 +56,21 @@ mod_version() { # go.mod module -> version it requires
 }
 K8S_VERSION=$(mod_version "$ROOT/k8s/go.mod" k8s.io/kubernetes)
 ETCD_VERSION=$(mod_version "$ROOT/k8s/etcd/go.mod" go.etcd.io/etcd/server/v3)
+COREDNS_VERSION=$(mod_version "$ROOT/k8s/coredns/go.mod" github.com/coredns/coredns)
 [ -n "$K8S_VERSION" ] || die "k8s/go.mod does not require k8s.io/kubernetes"
 [ -n "$ETCD_VERSION" ] || die "k8s/etcd/go.mod does not require go.etcd.io/etcd/server/v3"
+[ -n "$COREDNS_VERSION" ] || die "k8s/coredns/go.mod does not require github.com/coredns/coredns"
 # Run in k8s/ so a GOTOOLCHAIN switch demanded by go.mod shows up here too.
 GO_VERSION=$(cd "$ROOT/k8s" && "$GO" env GOVERSION)
 GOOS=$(cd "$ROOT/k8s" && "$GO" env GOOS)
 GOARCH=$(cd "$ROOT/k8s" && "$GO" env GOARCH)
-HASH=$(cd "$ROOT" && cat k8s/go.mod k8s/go.sum k8s/etcd/go.mod k8s/etcd/go.sum hack/build-k8s.sh | sha256sum | cut -c1-16)
-KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_${GO_VERSION}-${GOOS}-${GOARCH}_${HASH}"
+HASH=$(cd "$ROOT" && cat k8s/go.mod k8s/go.sum k8s/etcd/go.mod k8s/etcd/go.sum \
+	k8s/coredns/go.mod k8s/coredns/go.sum k8s/coredns/main.go hack/build-k8s.sh | sha256sum | cut -c1-16)
+KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_coredns-${COREDNS_VERSION}_${GO_VERSION}-${GOOS}-${GOARCH}_${HASH}"
 DEST=$BIN_ROOT/$KEY
 
 K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-ALL_BINARIES=(etcd "${K8S_BINARIES[@]}")
+ALL_BINARIES=(etcd coredns "${K8S_BINARIES[@]}")
 
 # The same variables the Kubernetes release build sets (hack/lib/version.sh),
 # in both packages that carry them. buildDate is the release's commit time as
@@ -89,12 +94,16 @@ k8s_ldflags() {
 }
 # etcd's only link-time variable is GitSHA; the proxy does not know it either.
 ETCD_LDFLAGS="-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=unknown"
+# CoreDNS's version is a constant (coremain.CoreVersion); its release build
+# sets only GitCommit, which the proxy does not know either.
+COREDNS_LDFLAGS="-s -w -X github.com/coredns/coredns/coremain.GitCommit=unknown"
 
 # build NAME DIR: go build one binary into DIR.
 build() {
 	local name=$1 dir=$2 moddir pkg ldflags t
 	case $name in
 	etcd) moddir=$ROOT/k8s/etcd pkg=go.etcd.io/etcd/server/v3 ldflags=$ETCD_LDFLAGS ;;
+	coredns) moddir=$ROOT/k8s/coredns pkg=. ldflags=$COREDNS_LDFLAGS ;;
 	kubectl) moddir=$ROOT/k8s pkg=k8s.io/kubernetes/cmd/kubectl ldflags=$K8S_LDFLAGS ;;
 	*) moddir=$ROOT/k8s pkg=k8s.io/kubernetes/cmd/$name ldflags=$K8S_LDFLAGS ;;
 	esac
@@ -123,6 +132,9 @@ check() {
 		out=$("$dir/etcd" --version 2>&1 | sed -n 1p || true)
 		case $out in *"${ETCD_VERSION#v}"*) ;; *) die "etcd reports '$out', want ${ETCD_VERSION#v}" ;; esac
 		printf 'etcd: %s\n' "$out"
+		out=$("$dir/coredns" -version 2>&1 | sed -n 1p || true)
+		case $out in "CoreDNS-${COREDNS_VERSION#v}") ;; *) die "coredns reports '$out', want CoreDNS-${COREDNS_VERSION#v}" ;; esac
+		printf 'coredns: %s\n' "$out"
 	} >"$dir/VERSIONS"
 }
 
@@ -192,9 +204,11 @@ check "$TMP"
 	echo "key: $KEY"
 	echo "k8s.io/kubernetes: $K8S_VERSION (module github.com/usernode/usernode/k8s)"
 	echo "go.etcd.io/etcd/server/v3: $ETCD_VERSION (module github.com/usernode/usernode/k8s/etcd)"
+	echo "github.com/coredns/coredns: $COREDNS_VERSION (module github.com/usernode/usernode/k8s/coredns, plugins: k8s/coredns/main.go)"
 	echo "go: $GO_VERSION $GOOS/$GOARCH CGO_ENABLED=0 -trimpath"
 	echo "k8s ldflags: $K8S_LDFLAGS"
 	echo "etcd ldflags: $ETCD_LDFLAGS"
+	echo "coredns ldflags: $COREDNS_LDFLAGS"
 	echo "sha256:"
 	(cd "$TMP" && sha256sum "${ALL_BINARIES[@]}")
 } >"$TMP/BUILD-INFO"
