@@ -102,6 +102,7 @@ type Files struct {
 	ControllerManager string
 	Scheduler         string
 	KubeProxy         string
+	CoreDNS           string
 }
 
 // Paths is where WriteComponents puts each file under dir.
@@ -112,6 +113,7 @@ func Paths(dir string) Files {
 		ControllerManager: filepath.Join(dir, "controller-manager.kubeconfig"),
 		Scheduler:         filepath.Join(dir, "scheduler.kubeconfig"),
 		KubeProxy:         filepath.Join(dir, "kube-proxy.kubeconfig"),
+		CoreDNS:           filepath.Join(dir, "coredns.kubeconfig"),
 	}
 }
 
@@ -129,6 +131,7 @@ func WriteComponents(dir, nodeName, server string, p *pki.PKI) (Files, error) {
 		f.ControllerManager: p.ControllerManager,
 		f.Scheduler:         p.Scheduler,
 		f.KubeProxy:         p.KubeProxy,
+		f.CoreDNS:           p.CoreDNS,
 	} {
 		cfg, err := FromPKI(ContextName(nodeName), server, p, pair)
 		if err != nil {

@@ -211,7 +211,7 @@ func TestComponents(t *testing.T) {
 	}
 	for path, cn := range map[string]string{
 		f.Admin: "usernode-admin", f.Kubelet: "system:node:dev", f.ControllerManager: "system:kube-controller-manager",
-		f.Scheduler: "system:kube-scheduler", f.KubeProxy: "system:kube-proxy",
+		f.Scheduler: "system:kube-scheduler", f.KubeProxy: "system:kube-proxy", f.CoreDNS: "system:coredns",
 	} {
 		b, err := os.ReadFile(path)
 		if err != nil {

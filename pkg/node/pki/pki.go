@@ -22,6 +22,8 @@
 //	kubelet.{crt,key}                  kubelet serving (port 10250)
 //	kubelet-client.{crt,key}           kubelet -> kube-apiserver
 //	admin, controller-manager, scheduler, kube-proxy .{crt,key}
+//	coredns.{crt,key}                  CoreDNS -> kube-apiserver (not kubeadm's:
+//	                                   kubeadm runs CoreDNS as a pod)
 //	front-proxy-ca.{crt,key}, front-proxy-client.{crt,key}
 //	etcd/ca.{crt,key}, etcd/server.{crt,key}, etcd/peer.{crt,key}
 //	sa.key, sa.pub                     service-account token signing
@@ -83,6 +85,12 @@ const (
 	// FrontProxyClientCN is the only CN kube-apiserver accepts identity
 	// headers from (--requestheader-allowed-names).
 	FrontProxyClientCN = "front-proxy-client"
+	// CoreDNSUser is CoreDNS's identity: it runs as a process of the node,
+	// not as a pod with the kube-system/coredns service account kubeadm
+	// uses, so it gets a client certificate and a ClusterRoleBinding of
+	// this user to kubeadm's system:coredns ClusterRole (see
+	// coredns.Objects).
+	CoreDNSUser = "system:coredns"
 )
 
 // Options says what the certificates must name.
@@ -152,6 +160,7 @@ type PKI struct {
 	ControllerManager Pair
 	Scheduler         Pair
 	KubeProxy         Pair
+	CoreDNS           Pair
 
 	EtcdServer Pair
 	EtcdPeer   Pair
@@ -185,6 +194,7 @@ func Paths(dir string) *PKI {
 		ControllerManager:      p("controller-manager"),
 		Scheduler:              p("scheduler"),
 		KubeProxy:              p("kube-proxy"),
+		CoreDNS:                p("coredns"),
 		EtcdServer:             p("etcd/server"),
 		EtcdPeer:               p("etcd/peer"),
 		ServiceAccount: KeyPair{
@@ -336,6 +346,7 @@ func Ensure(dir string, o Options) (*PKI, error) {
 		{name: "controller-manager", pair: p.ControllerManager, ca: ca, cn: "system:kube-controller-manager", usages: clientUsage},
 		{name: "scheduler", pair: p.Scheduler, ca: ca, cn: "system:kube-scheduler", usages: clientUsage},
 		{name: "kube-proxy", pair: p.KubeProxy, ca: ca, cn: "system:kube-proxy", usages: clientUsage},
+		{name: "coredns", pair: p.CoreDNS, ca: ca, cn: CoreDNSUser, usages: clientUsage},
 		{name: "etcd/server", pair: p.EtcdServer, ca: etcdCA, cn: "etcd-server", usages: bothUsages, dns: etcdDNS, ips: etcdIPs},
 		{name: "etcd/peer", pair: p.EtcdPeer, ca: etcdCA, cn: "etcd-peer", usages: bothUsages, dns: etcdDNS, ips: etcdIPs},
 	}

@@ -94,6 +94,7 @@ func TestEnsureFresh(t *testing.T) {
 		{"controller-manager", p.ControllerManager, p.CA, "system:kube-controller-manager", nil},
 		{"scheduler", p.Scheduler, p.CA, "system:kube-scheduler", nil},
 		{"kube-proxy", p.KubeProxy, p.CA, "system:kube-proxy", nil},
+		{"coredns", p.CoreDNS, p.CA, "system:coredns", nil},
 		{"apiserver-kubelet-client", p.APIServerKubeletClient, p.CA, "kube-apiserver-kubelet-client", nil},
 		{"apiserver-etcd-client", p.APIServerEtcdClient, p.EtcdCA, "kube-apiserver-etcd-client", nil},
 		{"front-proxy-client", p.FrontProxyClient, p.FrontProxyCA, "front-proxy-client", nil},
@@ -150,8 +151,8 @@ func TestEnsureFresh(t *testing.T) {
 		}
 		return nil
 	})
-	if keys != 16 {
-		t.Errorf("%d keys, want 16 (3 CAs, 12 leaves, sa)", keys)
+	if keys != 17 {
+		t.Errorf("%d keys, want 17 (3 CAs, 13 leaves, sa)", keys)
 	}
 
 	// The SA public key is the private key's.
@@ -179,7 +180,7 @@ func serials(t *testing.T, p *PKI) map[string]string {
 		"apiserver-etcd-client": p.APIServerEtcdClient, "front-proxy-client": p.FrontProxyClient,
 		"kubelet": p.Kubelet, "kubelet-client": p.KubeletClient, "admin": p.Admin,
 		"controller-manager": p.ControllerManager, "scheduler": p.Scheduler, "kube-proxy": p.KubeProxy,
-		"etcd/server": p.EtcdServer, "etcd/peer": p.EtcdPeer,
+		"coredns": p.CoreDNS, "etcd/server": p.EtcdServer, "etcd/peer": p.EtcdPeer,
 	} {
 		m[name] = readCert(t, pair.Cert).SerialNumber.String()
 	}
@@ -276,8 +277,8 @@ func TestEnsureRenewsNearExpiry(t *testing.T) {
 			t.Errorf("%s renewed; only leaves should be", keep)
 		}
 	}
-	if len(got) != 12 {
-		t.Errorf("renewed %v, want all 12 leaves", got)
+	if len(got) != 13 {
+		t.Errorf("renewed %v, want all 13 leaves", got)
 	}
 }
 
