@@ -1,0 +1,111 @@
+package coredns
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/usernode/usernode/pkg/node/kubeconfig"
+)
+
+func freePort(t *testing.T) uint16 {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port)
+}
+
+// The CoreDNS that `make k8s` builds links every plugin the Corefile
+// names, loads the Corefile, serves /health, and is not ready while its
+// kubernetes plugin has not synced (here there is no API server to sync
+// with). On loopback and free ports, so it runs anywhere.
+func TestCoreDNSLoadsIt(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs coredns")
+	}
+	dir := os.Getenv("USERNODE_K8S_BIN")
+	if dir == "" {
+		t.Skip("USERNODE_K8S_BIN (the directory hack/build-k8s.sh prints) is not set")
+	}
+	bin := filepath.Join(dir, "coredns")
+
+	out, err := exec.Command(bin, "-plugins").Output()
+	if err != nil {
+		t.Fatalf("coredns -plugins: %v", err)
+	}
+	linked := strings.Fields(string(out))
+	cf, err := Corefile(Options{NodeName: "dev"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server block's directives are the lines indented once.
+	for _, line := range strings.Split(string(cf), "\n") {
+		if strings.HasPrefix(line, "    ") && !strings.HasPrefix(line, "     ") && strings.TrimSpace(line) != "}" {
+			if d := strings.Fields(line)[0]; !slices.Contains(linked, d) {
+				t.Errorf("the Corefile uses %q, which coredns does not link (k8s/coredns/main.go): %v", d, linked)
+			}
+		}
+	}
+
+	tmp := t.TempDir()
+	kc := filepath.Join(tmp, "kubeconfig")
+	if err := kubeconfig.Write(kc, kubeconfig.New(kubeconfig.Options{Name: "none", Server: "https://127.0.0.1:1"})); err != nil {
+		t.Fatal(err)
+	}
+	health, ready := "127.0.0.1:"+strconv.Itoa(int(freePort(t))), "127.0.0.1:"+strconv.Itoa(int(freePort(t)))
+	cf, err = Corefile(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("127.0.0.1"), Port: freePort(t),
+		HealthAddr: health, ReadyAddr: ready, Kubeconfig: kc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfPath := filepath.Join(tmp, "Corefile")
+	os.WriteFile(cfPath, cf, 0o644)
+	cmd := exec.Command(bin, "-conf", cfPath)
+	logPath := filepath.Join(tmp, "log")
+	log, _ := os.Create(logPath)
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+
+	get := func(url string) int {
+		resp, err := (&http.Client{Timeout: time.Second}).Get(url)
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for get("http://"+health+"/health") != http.StatusOK {
+		select {
+		case err := <-exited:
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("coredns exited (%v):\n%s\n%s", err, b, cf)
+		default:
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("no /health after 30s:\n%s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code := get("http://" + ready + "/ready"); code == http.StatusOK {
+		t.Errorf("/ready answers 200 with no API server to sync with: the supervisor's probe would pass too early")
+	}
+}
