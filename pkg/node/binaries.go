@@ -2,7 +2,7 @@
 // sandbox: the host side (Up) finds the binaries, starts the sandbox and
 // waits for the node; the node side (the usernode-node entry point, pid 2
 // of the node) writes the PKI, the configs and the images, then supervises
-// containerd, etcd, the control plane, the kubelet and kube-proxy.
+// containerd, etcd, the control plane, CoreDNS, the kubelet and kube-proxy.
 package node
 
 import (
@@ -25,6 +25,7 @@ type Binaries struct {
 	KubeProxy         string `json:"kubeProxy"`
 	Etcd              string `json:"etcd"`
 	Kubectl           string `json:"kubectl"`
+	Coredns           string `json:"coredns"`
 	Containerd        string `json:"containerd"`
 	Ctr               string `json:"ctr"`
 	OCIRuntime        string `json:"ociRuntime"`
@@ -95,8 +96,9 @@ func FindBinaries(binDir string, getenv func(string) string) (*Binaries, error) 
 	k8s(&b.KubeProxy, "kube-proxy")
 	k8s(&b.Etcd, "etcd")
 	k8s(&b.Kubectl, "kubectl")
+	k8s(&b.Coredns, "coredns")
 	if len(missing) > 0 {
-		return nil, fmt.Errorf("%s not found in --bin-dir, $USERNODE_BIN_DIR, the build cache (%s) or PATH: run `make k8s` to build Kubernetes and etcd from the Go module proxy, or pass --bin-dir", strings.Join(missing, ", "), filepath.Join("$XDG_CACHE_HOME", "usernode", "bin"))
+		return nil, fmt.Errorf("%s not found in --bin-dir, $USERNODE_BIN_DIR, the build cache (%s) or PATH: run `make k8s` to build Kubernetes, etcd and CoreDNS from the Go module proxy, or pass --bin-dir", strings.Join(missing, ", "), filepath.Join("$XDG_CACHE_HOME", "usernode", "bin"))
 	}
 	sys := func(dst *string, pkg string, names ...string) {
 		for _, n := range names {
@@ -134,7 +136,7 @@ func FindBinaries(binDir string, getenv func(string) string) (*Binaries, error) 
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing: %s", strings.Join(missing, "; "))
 	}
-	for _, p := range []string{b.Kubelet, b.APIServer, b.ControllerManager, b.Scheduler, b.KubeProxy, b.Etcd, b.Kubectl} {
+	for _, p := range []string{b.Kubelet, b.APIServer, b.ControllerManager, b.Scheduler, b.KubeProxy, b.Etcd, b.Kubectl, b.Coredns} {
 		for _, h := range hiddenInside {
 			if strings.HasPrefix(p, h) {
 				return nil, fmt.Errorf("%s is under %s, which the node's sandbox replaces with its own: put the binaries elsewhere (e.g. ~/.cache/usernode/bin) and pass --bin-dir", p, h)

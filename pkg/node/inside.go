@@ -19,6 +19,7 @@ import (
 	"github.com/usernode/usernode/pkg/node/cni"
 	"github.com/usernode/usernode/pkg/node/containerd"
 	"github.com/usernode/usernode/pkg/node/controlplane"
+	"github.com/usernode/usernode/pkg/node/coredns"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/kubeproxy"
@@ -190,6 +191,11 @@ func Prepare(spec Spec) (*supervise.Plan, error) {
 	if err := os.WriteFile(bootPath, bootstrap, 0o600); err != nil {
 		return nil, err
 	}
+	dnsSteps, err := coredns.Steps(coredns.Options{NodeName: spec.Name, NodeIP: ip, Kubeconfig: kcs.CoreDNS,
+		Binary: bin.Coredns, Kubectl: bin.Kubectl, AdminKubeconfig: kcs.Admin, Dir: ConfigDir})
+	if err != nil {
+		return nil, fmt.Errorf("CoreDNS: %w", err)
+	}
 
 	// The images every node needs, made here: no registry is reachable.
 	self, _ := os.Executable()
@@ -228,6 +234,11 @@ func Prepare(spec Spec) (*supervise.Plan, error) {
 		supervise.Step{Name: "kube-apiserver", Argv: append([]string{bin.APIServer}, apiFlags...),
 			Ready: &supervise.Probe{URL: APIServer + "/readyz", CA: ps.CA.Cert, Cert: ps.Admin.Cert, Key: ps.Admin.Key}},
 		supervise.Step{Name: "bootstrap-rbac", Oneshot: true, Argv: []string{bin.Kubectl, "--kubeconfig", kcs.Admin, "apply", "--server-side", "-f", bootPath}},
+	)
+	// Cluster DNS needs only the API; its Service exists before kube-proxy's
+	// first sync.
+	steps = append(steps, dnsSteps...)
+	steps = append(steps,
 		supervise.Step{Name: "kube-controller-manager", Argv: append([]string{bin.ControllerManager}, cmFlags...),
 			Ready: &supervise.Probe{URL: "https://127.0.0.1:10257/healthz", Insecure: true}},
 		supervise.Step{Name: "kube-scheduler", Argv: append([]string{bin.Scheduler}, schedFlags...),
