@@ -425,7 +425,7 @@ func TestUpBadInput(t *testing.T) {
 		}
 		t.Cleanup(func() { os.RemoveAll(old) })
 		os.Chmod(old, 0o755)
-		for _, name := range []string{"kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd", "kubectl"} {
+		for _, name := range []string{"kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd", "kubectl", "coredns"} {
 			os.WriteFile(filepath.Join(old, name), []byte("#!/bin/sh\necho Kubernetes v1.29.4\n"), 0o755)
 		}
 		os.Chown(old, u.UID, u.GID)
