@@ -38,7 +38,7 @@ func upCommand() *cobra.Command {
 		Short: "Bring up a single-node Kubernetes cluster as your user",
 		Long: `Bring up a single-node Kubernetes cluster inside the node's sandbox:
 containerd, etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-the kubelet and kube-proxy, all as your user. kube-apiserver (6443) and the
+CoreDNS, the kubelet and kube-proxy, all as your user. kube-apiserver (6443) and the
 kubelet (10250) are forwarded to the host's 127.0.0.1, and so is every
 NodePort. The kubeconfig is printed by ` + "`usernode kubeconfig`" + `.
 
@@ -89,7 +89,7 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return node.Up(ctx, o, c.ErrOrStderr(), nil)
+			return node.Up(ctx, o, c.ErrOrStderr(), notifyReady)
 		},
 	}
 	nf.add(c.Flags())
