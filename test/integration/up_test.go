@@ -351,6 +351,18 @@ func TestUp(t *testing.T) {
 		b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", nodePort))
 		return err == nil && strings.HasPrefix(b, "served-by-web-"), fmt.Sprint(b, err)
 	})
+
+	// down --purge removes the state too, files of subordinate IDs
+	// (container layers) included.
+	if r := c.down("--purge"); r.Code != 0 {
+		t.Fatalf("down --purge: %s", r)
+	}
+	if _, err := os.Stat(filepath.Join(c.env.DataHome, "usernode", c.name)); !os.IsNotExist(err) {
+		t.Errorf("state dir still there after --purge: %v", err)
+	}
+	if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 30*time.Second); len(left) > 0 {
+		t.Errorf("processes left after down --purge: %v", left)
+	}
 }
 
 func applyWorkload(t *testing.T, c *cluster, nodePort int) {
