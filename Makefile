@@ -57,3 +57,13 @@ k8s:
 
 k8s-clean:
 	./hack/build-k8s.sh --clean
+
+# `usernode up` benchmark (bench/up, docs/benchmarks.md): time to node
+# Ready and to the first pod Running, and the memory of every process of
+# the node, against the same binaries started by hand under RootlessKit
+# (bench/up/hardway.sh); cold and warm starts, interleaved rounds. Run as
+# root: it drops to the test user. Extra flags: BENCH_UP_FLAGS='-v'.
+.PHONY: bench-up
+bench-up: build test-user
+	$(GO) build -o bin/benchup ./bench/up
+	./bin/benchup -rounds 3 -usernode $(BIN) $(BENCH_UP_FLAGS)

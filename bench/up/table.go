@@ -1,0 +1,267 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+func total(m map[string]mem, in func(string) bool, f func(mem) float64) float64 {
+	t := 0.0
+	for g, v := range m {
+		if in(g) {
+			t += f(v)
+		}
+	}
+	return t
+}
+
+func rssOf(m mem) float64  { return m.rss }
+func hwmOf(m mem) float64  { return m.hwm }
+func pssOf(m mem) float64  { return m.pss }
+func anonOf(m mem) float64 { return m.anon }
+
+// launcher is what starts and holds the node: usernode's own four
+// processes, or RootlessKit's two and the script.
+func launcher(g string) bool { return ownGroups[g] || launcherGroups[g] }
+
+type row struct {
+	label string
+	f     func(side string, r result) (float64, bool)
+	unit  string // format
+}
+
+func report(out io.Writer, res map[string][]result, sides []*side, others int, load0 string, elapsed time.Duration) {
+	kinds := []string{"cold", "warm"}
+	med := func(key string, f func(side string, r result) (float64, bool)) (float64, int) {
+		var v []float64
+		side := strings.TrimSuffix(strings.TrimSuffix(key, " cold"), " warm")
+		for _, r := range res[key] {
+			if x, ok := f(side, r); ok {
+				v = append(v, x)
+			}
+		}
+		return median(v), len(v)
+	}
+	sec := func(get func(r result) float64) func(string, result) (float64, bool) {
+		return func(_ string, r result) (float64, bool) { return get(r), true }
+	}
+	memRow := func(group string, f func(mem) float64) func(string, result) (float64, bool) {
+		return func(_ string, r result) (float64, bool) {
+			m, ok := r.mem[group]
+			return f(m), ok
+		}
+	}
+	rows := []row{
+		{"node Ready (s)", sec(func(r result) float64 { return r.ready }), "%.1f"},
+		{"first pod accepted by the API (s)", sec(func(r result) float64 { return r.created }), "%.1f"},
+		{"first pod Running (s)", sec(func(r result) float64 { return r.pod }), "%.1f"},
+		{"`usernode up -d` returned (s)", func(s string, r result) (float64, bool) { return r.returned, s == "usernode" }, "%.1f"},
+		{"config + PKI written by gen, in the times above (s)", func(s string, r result) (float64, bool) { return r.gen, s != "usernode" && r.gen > 0 }, "%.2f"},
+		{"stop: `down` / SIGTERM to rootlesskit (s)", sec(func(r result) float64 { return r.stop }), "%.1f"},
+		{"**RSS, steady state (MB)**", nil, ""},
+		{"launcher: usernode's 4 processes / rootlesskit ×2 + sh", func(_ string, r result) (float64, bool) {
+			return total(r.mem, launcher, rssOf), true
+		}, "%.1f"},
+	}
+	for _, g := range groups {
+		if g == "other" {
+			continue
+		}
+		label := "  " + g
+		if strings.HasPrefix(g, "usernode") || launcherGroups[g] {
+			label = "  · " + g
+		}
+		rows = append(rows, row{label, memRow(g, rssOf), "%.1f"})
+	}
+	rows = append(rows,
+		row{"other (transient helpers)", memRow("other", rssOf), "%.1f"},
+		row{"node total (every process)", func(_ string, r result) (float64, bool) {
+			return total(r.mem, func(string) bool { return true }, rssOf), true
+		}, "%.0f"},
+		row{"Kubernetes + containerd (no launcher, no slirp4netns, no pod)", func(_ string, r result) (float64, bool) {
+			return total(r.mem, func(g string) bool {
+				return !launcher(g) && g != "slirp4netns" && g != "pod: pause + busybox" && g != "other"
+			}, rssOf), true
+		}, "%.0f"},
+		row{"**launcher, other measures (MB)**", nil, ""},
+		row{"launcher PSS (shared pages split)", func(_ string, r result) (float64, bool) { return total(r.mem, launcher, pssOf), true }, "%.1f"},
+		row{"launcher anonymous (RssAnon: heap, stacks)", func(_ string, r result) (float64, bool) { return total(r.mem, launcher, anonOf), true }, "%.1f"},
+		row{"launcher peak (sum of VmHWM)", func(_ string, r result) (float64, bool) { return total(r.mem, launcher, hwmOf), true }, "%.1f"},
+		row{"launcher + slirp4netns RSS", func(_ string, r result) (float64, bool) {
+			return total(r.mem, func(g string) bool { return launcher(g) || g == "slirp4netns" }, rssOf), true
+		}, "%.1f"},
+		row{"node total PSS", func(_ string, r result) (float64, bool) {
+			return total(r.mem, func(string) bool { return true }, pssOf), true
+		}, "%.0f"},
+	)
+
+	n := 0
+	for _, v := range res {
+		if len(v) > n {
+			n = len(v)
+		}
+	}
+	fmt.Fprintf(out, "`usernode up` vs the hard way: %d rounds, each a cold then a warm start of both, interleaved (the order alternates by round); medians. First pod: busybox, created once the node is Ready, timed from the start. Memory read %s after the pod is Running.\n", *rounds, settle.String())
+	fmt.Fprintf(out, "%s. Kernel %s, %d CPUs; %s; %s; %s; %s.\n\n", version(filepath.Join(work, "usernode"), "version"), kernel(), numCPU(),
+		version(filepath.Join(*binDir, "kubelet"), "--version"), version("containerd", "--version"),
+		version("rootlesskit", "--version"), version("slirp4netns", "--version"))
+
+	hdr := "| |"
+	sep := "|---|"
+	for _, k := range kinds {
+		for _, s := range sides {
+			hdr += " " + s.label + " " + k + " |"
+			sep += "---|"
+		}
+		if len(sides) == 2 {
+			hdr += " usernode / hard way |"
+			sep += "---|"
+		}
+	}
+	fmt.Fprintln(out, hdr)
+	fmt.Fprintln(out, sep)
+	for _, rw := range rows {
+		line := "| " + rw.label + " |"
+		if rw.f == nil {
+			for range kinds {
+				for range sides {
+					line += " |"
+				}
+				if len(sides) == 2 {
+					line += " |"
+				}
+			}
+			fmt.Fprintln(out, line)
+			continue
+		}
+		for _, k := range kinds {
+			var vals []float64
+			for _, s := range sides {
+				v, cnt := med(s.label+" "+k, rw.f)
+				if cnt == 0 {
+					line += " – |"
+					vals = append(vals, -1)
+					continue
+				}
+				line += " " + fmt.Sprintf(rw.unit, v) + " |"
+				vals = append(vals, v)
+			}
+			if len(sides) == 2 {
+				if vals[0] > 0 && vals[1] > 0 {
+					line += fmt.Sprintf(" %.2f× |", vals[0]/vals[1])
+				} else {
+					line += " – |"
+				}
+			}
+		}
+		fmt.Fprintln(out, line)
+	}
+	fmt.Fprintln(out)
+	for _, k := range kinds {
+		for _, s := range sides {
+			fmt.Fprintf(out, "- %s %s: %d of %d starts measured\n", s.label, k, len(res[s.label+" "+k]), *rounds)
+		}
+	}
+
+	// Where the time goes.
+	for _, s := range sides {
+		keys := map[string]bool{}
+		for _, k := range kinds {
+			for _, r := range res[s.label+" "+k] {
+				for p := range r.phases {
+					keys[p] = true
+				}
+			}
+		}
+		if len(keys) == 0 {
+			continue
+		}
+		var order []string
+		if s.label == "usernode" {
+			fmt.Fprintf(out, "\n### usernode's phase lines (durations, as `up` prints them; medians)\n\n")
+			order = []string{"sandbox", "network", "ready", "containerd", "image-import-0", "image-import-1", "etcd", "kube-apiserver",
+				"bootstrap-rbac", "coredns-objects", "coredns", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "node ready", "Ready after `up` (its own line)"}
+		} else {
+			fmt.Fprintf(out, "\n### The hard way's steps (seconds from the start; medians)\n\n")
+			order = []string{"namespace", "containerd", "images", "kube-apiserver", "bootstrap-rbac", "coredns-objects", "started"}
+		}
+		for k := range keys {
+			found := false
+			for _, o := range order {
+				found = found || o == k
+			}
+			if !found {
+				order = append(order, k)
+			}
+		}
+		fmt.Fprintln(out, "| | cold (s) | warm (s) |")
+		fmt.Fprintln(out, "|---|---|---|")
+		for _, p := range order {
+			if !keys[p] {
+				continue
+			}
+			label := p
+			switch p {
+			case "node ready":
+				label = "node ready (all components, after its supervisor started)"
+			case "ready":
+				label = "ready (sandbox up)"
+			}
+			line := "| " + label + " |"
+			for _, k := range kinds {
+				v, cnt := med(s.label+" "+k, func(_ string, r result) (float64, bool) { x, ok := r.phases[p]; return x, ok })
+				if cnt == 0 {
+					line += " – |"
+				} else {
+					line += fmt.Sprintf(" %.2f |", v)
+				}
+			}
+			fmt.Fprintln(out, line)
+		}
+	}
+
+	var seen []string
+	set := map[string]bool{}
+	for _, rs := range res {
+		for _, r := range rs {
+			for _, o := range r.others {
+				if !set[o] {
+					set[o] = true
+					seen = append(seen, o)
+				}
+			}
+		}
+	}
+	sort.Strings(seen)
+	fmt.Fprintln(out)
+	if len(seen) > 0 {
+		fmt.Fprintf(out, "Other processes seen when memory was read: %s.\n", strings.Join(seen, ", "))
+	}
+	fmt.Fprintf(out, "Before the run: %d processes of %s already running (other nodes or tests on this host), load %s; after: load %s.\n", others, acct.name, load0, loadavg())
+	fmt.Fprintf(out, "Total time %s.\n", elapsed.Round(time.Second))
+}
+
+func kernel() string {
+	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	return strings.TrimSpace(string(b))
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return strings.Count(string(b), "processor\t:")
+}
+
+func version(bin string, arg string) string {
+	out, err := exec.Command(bin, arg).CombinedOutput()
+	if err != nil {
+		return filepath.Base(bin) + " ?"
+	}
+	l := strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	return strings.TrimPrefix(l, "github.com/containerd/containerd ")
+}
