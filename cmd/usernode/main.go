@@ -4,6 +4,7 @@ package main
 import (
 	"os"
 
+	_ "github.com/usernode/usernode/internal/pause" // started as /pause in every pod sandbox
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/pkg/cmd"
 )

@@ -187,6 +187,10 @@ func Prepare(spec Spec) (*supervise.Plan, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The default ServiceAccount up front: the controller that makes it
+	// starts ~5 s after the controller-manager on a fresh cluster
+	// (--use-service-account-credentials), and pods wait for it.
+	bootstrap = append(bootstrap, "---\napiVersion: v1\nkind: ServiceAccount\nmetadata:\n  name: default\n  namespace: default\n"...)
 	bootPath := filepath.Join(ConfigDir, "bootstrap.yaml")
 	if err := os.WriteFile(bootPath, bootstrap, 0o600); err != nil {
 		return nil, err
@@ -198,7 +202,9 @@ func Prepare(spec Spec) (*supervise.Plan, error) {
 	}
 
 	// The images every node needs, made here: no registry is reachable.
-	self, _ := os.Executable()
+	// /proc/self/exe, not the binary's path: that may be under /tmp, which
+	// the node cannot see.
+	self := "/proc/self/exe"
 	var imports [][]string
 	for _, mk := range []func() (images.Image, error){
 		func() (images.Image, error) { return images.Pause(self) },

@@ -2,17 +2,12 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
 	"strings"
 	"time"
-
-	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/client-go/informers"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/port/api"
@@ -20,21 +15,36 @@ import (
 
 var loopback = netip.MustParseAddr("127.0.0.1")
 
+// service is the part of a Service the NodePort forwarding reads.
+type service struct {
+	Metadata struct {
+		Namespace string `json:"namespace"`
+		Name      string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		Type  string `json:"type"`
+		Ports []struct {
+			Protocol string `json:"protocol"`
+			NodePort int    `json:"nodePort"`
+		} `json:"ports"`
+	} `json:"spec"`
+}
+
 // nodePorts lists the forwards that Services' NodePorts ask for: each one
 // on the host's 127.0.0.1 at the same port.
-func nodePorts(svcs []*corev1.Service) map[port.Spec]bool {
+func nodePorts(svcs map[string]service) map[port.Spec]bool {
 	want := map[port.Spec]bool{}
 	for _, s := range svcs {
-		if s.Spec.Type != corev1.ServiceTypeNodePort && s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+		if s.Spec.Type != "NodePort" && s.Spec.Type != "LoadBalancer" {
 			continue
 		}
 		for _, p := range s.Spec.Ports {
-			if p.NodePort == 0 {
-				continue
+			proto := strings.ToLower(p.Protocol)
+			if proto == "" {
+				proto = "tcp"
 			}
-			proto := strings.ToLower(string(p.Protocol))
-			if proto != "tcp" && proto != "udp" {
-				continue // SCTP: not forwarded
+			if p.NodePort <= 0 || p.NodePort > 65535 || (proto != "tcp" && proto != "udp") {
+				continue // SCTP is not forwarded
 			}
 			want[port.Spec{Proto: proto, HostIP: loopback, HostPort: uint16(p.NodePort), ChildPort: uint16(p.NodePort)}] = true
 		}
@@ -43,52 +53,71 @@ func nodePorts(svcs []*corev1.Service) map[port.Spec]bool {
 }
 
 // watchNodePorts keeps the forwarder's NodePort forwards equal to what the
-// cluster's Services ask for, until ctx ends.
-func watchNodePorts(ctx context.Context, cs kubernetes.Interface, sock string, log io.Writer) error {
-	client := api.NewClient(sock)
-	f := informers.NewSharedInformerFactory(cs, 10*time.Minute)
-	inf := f.Core().V1().Services()
-	kick := make(chan struct{}, 1)
-	poke := func(any) {
-		select {
-		case kick <- struct{}{}:
-		default:
-		}
-	}
-	inf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{AddFunc: poke, DeleteFunc: poke, UpdateFunc: func(_, n any) { poke(n) }})
-	f.Start(ctx.Done())
-	f.WaitForCacheSync(ctx.Done())
+// cluster's Services ask for, until ctx ends: list, then watch from the
+// list's resourceVersion, and list again whenever the watch ends.
+func watchNodePorts(ctx context.Context, c *apiClient, sock string, log io.Writer) error {
+	fwd := api.NewClient(sock)
 	have := map[port.Spec]bool{}
-	for {
-		svcs, _ := inf.Lister().List(labels.Everything())
+	reconcile := func(svcs map[string]service) {
 		want := nodePorts(svcs)
 		for s := range have {
-			if !want[s] {
-				if err := client.Remove(ctx, s); err == nil || ctx.Err() == nil {
-					delete(have, s)
-					fmt.Fprintf(log, "usernode: NodePort %s closed on the host\n", s)
-				}
+			if !want[s] && fwd.Remove(ctx, s) == nil {
+				delete(have, s)
+				fmt.Fprintf(log, "usernode: NodePort %s closed on the host\n", s)
 			}
 		}
 		for s := range want {
 			if have[s] {
 				continue
 			}
-			if err := client.Add(ctx, s); err != nil {
-				if ctx.Err() != nil {
-					return nil
+			if err := fwd.Add(ctx, s); err != nil {
+				if ctx.Err() == nil {
+					fmt.Fprintf(log, "usernode: cannot expose NodePort %s on the host: %v\n", s, err)
 				}
-				fmt.Fprintf(log, "usernode: cannot expose NodePort %s on the host: %v\n", s, err)
 				continue
 			}
 			have[s] = true
 			fmt.Fprintf(log, "usernode: NodePort %s exposed on the host\n", s)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-kick:
-		case <-time.After(30 * time.Second): // retry ports that failed
+	}
+	for ctx.Err() == nil {
+		var list struct {
+			Metadata struct {
+				ResourceVersion string `json:"resourceVersion"`
+			} `json:"metadata"`
+			Items []service `json:"items"`
 		}
+		if err := c.get(ctx, "/api/v1/services", &list); err != nil {
+			sleepCtx(ctx, 2*time.Second)
+			continue
+		}
+		svcs := map[string]service{}
+		for _, s := range list.Items {
+			svcs[s.Metadata.Namespace+"/"+s.Metadata.Name] = s
+		}
+		reconcile(svcs)
+		// A port that failed (taken on the host) is retried at the next
+		// list, at the latest when this watch times out.
+		c.watch(ctx, "/api/v1/services?watch=1&timeoutSeconds=60&resourceVersion="+list.Metadata.ResourceVersion, func(typ string, obj json.RawMessage) {
+			var s service
+			if json.Unmarshal(obj, &s) != nil || s.Metadata.Name == "" {
+				return
+			}
+			key := s.Metadata.Namespace + "/" + s.Metadata.Name
+			if typ == "DELETED" {
+				delete(svcs, key)
+			} else {
+				svcs[key] = s
+			}
+			reconcile(svcs)
+		})
+	}
+	return nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
 	}
 }

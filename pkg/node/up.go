@@ -14,11 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
-
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/pki"
@@ -128,7 +123,7 @@ func Up(ctx context.Context, o Options, log io.Writer, ready func()) error {
 		if err != nil {
 			return err
 		}
-		if err := waitNodeReady(ctx, cs, spec.Name, o.ReadyTimeout); err != nil {
+		if err := waitNodeReady(ctx, cs, spec.Name, start, o.ReadyTimeout); err != nil {
 			return err
 		}
 		fmt.Fprintf(log, "usernode: node %q Ready %.1fs after `up` (Kubernetes %s); kubeconfig: %s\n", spec.Name, time.Since(start).Seconds(), spec.Version, paths.Kubeconfig())
@@ -170,7 +165,7 @@ func waitSupervisor(ctx context.Context, p Paths, timeout time.Duration) error {
 	return fmt.Errorf("the node's components were not ready within %s: see `usernode status` and `usernode logs`", timeout)
 }
 
-func writeHostKubeconfig(p Paths, o Options) (*kubernetes.Clientset, error) {
+func writeHostKubeconfig(p Paths, o Options) (*apiClient, error) {
 	ps := pki.Paths(p.PKI())
 	kc, err := kubeconfig.FromPKI(kubeconfig.ContextName(o.Sandbox.Name), o.server(), ps, ps.Admin)
 	if err != nil {
@@ -184,29 +179,19 @@ func writeHostKubeconfig(p Paths, o Options) (*kubernetes.Clientset, error) {
 			return nil, fmt.Errorf("merging into %s: %w", o.WriteKubeconfig, err)
 		}
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", p.Kubeconfig())
-	if err != nil {
-		return nil, err
-	}
-	rc.Timeout = 10 * time.Second
-	return kubernetes.NewForConfig(rc)
+	return newAPIClient(o.server(), ps)
 }
 
-func waitNodeReady(ctx context.Context, cs *kubernetes.Clientset, name string, timeout time.Duration) error {
+func waitNodeReady(ctx context.Context, c *apiClient, name string, since time.Time, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last string
 	for time.Now().Before(deadline) {
-		n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil {
-			for _, c := range n.Status.Conditions {
-				if c.Type == corev1.NodeReady {
-					if c.Status == corev1.ConditionTrue {
-						return nil
-					}
-					last = c.Reason + ": " + c.Message
-				}
-			}
-		} else {
+		ok, why, err := c.nodeReady(ctx, name, since)
+		if ok {
+			return nil
+		}
+		last = why
+		if err != nil {
 			last = err.Error()
 		}
 		select {

@@ -1,0 +1,126 @@
+package node
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/usernode/usernode/pkg/node/pki"
+)
+
+// apiClient is the little of the Kubernetes API the host side needs: read
+// a Node, list and watch Services. A plain HTTP client instead of
+// client-go, whose package init (every API group's scheme) costs each of
+// usernode's processes tens of MB, though only `up` needs it.
+type apiClient struct {
+	base string
+	hc   *http.Client
+}
+
+func newAPIClient(server string, ps *pki.PKI) (*apiClient, error) {
+	ca, err := os.ReadFile(ps.CA.Cert)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(ca) {
+		return nil, fmt.Errorf("%s: no certificate", ps.CA.Cert)
+	}
+	kp, err := tls.LoadX509KeyPair(ps.Admin.Cert, ps.Admin.Key)
+	if err != nil {
+		return nil, err
+	}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}}
+	return &apiClient{base: server, hc: &http.Client{Transport: tr}}, nil
+}
+
+func (c *apiClient) do(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
+	}
+	return resp, nil
+}
+
+func (c *apiClient) get(ctx context.Context, path string, out any) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	resp, err := c.do(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+// watch streams watch events until the server ends the watch, ctx ends or
+// a line cannot be read.
+func (c *apiClient) watch(ctx context.Context, path string, each func(typ string, obj json.RawMessage)) error {
+	resp, err := c.do(ctx, path)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	dec := json.NewDecoder(bufio.NewReader(resp.Body))
+	for {
+		var ev struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := dec.Decode(&ev); err != nil {
+			if err == io.EOF || ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
+		each(ev.Type, ev.Object)
+	}
+}
+
+type condition struct {
+	Type              string    `json:"type"`
+	Status            string    `json:"status"`
+	Reason            string    `json:"reason"`
+	Message           string    `json:"message"`
+	LastHeartbeatTime time.Time `json:"lastHeartbeatTime"`
+}
+
+// nodeReady tells whether the Node is Ready by a heartbeat of this run:
+// after a restart the stored condition still says Ready from the last one.
+func (c *apiClient) nodeReady(ctx context.Context, name string, since time.Time) (bool, string, error) {
+	var n struct {
+		Status struct {
+			Conditions []condition `json:"conditions"`
+		} `json:"status"`
+	}
+	if err := c.get(ctx, "/api/v1/nodes/"+name, &n); err != nil {
+		return false, "", err
+	}
+	for _, cond := range n.Status.Conditions {
+		if cond.Type != "Ready" {
+			continue
+		}
+		fresh := !cond.LastHeartbeatTime.Before(since.Truncate(time.Second))
+		if cond.Status == "True" && fresh {
+			return true, "", nil
+		}
+		return false, fmt.Sprintf("Ready=%s %s %s (heartbeat %s)", cond.Status, cond.Reason, cond.Message, cond.LastHeartbeatTime.Format(time.TimeOnly)), nil
+	}
+	return false, "no Ready condition yet", nil
+}
