@@ -4,12 +4,14 @@
 package cgroup
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/moby/sys/mountinfo"
 )
@@ -173,10 +175,49 @@ func Prepare(dir string, controllers []string) (string, error) {
 		return "", err
 	}
 	node := filepath.Join(dir, "node")
-	if err := os.MkdirAll(node, 0o755); err != nil {
+	// A node that ended without its cgroup being removed (a scope rather
+	// than a unit, which systemd trims, or a killed supervisor) leaves
+	// dir/node with controllers enabled in its subtree_control: the new
+	// init could not be started into it (EBUSY, no internal processes).
+	// Empty cgroups are removed; live processes mean an old node runs.
+	if err := RemoveTree(node); err != nil {
+		return "", fmt.Errorf("a previous node's cgroup is still in use: %w; stop its processes (`cat %s/cgroup.procs` in each child) first", err, node)
+	}
+	if err := os.Mkdir(node, 0o755); err != nil {
 		return "", err
 	}
 	return node, nil
+}
+
+// RemoveTree removes the cgroup dir and every cgroup below it, deepest
+// first. A cgroup whose processes have just been killed can stay busy for
+// a moment, so EBUSY is retried briefly. A missing dir is no error.
+func RemoveTree(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			if err := RemoveTree(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	for i := 0; ; i++ {
+		err := syscall.Rmdir(dir)
+		switch {
+		case err == nil || errors.Is(err, syscall.ENOENT):
+			return nil
+		case errors.Is(err, syscall.EBUSY) && i < 50:
+			time.Sleep(20 * time.Millisecond)
+		default:
+			return &os.PathError{Op: "rmdir", Path: dir, Err: err}
+		}
+	}
 }
 
 // EvacuateToInit runs inside the node's cgroup namespace: it moves the

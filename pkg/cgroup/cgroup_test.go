@@ -62,3 +62,35 @@ func TestPrepareWritesInterfaceFiles(t *testing.T) {
 		t.Errorf("node subtree_control = %q", got)
 	}
 }
+
+// RemoveTree removes a cgroup and its children deepest first; on a plain
+// directory tree (where rmdir needs empty dirs, as cgroupfs's interface
+// files do not count) that shows the order.
+func TestRemoveTree(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "node")
+	for _, d := range []string{"init", "kubepods/burstable/pod1/ctr", "kubepods/besteffort"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := RemoveTree(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("%s still there: %v", dir, err)
+	}
+	if err := RemoveTree(dir); err != nil {
+		t.Errorf("missing dir: %v", err)
+	}
+	// Prepare clears a stale node tree before making the new one.
+	parent := t.TempDir()
+	os.WriteFile(filepath.Join(parent, "cgroup.procs"), nil, 0o644)
+	os.MkdirAll(filepath.Join(parent, "node", "kubepods", "besteffort"), 0o755)
+	node, err := Prepare(parent, []string{"memory"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(node); len(ents) != 0 {
+		t.Errorf("stale children in %s: %v", node, ents)
+	}
+}

@@ -71,6 +71,17 @@ func RunWithHooks(ctx context.Context, cfg Config, log io.Writer, hooks Hooks) (
 	if cg.Mode == cgroup.Full {
 		if nodeCgroup, err = cgroup.Prepare(cg.Dir, cg.Controllers); err != nil {
 			cg.Mode, cg.Reason = cgroup.Degraded, err.Error()
+			nodeCgroup = ""
+		} else {
+			// Runs once the agent is gone, and with it every process of
+			// the node (init's death ends its pid namespace): the pods'
+			// cgroups are left empty, and a later `up` from a scope (which
+			// systemd does not trim) starts clean.
+			defer func() {
+				if err := cgroup.RemoveTree(nodeCgroup); err != nil {
+					fmt.Fprintf(log, "usernode: removing the node's cgroup: %v\n", err)
+				}
+			}()
 		}
 	}
 	if cg.Mode == cgroup.Degraded {
