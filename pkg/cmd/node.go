@@ -8,12 +8,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/usernode/usernode/pkg/doctor"
 	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/node"
 	"github.com/usernode/usernode/pkg/sandbox"
@@ -155,18 +157,70 @@ func statusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			out := statusOutput{Status: st, Doctor: doctorVerdict(c.Context())}
 			if asJSON {
 				enc := json.NewEncoder(c.OutOrStdout())
 				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return enc.Encode(out)
 			}
 			printStatus(c.OutOrStdout(), st)
+			printVerdict(c.OutOrStdout(), out.Doctor)
 			return nil
 		},
 	}
 	nf.add(c.Flags())
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// statusOutput is `status --json`: the node's status, and doctor's verdict
+// on this host now (the mode in use is the sandbox's cgroup.mode).
+type statusOutput struct {
+	*node.Status
+	Doctor *verdict `json:"doctor,omitempty"`
+}
+
+type verdict struct {
+	doctor.Summary
+	// Problems are the checks that did not pass: "WARN id", "FAIL id".
+	Problems []string `json:"problems,omitempty"`
+}
+
+// doctorVerdict runs doctor's checks but the namespace trial (the running
+// node proves that one) and sums them up.
+func doctorVerdict(ctx context.Context) *verdict {
+	sys, err := doctor.Host()
+	if err != nil {
+		return nil
+	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	var ids []string
+	for _, id := range doctor.IDs() {
+		if id != "trial.namespaces" {
+			ids = append(ids, id)
+		}
+	}
+	rep := doctor.Run(ctx, sys, ids...)
+	v := &verdict{Summary: rep.Summary}
+	for _, r := range rep.Checks {
+		if r.Status == doctor.Warn || r.Status == doctor.Fail {
+			v.Problems = append(v.Problems, string(r.Status)+" "+r.ID)
+		}
+	}
+	return v
+}
+
+func printVerdict(w io.Writer, v *verdict) {
+	if v == nil {
+		return
+	}
+	fmt.Fprintf(w, "doctor: %s (%d pass, %d warn, %d fail)", v.Mode, v.Pass, v.Warn, v.Fail)
+	if len(v.Problems) > 0 {
+		fmt.Fprintf(w, ": %s; `usernode doctor` says why", strings.Join(v.Problems, ", "))
+	}
+	fmt.Fprintln(w)
 }
 
 func printStatus(w io.Writer, st *node.Status) {

@@ -1,0 +1,151 @@
+package cmd
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+
+	"github.com/spf13/cobra"
+
+	"github.com/usernode/usernode/pkg/install"
+	"github.com/usernode/usernode/pkg/network/drivers"
+)
+
+func init() {
+	register(installCommand)
+	register(uninstallCommand)
+}
+
+func installCommand() *cobra.Command {
+	var o install.Options
+	var printOnly, enable, now bool
+	c := &cobra.Command{
+		Use:   "install",
+		Short: "Write a systemd user unit that runs the node with a delegated cgroup (full mode)",
+		Long: `Write ~/.config/systemd/user/usernode.service (usernode-NAME.service for
+other names) and reload the user manager. The unit runs ` + "`usernode up`" + ` in the
+foreground with Delegate=yes, so the node gets its own cgroup v2 subtree
+and pod limits are enforced; it is Type=notify: ` + "`systemctl --user start usernode`" + `
+returns once the node is Ready.
+
+Flags given here are passed to ` + "`usernode up`" + `; the rest comes from the config
+file when the unit starts. --enable starts the node with the user manager
+(at boot, with ` + "`loginctl enable-linger`" + `); --now also starts it now.
+Which controllers the unit gets is set by the administrator (user@.service's
+Delegate=): ` + "`usernode doctor`" + ` checks it, docs/vm.md explains it.`,
+		Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if self, err = filepath.EvalSymlinks(self); err != nil {
+				return err
+			}
+			o.Binary = self
+			for _, p := range []*string{&o.StateDir, &o.ConfigFile, &o.BinDir, &o.WriteKubeconfig} {
+				if *p != "" {
+					if *p, err = filepath.Abs(*p); err != nil {
+						return err
+					}
+				}
+			}
+			if !c.Flags().Changed("net") {
+				o.Net = ""
+			}
+			if printOnly {
+				b, err := install.Render(o)
+				if err != nil {
+					return err
+				}
+				_, err = c.OutOrStdout().Write(b)
+				return err
+			}
+			dir, err := install.UnitDir(os.Getenv)
+			if err != nil {
+				return err
+			}
+			res, err := install.Install(o, dir, install.UserSystemctl)
+			if err != nil {
+				return err
+			}
+			log := c.ErrOrStderr()
+			verb := "unchanged"
+			if res.Changed {
+				verb = "wrote"
+			}
+			fmt.Fprintf(log, "usernode: %s %s\n", verb, res.Path)
+			switch {
+			case now:
+				if _, err := install.UserSystemctl("enable", "--now", res.Unit); err != nil {
+					return fmt.Errorf("%w; `journalctl --user -u %s` and `usernode logs supervisor` say why", err, res.Unit)
+				}
+				fmt.Fprintf(log, "usernode: %s enabled and started; the node is Ready\n", res.Unit)
+			case enable:
+				if _, err := install.UserSystemctl("enable", res.Unit); err != nil {
+					return err
+				}
+				fmt.Fprintf(log, "usernode: %s enabled; start it now with `systemctl --user start %s`\n", res.Unit, res.Unit)
+			default:
+				fmt.Fprintf(log, "usernode: start the node with `systemctl --user start %s` (`systemctl --user enable %s` to start it with your user manager)\n", res.Unit, res.Unit)
+			}
+			if u := os.Getenv("USER"); u != "" {
+				if _, err := os.Stat("/var/lib/systemd/linger/" + u); err != nil {
+					fmt.Fprintf(log, "usernode: lingering is off for %s: the node stops when your last session ends; `sudo loginctl enable-linger %s` keeps it (and starts an enabled unit at boot)\n", u, u)
+				}
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.Name, "name", install.DefaultName, "node name (a DNS label); other names get usernode-NAME.service")
+	f.StringVar(&o.StateDir, "state-dir", "", "passed to `usernode up`")
+	f.StringVar(&o.ConfigFile, "config", "", "passed to `usernode up`")
+	f.StringVar(&o.BinDir, "bin-dir", "", "passed to `usernode up`: directory with the Kubernetes binaries")
+	f.StringVar(&o.Net, "net", drivers.Default, "passed to `usernode up`: network driver ("+netDriverNames()+")")
+	f.Uint16Var(&o.APIPort, "api-port", 0, "passed to `usernode up`")
+	f.Uint16Var(&o.KubeletPort, "kubelet-port", 0, "passed to `usernode up`")
+	f.StringVar(&o.WriteKubeconfig, "write-kubeconfig", "", "passed to `usernode up`")
+	f.DurationVar(&o.ReadyTimeout, "timeout", install.DefaultReadyTimeout, "up's --timeout; the unit's TimeoutStartSec is a minute more")
+	f.BoolVar(&printOnly, "print", false, "print the unit instead of installing it")
+	f.BoolVar(&enable, "enable", false, "also `systemctl --user enable` the unit")
+	f.BoolVar(&now, "now", false, "also enable and start the unit (returns when the node is Ready)")
+	c.MarkFlagsMutuallyExclusive("print", "enable")
+	c.MarkFlagsMutuallyExclusive("print", "now")
+	return c
+}
+
+func uninstallCommand() *cobra.Command {
+	var name string
+	c := &cobra.Command{
+		Use:   "uninstall",
+		Short: "Stop the node's systemd user unit if it runs, and remove it (the node's state stays)",
+		Args:  cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			dir, err := install.UnitDir(os.Getenv)
+			if err != nil {
+				return err
+			}
+			res, err := install.Uninstall(name, dir, install.UserSystemctl)
+			if err != nil {
+				return err
+			}
+			log := c.ErrOrStderr()
+			if !res.Changed {
+				fmt.Fprintf(log, "usernode: %s is not installed (no %s)\n", res.Unit, res.Path)
+				return nil
+			}
+			if res.Stopped {
+				fmt.Fprintf(log, "usernode: stopped %s\n", res.Unit)
+			}
+			fmt.Fprintf(log, "usernode: removed %s; the node's state is kept (`usernode down --purge` removes it)\n", res.Path)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&name, "name", install.DefaultName, "node name")
+	return c
+}
+
+// notifyReady is `up`'s ready callback: under the unit (Type=notify) it
+// tells systemd the node is Ready.
+func notifyReady() { install.NotifyReady() }
