@@ -67,3 +67,12 @@ k8s-clean:
 bench-up: build test-user
 	$(GO) build -o bin/benchup ./bench/up
 	./bin/benchup -rounds 3 -usernode $(BIN) $(BENCH_UP_FLAGS)
+
+# The VM tier (docs/vm.md): usernode on real cgroup v2 with systemd
+# delegation, in a throwaway Debian 12 VM under qemu TCG. Root (debootstrap
+# builds the image, cached under $${USERNODE_CACHE:-~/.cache/usernode}/vm/).
+# Fails if any check fails; prints the tier's time. Results: bin/test-vm/.
+.PHONY: test-vm
+test-vm: build
+	GO=$(GO) ./hack/build-k8s.sh $(K8S_TEST_DIR) > bin/k8s-dir-vm.out
+	./hack/vm/test-vm.sh $(BIN) "$$(tail -n1 bin/k8s-dir-vm.out)"
