@@ -118,5 +118,9 @@ rm -f "$work/debootstrap.log"
 rm -rf "$out"
 mv "$work" "$out"
 trap - EXIT
+# Images of older inputs are ~1 GiB each and never used again.
+for old in "$cache_root"/????????????????; do
+  [ "$old" != "$out" ] && [ -f "$old/BUILD-INFO" ] && rm -rf "$old"
+done
 echo "build-image: built $out in $((end - start)) s (debootstrap $((t_boot - start)) s)" >&2
 echo "$out"

@@ -35,6 +35,9 @@ Which controllers the unit gets is set by the administrator (user@.service's
 Delegate=): ` + "`usernode doctor`" + ` checks it, docs/vm.md explains it.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
+			if os.Geteuid() == 0 && !printOnly {
+				return fmt.Errorf("install writes a systemd *user* unit for the user who runs the node; run it as that user, not root (root's only part is delegation and lingering: see `usernode doctor`)")
+			}
 			self, err := os.Executable()
 			if err != nil {
 				return err
