@@ -49,11 +49,15 @@ type descriptor struct {
 // format `ctr images import` reads. The layer is uncompressed: these images
 // are imported locally, never pushed, and compressing only costs start time.
 func WriteArchive(w io.Writer, img Image) error {
-	layer, err := layerTar(img.Files)
-	if err != nil {
+	// The layer is written twice, once to learn its digest and size (a
+	// tar header needs the size first) and once into the archive, rather
+	// than held in memory: the pause layer is usernode's whole binary.
+	sum, n := sha256.New(), &counter{}
+	files := sortedFiles(img.Files)
+	if err := writeLayer(io.MultiWriter(sum, n), files); err != nil {
 		return err
 	}
-	layerDesc := blobDesc("application/vnd.oci.image.layer.v1.tar", layer)
+	layerDesc := descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar", Digest: "sha256:" + hex.EncodeToString(sum.Sum(nil)), Size: n.n}
 	cfg, _ := json.Marshal(map[string]any{
 		"architecture": runtime.GOARCH,
 		"os":           "linux",
@@ -93,13 +97,18 @@ func WriteArchive(w io.Writer, img Image) error {
 	}{
 		{"oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)},
 		{"index.json", index},
-		{blobPath(layerDesc), layer},
 		{blobPath(cfgDesc), cfg},
 		{blobPath(manDesc), manifest},
 	} {
 		if err := put(e.name, e.b); err != nil {
 			return err
 		}
+	}
+	if err := tw.WriteHeader(&tar.Header{Name: blobPath(layerDesc), Mode: 0o644, Size: layerDesc.Size, ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg}); err != nil {
+		return err
+	}
+	if err := writeLayer(tw, files); err != nil {
+		return err
 	}
 	return tw.Close()
 }
@@ -111,45 +120,53 @@ func blobDesc(mediaType string, b []byte) descriptor {
 
 func blobPath(d descriptor) string { return "blobs/sha256/" + strings.TrimPrefix(d.Digest, "sha256:") }
 
-// layerTar is deterministic (sorted, zero times, root-owned), so the same
-// files always make the same image ID and a re-import is a no-op.
-func layerTar(files []File) ([]byte, error) {
+type counter struct{ n int64 }
+
+func (c *counter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+
+func sortedFiles(files []File) []File {
 	files = append([]File(nil), files...)
 	sort.Slice(files, func(i, j int) bool { return files[i].Path < files[j].Path })
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+	return files
+}
+
+// writeLayer is deterministic (sorted, zero times, root-owned), so the same
+// files always make the same image ID and a re-import is a no-op.
+func writeLayer(w io.Writer, files []File) error {
+	tw := tar.NewWriter(w)
 	for _, f := range files {
 		name := strings.TrimPrefix(f.Path, "/")
 		h := &tar.Header{Name: name, Mode: int64(f.Mode.Perm()), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
-		var data []byte
+		var src io.Reader
 		switch {
 		case f.Mode&fs.ModeDir != 0:
 			h.Typeflag, h.Name = tar.TypeDir, name+"/"
 		case f.Mode&fs.ModeSymlink != 0:
 			h.Typeflag, h.Linkname = tar.TypeSymlink, f.Link
-		default:
-			h.Typeflag = tar.TypeReg
-			data = f.Data
-			if f.Source != "" {
-				b, err := os.ReadFile(f.Source)
-				if err != nil {
-					return nil, err
-				}
-				data = b
+		case f.Source != "":
+			in, err := os.Open(f.Source)
+			if err != nil {
+				return err
 			}
-			h.Size = int64(len(data))
+			defer in.Close()
+			fi, err := in.Stat()
+			if err != nil {
+				return err
+			}
+			h.Typeflag, h.Size, src = tar.TypeReg, fi.Size(), in
+		default:
+			h.Typeflag, h.Size, src = tar.TypeReg, int64(len(f.Data)), bytes.NewReader(f.Data)
 		}
 		if err := tw.WriteHeader(h); err != nil {
-			return nil, err
+			return err
 		}
-		if _, err := tw.Write(data); err != nil {
-			return nil, err
+		if src != nil {
+			if _, err := io.Copy(tw, src); err != nil {
+				return err
+			}
 		}
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return tw.Close()
 }
 
 // Static tells whether the ELF binary at path needs no dynamic loader, so

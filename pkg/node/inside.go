@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -79,6 +80,9 @@ func insideMain() {
 		fmt.Fprintln(os.Stderr, "usernode:", err)
 		os.Exit(1)
 	}
+	// Certificates and image archives were made in memory; this process
+	// now only supervises for as long as the node runs.
+	debug.FreeOSMemory()
 	if err := supervise.New(*plan, os.Stderr).Run(ctx); err != nil {
 		fmt.Fprintln(os.Stderr, "usernode:", err)
 		os.Exit(1)
