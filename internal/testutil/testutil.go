@@ -310,3 +310,29 @@ func WaitNoNewProcs(uid int, before []int, timeout time.Duration) []int {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+var (
+	selfOnce sync.Once
+	selfPath string
+	selfErr  error
+)
+
+// SelfCopy copies the running test binary where the test user can execute
+// it, for suites that re-exec themselves as that user.
+func SelfCopy(t testing.TB) string {
+	t.Helper()
+	selfOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "usernode-selftest-")
+		if err != nil {
+			selfErr = err
+			return
+		}
+		_ = os.Chmod(dir, 0o755)
+		selfPath = filepath.Join(dir, filepath.Base(os.Args[0]))
+		selfErr = copyFile("/proc/self/exe", selfPath)
+	})
+	if selfErr != nil {
+		t.Fatal(selfErr)
+	}
+	return selfPath
+}

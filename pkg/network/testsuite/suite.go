@@ -24,7 +24,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -159,37 +158,8 @@ func (h *host) run(t *testing.T, u *testutil.User, a args) Result {
 	return r
 }
 
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// selfCopy puts the test binary where the test user can run it.
-func selfCopy(t *testing.T) string {
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "usernode-nettest-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		b, err := os.ReadFile("/proc/self/exe")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "nettest")
-		binErr = os.WriteFile(binPath, b, 0o755)
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
-
 func newHost(t *testing.T, name string) *host {
-	h := &host{bin: selfCopy(t), tcpToken: "hello-from-host", loopToken: "hello-from-host-loopback"}
+	h := &host{bin: testutil.SelfCopy(t), tcpToken: "hello-from-host", loopToken: "hello-from-host-loopback"}
 	ip, err := HostIP()
 	if err != nil {
 		t.Fatal(err)

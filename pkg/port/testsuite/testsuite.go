@@ -106,7 +106,7 @@ func Run(t *testing.T, name string, caps Caps, newF Factory) {
 
 func outer(t *testing.T) {
 	u := testutil.Integration(t)
-	bin := selfCopy(t)
+	bin := testutil.SelfCopy(t)
 	env := u.NewEnv(t)
 	env.Extra = []string{stageEnv + "=user"}
 	r := env.Run(t, 10*time.Minute, bin, "-test.run=^"+t.Name()+"$", "-test.v", "-test.count=1")
@@ -114,34 +114,6 @@ func outer(t *testing.T) {
 	if r.Code != 0 {
 		t.Fatalf("the suite failed as user %s (exit %d, %v); output above", u.Name, r.Code, r.Err)
 	}
-}
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-func selfCopy(t *testing.T) string {
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "usernode-porttest-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		os.Chmod(dir, 0o755)
-		b, err := os.ReadFile("/proc/self/exe")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "porttest")
-		binErr = os.WriteFile(binPath, b, 0o755)
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
 }
 
 type suite struct {
