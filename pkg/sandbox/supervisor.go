@@ -260,5 +260,12 @@ func Enter(runtimeDir string, argv []string) (*exec.Cmd, error) {
 	args := append([]string{"--target", fmt.Sprint(st.Init), "--user", "--mount", "--net", "--uts", "--ipc", "--pid", "--cgroup", "--wdns=/", "--"}, argv...)
 	c := exec.Command(nsenter, args...)
 	c.Stdin, c.Stdout, c.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// The node's own environment, not the caller's: the caller's
+	// XDG_RUNTIME_DIR and the like name host paths the node cannot see
+	// (ctr inside would pick them up).
+	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root", "LOGNAME=root"}
+	if t := os.Getenv("TERM"); t != "" {
+		c.Env = append(c.Env, "TERM="+t)
+	}
 	return c, nil
 }

@@ -205,6 +205,10 @@ func TestSandboxEnterAndTeardown(t *testing.T) {
 	if r := env.Run(t, 30*time.Second, bin, "enter", "--name", "t2", "--", "id", "-u"); strings.TrimSpace(r.Stdout) != "0" {
 		t.Errorf("enter runs as %q, want 0: %s", r.Stdout, r)
 	}
+	// The caller's session variables name host paths the node cannot see.
+	if r := env.Run(t, 30*time.Second, bin, "enter", "--name", "t2", "--", "env"); strings.Contains(r.Stdout, "XDG_RUNTIME_DIR") || !strings.Contains(r.Stdout, "HOME=/root") {
+		t.Errorf("enter's environment:\n%s", r.Stdout)
+	}
 
 	// A second sandbox of the same name is refused, and says what to do.
 	r = env.Run(t, 30*time.Second, bin, "sandbox", "run", "--name", "t2", "--", "true")
