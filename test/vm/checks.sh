@@ -169,6 +169,26 @@ qos_tree() {
 }
 check cgroup.qos-tree qos_tree
 
+# The pod that allocates 200 MiB under a 64 MiB limit: OOMKilled in full
+# mode, runs to the end in degraded mode. tail keeps a line without a
+# newline in memory (the image links few applets; busybox runs the rest).
+oom_pod() {
+  cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: oom}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: $BUSYBOX
+    imagePullPolicy: Never
+    command: ["sh", "-c", "head -c 200m /dev/zero | busybox tail | busybox wc -c"]
+    resources:
+      limits: {memory: 64Mi}
+EOF
+}
+
 kc apply -f - > "$logs/apply.txt" 2>&1 <<EOF
 apiVersion: v1
 kind: Pod
@@ -184,20 +204,7 @@ spec:
       requests: {cpu: 100m, memory: 32Mi}
       limits: {cpu: 250m, memory: 96Mi}
 ---
-apiVersion: v1
-kind: Pod
-metadata: {name: oom}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: c
-    image: $BUSYBOX
-    imagePullPolicy: Never
-    # tail keeps a line without newline in memory: 200 MiB against 64 MiB
-    # (the image links few applets; busybox runs the rest)
-    command: ["sh", "-c", "head -c 200m /dev/zero | busybox tail | busybox wc -c"]
-    resources:
-      limits: {memory: 64Mi}
+$(oom_pod)
 ---
 apiVersion: v1
 kind: Pod
@@ -319,20 +326,7 @@ nocpu_degraded() {
     journalctl --no-pager _SYSTEMD_USER_UNIT=usernode.service | grep -q 'DEGRADED MODE' || { echo "no DEGRADED MODE warning"; return 1; }
   # the 64Mi pod that was OOMKilled in full mode now runs to the end
   kc delete pod oom --wait=true > /dev/null 2>&1
-  kc apply -f - > /dev/null <<EOF
-apiVersion: v1
-kind: Pod
-metadata: {name: oom}
-spec:
-  restartPolicy: Never
-  containers:
-  - name: c
-    image: $BUSYBOX
-    imagePullPolicy: Never
-    command: ["sh", "-c", "head -c 200m /dev/zero | busybox tail | busybox wc -c"]
-    resources:
-      limits: {memory: 64Mi}
-EOF
+  oom_pod | kc apply -f - > /dev/null
   retry 180 oom_done
   local r; r=$(oom_reason); echo "64Mi pod allocating 200Mi: $r (limits not enforced)"
   [ "$r" = Completed ]
