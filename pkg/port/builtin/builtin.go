@@ -4,7 +4,8 @@
 // listens on the host and creates its dial sockets directly inside the
 // node's namespace (pkg/port/internal/nsnet), so a connection costs one
 // accept, one socket(2) and one connect, with no round trip through a child
-// process. TCP bytes move with splice(2) (Go's TCPConn.ReadFrom).
+// process. TCP connections are relayed by a few event loops (loop.go),
+// one OS thread each, with splice(2) through reusable pipes.
 //
 // The server inside sees connections from 127.0.0.1 (like RootlessKit's
 // builtin driver): the client's address is not preserved.
@@ -16,10 +17,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"runtime"
 	"sort"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/port/internal/nsnet"
@@ -36,12 +40,28 @@ type Options struct {
 	UDPIdleTimeout time.Duration
 	// DialTimeout bounds connecting inside the namespace. Default 10s.
 	DialTimeout time.Duration
+	// BusyPoll is how long a relay thread keeps polling, instead of
+	// sleeping, after it has moved a small message (see loop). It trades
+	// CPU for latency: on a VM whose idle vCPUs are slow to wake it takes
+	// most of the forwarder's added round-trip time away. Zero is the
+	// default, DefaultBusyPoll; negative turns it off.
+	BusyPoll time.Duration
 }
+
+// DefaultBusyPoll is long enough to catch the reply of a request served
+// from memory inside the node, short enough to cost little when no reply
+// comes.
+const DefaultBusyPoll = 50 * time.Microsecond
+
+// maxLoops bounds the relay threads; ports are spread over them.
+const maxLoops = 4
 
 // Forwarder implements port.Forwarder.
 type Forwarder struct {
 	ns    *nsnet.NS
 	opts  Options
+	loops []*loop
+	next  int
 	mu    sync.Mutex
 	ports map[key]*forward
 }
@@ -69,11 +89,25 @@ func New(netnsPath string, opts Options) (*Forwarder, error) {
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 10 * time.Second
 	}
+	if opts.BusyPoll == 0 {
+		opts.BusyPoll = DefaultBusyPoll
+	} else if opts.BusyPoll < 0 {
+		opts.BusyPoll = 0
+	}
 	ns, err := nsnet.Open(netnsPath)
 	if err != nil {
 		return nil, err
 	}
-	return &Forwarder{ns: ns, opts: opts, ports: map[key]*forward{}}, nil
+	f := &Forwarder{ns: ns, opts: opts, ports: map[key]*forward{}}
+	for range min(runtime.GOMAXPROCS(0), maxLoops) {
+		l, err := newLoop(opts.BusyPoll)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("port forwarder: %w", err)
+		}
+		f.loops = append(f.loops, l)
+	}
+	return f, nil
 }
 
 var _ port.Forwarder = (*Forwarder)(nil)
@@ -95,14 +129,19 @@ func (f *Forwarder) Add(ctx context.Context, s port.Spec) error {
 	target := netip.AddrPortFrom(f.opts.ChildIP, s.ChildPort)
 	switch s.Proto {
 	case "tcp":
-		l, err := net.ListenTCP("tcp", net.TCPAddrFromAddrPort(k.host))
+		fd, err := listenTCP(k.host)
 		if err != nil {
 			return listenErr(s, err)
 		}
-		conns := &connSet{m: map[*net.TCPConn]struct{}{}}
-		fw.close = func() { l.Close(); conns.closeAll() }
-		fw.wg.Add(1)
-		go func() { defer fw.wg.Done(); f.serveTCP(l, target, conns) }()
+		l := f.loops[f.next%len(f.loops)]
+		f.next++
+		p := &tcpPort{f: f, l: l, fd: fd, target: target, conns: map[*conn]struct{}{}}
+		l.do(func() { err = l.add(fd, unix.EPOLLIN, p) })
+		if err != nil {
+			unix.Close(fd)
+			return fmt.Errorf("port forwarder: %w", err)
+		}
+		fw.close = func() { l.do(p.close) }
 	case "udp":
 		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(k.host))
 		if err != nil {
@@ -172,105 +211,10 @@ func (f *Forwarder) Close() error {
 		fw.wg.Wait()
 	}
 	if ports != nil {
+		for _, l := range f.loops {
+			l.close()
+		}
 		f.ns.Close()
 	}
 	return nil
-}
-
-// connSet tracks a port's live connections so Remove can end them.
-type connSet struct {
-	mu     sync.Mutex
-	m      map[*net.TCPConn]struct{}
-	closed bool
-}
-
-func (s *connSet) add(c *net.TCPConn) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return false
-	}
-	s.m[c] = struct{}{}
-	return true
-}
-
-func (s *connSet) del(c *net.TCPConn) {
-	s.mu.Lock()
-	delete(s.m, c)
-	s.mu.Unlock()
-}
-
-func (s *connSet) closeAll() {
-	s.mu.Lock()
-	s.closed = true
-	m := s.m
-	s.m = nil
-	s.mu.Unlock()
-	for c := range m {
-		c.Close()
-	}
-}
-
-func (f *Forwarder) serveTCP(l *net.TCPListener, target netip.AddrPort, conns *connSet) {
-	var delay time.Duration
-	for {
-		c, err := l.AcceptTCP()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// EMFILE and friends: back off instead of spinning.
-			if delay == 0 {
-				delay = 5 * time.Millisecond
-			} else if delay < time.Second {
-				delay *= 2
-			}
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		go f.handleTCP(c, target, conns)
-	}
-}
-
-// handleTCP uses two goroutines per connection, the minimum for blocking
-// I/O both ways: this one copies host->child and a second child->host.
-func (f *Forwarder) handleTCP(c *net.TCPConn, target netip.AddrPort, conns *connSet) {
-	ctx, cancel := context.WithTimeout(context.Background(), f.opts.DialTimeout)
-	d, err := f.ns.DialTCP(ctx, target)
-	cancel()
-	if err != nil {
-		// Reset rather than FIN: the client sees the refusal at once.
-		c.SetLinger(0)
-		c.Close()
-		return
-	}
-	if !conns.add(c) {
-		c.Close()
-		d.Close()
-		return
-	}
-	done := make(chan struct{})
-	go func() {
-		pipe(c, d)
-		close(done)
-	}()
-	pipe(d, c)
-	<-done
-	conns.del(c)
-	c.Close()
-	d.Close()
-}
-
-// pipe copies src to dst with splice(2), then passes the EOF on.
-func pipe(dst, src *net.TCPConn) {
-	_, err := dst.ReadFrom(src)
-	if err != nil {
-		// A reset on one side: reset the other instead of a clean FIN.
-		dst.SetLinger(0)
-		dst.Close()
-		src.Close()
-		return
-	}
-	dst.CloseWrite()
 }

@@ -5,14 +5,12 @@
 package nsnet
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"runtime"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,7 +102,9 @@ func (n *NS) Close() { close(n.quit) }
 
 var errClosed = errors.New("network namespace closed")
 
-func (n *NS) socket(family, typ int) (int, error) {
+// Socket returns a new non-blocking socket made inside the namespace; the
+// caller owns it.
+func (n *NS) Socket(family, typ int) (int, error) {
 	if family == unix.AF_INET && typ == unix.SOCK_STREAM {
 		select {
 		case fd := <-n.spare:
@@ -128,67 +128,18 @@ func (n *NS) socket(family, typ int) (int, error) {
 	return s.fd, s.err
 }
 
-func sockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
+// Sockaddr is ap as a socket address, with its address family.
+func Sockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
 	if ap.Addr().Is4() {
 		return &unix.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}, unix.AF_INET
 	}
 	return &unix.SockaddrInet6{Port: int(ap.Port()), Addr: ap.Addr().As16()}, unix.AF_INET6
 }
 
-// DialTCP connects to addr from inside the namespace.
-func (n *NS) DialTCP(ctx context.Context, addr netip.AddrPort) (*net.TCPConn, error) {
-	sa, fam := sockaddr(addr)
-	fd, err := n.socket(fam, unix.SOCK_STREAM)
-	if err != nil {
-		return nil, err
-	}
-	err = unix.Connect(fd, sa)
-	if err != nil && err != unix.EINPROGRESS {
-		unix.Close(fd)
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: os.NewSyscallError("connect", err)}
-	}
-	f := os.NewFile(uintptr(fd), "tcp")
-	defer f.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		f.SetWriteDeadline(dl)
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	var cerr error
-	werr := rc.Write(func(fd uintptr) bool {
-		if _, err := unix.Getpeername(int(fd)); err == nil {
-			return true
-		}
-		n, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil {
-			cerr = err
-			return true
-		}
-		if n != 0 {
-			cerr = syscall.Errno(n)
-			return true
-		}
-		return false
-	})
-	if werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: werr}
-	}
-	c, err := net.FileConn(f)
-	if err != nil {
-		return nil, err
-	}
-	return c.(*net.TCPConn), nil
-}
-
 // DialUDP makes a UDP socket in the namespace connected to addr.
 func (n *NS) DialUDP(addr netip.AddrPort) (*net.UDPConn, error) {
-	sa, fam := sockaddr(addr)
-	fd, err := n.socket(fam, unix.SOCK_DGRAM)
+	sa, fam := Sockaddr(addr)
+	fd, err := n.Socket(fam, unix.SOCK_DGRAM)
 	if err != nil {
 		return nil, err
 	}
@@ -212,8 +163,8 @@ func (n *NS) Listen(network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	sa, fam := sockaddr(ap)
-	fd, err := n.socket(fam, unix.SOCK_STREAM)
+	sa, fam := Sockaddr(ap)
+	fd, err := n.Socket(fam, unix.SOCK_STREAM)
 	if err != nil {
 		return nil, err
 	}
@@ -237,8 +188,8 @@ func (n *NS) ListenUDP(addr string) (*net.UDPConn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sa, fam := sockaddr(ap)
-	fd, err := n.socket(fam, unix.SOCK_DGRAM)
+	sa, fam := Sockaddr(ap)
+	fd, err := n.Socket(fam, unix.SOCK_DGRAM)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,287 @@
+package builtin
+
+import (
+	"errors"
+	"net/netip"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/usernode/usernode/pkg/port/internal/nsnet"
+)
+
+// tcpPort is one forwarded TCP port: a listener on the host and the
+// connections accepted from it, all owned by one loop.
+type tcpPort struct {
+	f      *Forwarder
+	l      *loop
+	fd     int
+	target netip.AddrPort
+	conns  map[*conn]struct{}
+	paused bool
+}
+
+// listenTCP makes the host listener by hand rather than with net.Listen:
+// the loop needs the raw non-blocking fd, and a net.Listener would own it.
+func listenTCP(ap netip.AddrPort) (int, error) {
+	sa, fam := nsnet.Sockaddr(ap)
+	fd, err := unix.Socket(fam, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return -1, err
+	}
+	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	if err := unix.Listen(fd, 4096); err != nil {
+		unix.Close(fd)
+		return -1, err
+	}
+	return fd, nil
+}
+
+// event accepts what is pending. The listener is level-triggered, so a
+// backlog longer than one batch brings the loop back.
+func (p *tcpPort) event(_ int32, _ uint32) {
+	for range 64 {
+		fd, _, err := unix.Accept4(p.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		switch {
+		case err == nil:
+			p.open(fd)
+		case err == unix.EAGAIN:
+			return
+		case err == unix.EINTR || err == unix.ECONNABORTED:
+		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+			// Out of fds: stop accepting for a moment instead of spinning
+			// on a listener that stays readable.
+			p.pause(50 * time.Millisecond)
+			return
+		default:
+			return
+		}
+	}
+}
+
+func (p *tcpPort) pause(d time.Duration) {
+	if p.paused {
+		return
+	}
+	p.paused = true
+	unix.EpollCtl(p.l.epfd, unix.EPOLL_CTL_DEL, p.fd, nil)
+	time.AfterFunc(d, func() {
+		p.l.post(func() {
+			if p.paused && p.conns != nil {
+				p.paused = false
+				ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.fd)}
+				unix.EpollCtl(p.l.epfd, unix.EPOLL_CTL_ADD, p.fd, &ev)
+			}
+		})
+	})
+}
+
+// close ends the port: the listener first, then every connection.
+func (p *tcpPort) close() {
+	p.l.forget(p.fd)
+	unix.Close(p.fd)
+	for c := range p.conns {
+		c.abort()
+	}
+	p.conns = nil
+}
+
+// open starts relaying an accepted client to a new connection inside the
+// namespace.
+func (p *tcpPort) open(cfd int) {
+	unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	sa, fam := nsnet.Sockaddr(p.target)
+	ufd, err := p.f.ns.Socket(fam, unix.SOCK_STREAM)
+	if err != nil {
+		reset(cfd)
+		return
+	}
+	unix.SetsockoptInt(ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	c := &conn{p: p, fds: [2]int{cfd, ufd}}
+	c.d[0] = dir{src: cfd, dst: ufd}
+	c.d[1] = dir{src: ufd, dst: cfd}
+	switch err := unix.Connect(ufd, sa); err {
+	case nil:
+	case unix.EINPROGRESS:
+		c.connecting = true
+		c.timer = time.AfterFunc(p.f.opts.DialTimeout, func() {
+			p.l.post(func() {
+				if c.connecting && !c.closed {
+					c.abort()
+				}
+			})
+		})
+	default:
+		// Reset rather than FIN: the client sees the refusal at once.
+		reset(cfd)
+		unix.Close(ufd)
+		return
+	}
+	const edge = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+	if err := p.l.add(cfd, edge, c); err != nil {
+		reset(cfd)
+		unix.Close(ufd)
+		return
+	}
+	if err := p.l.add(ufd, edge, c); err != nil {
+		p.l.forget(cfd)
+		reset(cfd)
+		unix.Close(ufd)
+		return
+	}
+	p.conns[c] = struct{}{}
+}
+
+// reset closes fd with an RST instead of a FIN.
+func reset(fd int) {
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	unix.Close(fd)
+}
+
+// conn is one forwarded connection: fds[0] the host client, fds[1] the
+// socket inside the namespace; d[0] moves client->namespace, d[1] back.
+type conn struct {
+	p          *tcpPort
+	fds        [2]int
+	d          [2]dir
+	connecting bool
+	closed     bool
+	timer      *time.Timer
+}
+
+// dir is one direction: bytes go src -> pipe -> dst, n of them still in
+// the pipe. Only an empty pipe is filled again, so EAGAIN from the read
+// side always means the socket is drained.
+type dir struct {
+	src, dst int
+	pipe     pipe
+	hasPipe  bool
+	n        int
+	eof      bool
+	done     bool
+}
+
+func (c *conn) event(fd int32, ev uint32) {
+	if c.closed {
+		return
+	}
+	if c.connecting {
+		if fd != int32(c.fds[1]) {
+			return // client bytes wait in its socket until the dial is done
+		}
+		soErr, err := unix.GetsockoptInt(c.fds[1], unix.SOL_SOCKET, unix.SO_ERROR)
+		if err != nil || soErr != 0 {
+			c.abort()
+			return
+		}
+		if ev&unix.EPOLLOUT == 0 {
+			return
+		}
+		c.connecting = false
+		c.timer.Stop()
+	} else if ev&unix.EPOLLERR != 0 {
+		c.abort()
+		return
+	}
+	c.pump()
+}
+
+func (c *conn) pump() {
+	for i := range c.d {
+		if c.d[i].done {
+			continue
+		}
+		if err := c.d[i].pump(c.p.l); err != nil {
+			c.abort()
+			return
+		}
+	}
+	if c.d[0].done && c.d[1].done {
+		c.finish(false)
+	}
+}
+
+const spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
+
+// pump moves what can move without blocking. It returns when the source
+// is drained or the destination is full (an edge on either brings it
+// back), or with the error that ends the connection.
+func (d *dir) pump(l *loop) error {
+	for {
+		if d.n > 0 {
+			n, err := unix.Splice(d.pipe.r, nil, d.dst, nil, d.n, spliceFlags)
+			switch {
+			case n > 0:
+				d.n -= int(n)
+				l.moved += int(n)
+				continue
+			case err == unix.EAGAIN:
+				return nil
+			case err == unix.EINTR:
+				continue
+			case err == nil:
+				return errors.New("splice wrote nothing")
+			}
+			return err
+		}
+		if d.eof {
+			unix.Shutdown(d.dst, unix.SHUT_WR)
+			d.done = true
+			return nil
+		}
+		if !d.hasPipe {
+			p, err := l.getPipe()
+			if err != nil {
+				return err
+			}
+			d.pipe, d.hasPipe = p, true
+		}
+		n, err := unix.Splice(d.src, nil, d.pipe.w, nil, pipeSize, spliceFlags)
+		switch {
+		case n > 0:
+			d.n = int(n)
+		case err == nil:
+			d.eof = true
+		case err == unix.EAGAIN:
+			return nil
+		case err == unix.EINTR:
+		default:
+			return err
+		}
+	}
+}
+
+// abort ends the connection with a reset on both sides: one side failing
+// is passed on as a failure, not as a clean end of stream.
+func (c *conn) abort() { c.finish(true) }
+
+func (c *conn) finish(rst bool) {
+	if c.closed {
+		return
+	}
+	c.closed = true
+	if c.timer != nil {
+		c.timer.Stop()
+	}
+	l := c.p.l
+	for _, fd := range c.fds {
+		l.forget(fd)
+		if rst {
+			reset(fd)
+		} else {
+			unix.Close(fd)
+		}
+	}
+	for i := range c.d {
+		if c.d[i].hasPipe {
+			l.putPipe(c.d[i].pipe, c.d[i].n == 0)
+		}
+	}
+	if c.p.conns != nil {
+		delete(c.p.conns, c)
+	}
+}
