@@ -41,9 +41,15 @@ clean:
 # side by side. Run as root: it drops to the test user for everything
 # rootless and makes lxcbr0 and a root veth pair for the bound.
 .PHONY: bench-net
+# RootlessKit v2, a peer in the table, from the Go module proxy.
+ROOTLESSKIT2 ?= v2.3.6
+
 bench-net: test-user
 	$(GO) build -o bin/netbench ./bench/netbench
-	./bin/netbench -rounds 3 -t 2
+	GOBIN=$(CURDIR)/bin/rootlesskit2 $(GO) install \
+		github.com/rootless-containers/rootlesskit/v2/cmd/rootlesskit@$(ROOTLESSKIT2) \
+		github.com/rootless-containers/rootlesskit/v2/cmd/rootlessctl@$(ROOTLESSKIT2)
+	./bin/netbench -rounds 3 -t 2 -rootlesskit2 $(CURDIR)/bin/rootlesskit2
 
 # Kubernetes (kubelet, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kube-proxy, kubectl) and etcd, built from the Go module

@@ -49,6 +49,7 @@ var (
 	user    = flag.String("user", "usernode-test", "non-root account for the rootless runs (when run as root)")
 	only    = flag.String("only", "", "comma-separated port-forwarding scenarios to run (besides host loopback); no egress")
 	verbose = flag.Bool("v", false, "print each measurement")
+	rk2     = flag.String("rootlesskit2", "", "directory with RootlessKit v2's rootlesskit and rootlessctl (make bench-net builds them); empty: that row is skipped")
 )
 
 func main() {
@@ -197,7 +198,11 @@ func agent() {
 			waitListen("127.0.0.1:" + hp[i])
 		}
 	} else {
-		f, err := builtin.New(fmt.Sprintf("/proc/%d/ns/net", h.Process.Pid), builtin.Options{})
+		var opts builtin.Options
+		if os.Getenv("NETBENCH_NO_BUSY_POLL") != "" {
+			opts.BusyPoll = -1
+		}
+		f, err := builtin.New(fmt.Sprintf("/proc/%d/ns/net", h.Process.Pid), opts)
 		if err != nil {
 			die("agent: %v", err)
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/usernode/usernode/pkg/port/builtin"
 	"net"
 	"os"
 	"os/exec"
@@ -253,15 +254,21 @@ func setupIngress(name string, tmp string) (*ingress, error) {
 		waitListen(ig.echoAddr)
 		ig.note = "no forwarding, iperf3 and echo servers on the host: the limit"
 		ig.stop = func() { c.Process.Kill(); c.Wait(); e.Process.Kill(); e.Wait() }
-	case "usernode builtin", "socat":
+	case "usernode builtin", "usernode builtin (no busy poll)", "socat":
 		env := []string{fmt.Sprintf("NETBENCH_PORTS=%d,%d", hp1, hp2)}
+		if name == "usernode builtin (no busy poll)" {
+			env = append(env, "NETBENCH_NO_BUSY_POLL=1")
+		}
 		if name == "socat" {
 			dir := filepath.Join(tmp, "socat")
 			os.MkdirAll(dir, 0o700)
 			env = append(env, "NETBENCH_SOCAT_DIR="+dir)
 			ig.note = "socat TCP-LISTEN -> unix socket -> socat in the namespace"
 		} else {
-			ig.note = "agent in userns+host netns, dial sockets made in the node netns"
+			ig.note = "agent in userns+host netns, dial sockets made in the node netns, epoll relay loops"
+			if name == "usernode builtin" {
+				ig.note += fmt.Sprintf(", busy poll %v after small messages (the default)", builtin.DefaultBusyPoll)
+			}
 		}
 		c := selfNS("agent", syscall.CLONE_NEWUSER, env...)
 		stop, err := startLine(c)
@@ -281,10 +288,17 @@ func setupIngress(name string, tmp string) (*ingress, error) {
 			}
 			return []int{c.Process.Pid}
 		}
-	case "rootlesskit builtin", "rootlesskit slirp4netns":
-		drv := strings.TrimPrefix(name, "rootlesskit ")
-		state := filepath.Join(tmp, "rk-"+drv)
-		c := exec.Command("rootlesskit", "--state-dir="+state, "--net=slirp4netns", "--mtu=65520", "--disable-host-loopback",
+	case "rootlesskit builtin", "rootlesskit slirp4netns", "rootlesskit v2 builtin":
+		drv := name[strings.LastIndexByte(name, ' ')+1:]
+		rk, ctl, what := "rootlesskit", "rootlessctl", "Debian rootlesskit"
+		if strings.Contains(name, "v2") {
+			if *rk2 == "" {
+				return nil, fmt.Errorf("no -rootlesskit2 directory given")
+			}
+			rk, ctl, what = filepath.Join(*rk2, "rootlesskit"), filepath.Join(*rk2, "rootlessctl"), "RootlessKit built from the Go module proxy,"
+		}
+		state := filepath.Join(tmp, "rk-"+strings.ReplaceAll(name, " ", "-"))
+		c := exec.Command(rk, "--state-dir="+state, "--net=slirp4netns", "--mtu=65520", "--disable-host-loopback",
 			"--port-driver="+drv, selfPath())
 		c.Env = append(os.Environ(), modeEnv+"=holder")
 		c.Stderr = os.Stderr
@@ -294,14 +308,14 @@ func setupIngress(name string, tmp string) (*ingress, error) {
 			return nil, err
 		}
 		ig.stop = stop
-		out, err := exec.Command("rootlessctl", "--socket", filepath.Join(state, "api.sock"), "add-ports",
+		out, err := exec.Command(ctl, "--socket", filepath.Join(state, "api.sock"), "add-ports",
 			fmt.Sprintf("127.0.0.1:%d:%d/tcp", hp1, iperfPort), fmt.Sprintf("127.0.0.1:%d:%d/tcp", hp2, echoPort)).CombinedOutput()
 		if err != nil {
 			stop()
 			return nil, fmt.Errorf("rootlessctl: %v: %s", err, out)
 		}
 		waitListen(ig.echoAddr)
-		ig.note = "Debian rootlesskit " + rkVersion() + ", --net=slirp4netns --mtu=65520"
+		ig.note = what + " " + rkVersion(rk) + ", --net=slirp4netns --mtu=65520 --port-driver=" + drv
 		ig.helpers = func() []int {
 			var s []int
 			for _, p := range descendants(c.Process.Pid) {
@@ -320,8 +334,8 @@ func selfPath() string {
 	return p
 }
 
-func rkVersion() string {
-	out, _ := exec.Command("rootlesskit", "--version").Output()
+func rkVersion(rk string) string {
+	out, _ := exec.Command(rk, "--version").Output()
 	f := strings.Fields(string(out))
 	if len(f) > 0 {
 		return f[len(f)-1]

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -62,8 +63,8 @@ func runner() {
 	start := time.Now()
 
 	var igs []*ingress
-	for _, n := range []string{"host loopback", "rootlesskit builtin", "rootlesskit slirp4netns", "socat", "usernode builtin"} {
-		if *only != "" && n != "host loopback" && !strings.Contains(*only, n) {
+	for _, n := range []string{"host loopback", "rootlesskit builtin", "rootlesskit v2 builtin", "rootlesskit slirp4netns", "socat", "usernode builtin", "usernode builtin (no busy poll)"} {
+		if *only != "" && n != "host loopback" && !slices.Contains(strings.Split(*only, ","), n) {
 			continue
 		}
 		ig, err := setupIngress(n, tmp)

@@ -94,6 +94,9 @@ func (p *tcpPort) close() {
 // namespace.
 func (p *tcpPort) open(cfd int) {
 	unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if isLocal(cfd) {
+		unpace(cfd)
+	}
 	sa, fam := nsnet.Sockaddr(p.target)
 	ufd, err := p.f.ns.Socket(fam, unix.SOCK_STREAM)
 	if err != nil {
@@ -101,6 +104,9 @@ func (p *tcpPort) open(cfd int) {
 		return
 	}
 	unix.SetsockoptInt(ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if p.target.Addr().IsLoopback() {
+		unpace(ufd)
+	}
 	c := &conn{p: p, fds: [2]int{cfd, ufd}}
 	c.d[0] = dir{src: cfd, dst: ufd}
 	c.d[1] = dir{src: ufd, dst: cfd}
@@ -134,6 +140,38 @@ func (p *tcpPort) open(cfd int) {
 		return
 	}
 	p.conns[c] = struct{}{}
+}
+
+// unpace gives a socket whose both ends are on this machine a congestion
+// control that does not pace. Where the system default is BBR (Debian's
+// cloud kernels, this VM) every segment is paced by a timer, for a network
+// that is not there: measured, iperf3 through the forwarder goes from
+// ~15 to ~21 Gbit/s with reno on its local sockets. reno is always
+// allowed to unprivileged users; if it were refused the default stays.
+func unpace(fd int) {
+	unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, "reno")
+}
+
+// isLocal says whether the client of an accepted socket is this machine:
+// a loopback address, or connecting to its own address.
+func isLocal(fd int) bool {
+	peer, err1 := unix.Getpeername(fd)
+	self, err2 := unix.Getsockname(fd)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	pa, sa := sockaddrAddr(peer), sockaddrAddr(self)
+	return pa.IsValid() && (pa.IsLoopback() || pa == sa)
+}
+
+func sockaddrAddr(sa unix.Sockaddr) netip.Addr {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrFrom4(sa.Addr)
+	case *unix.SockaddrInet6:
+		return netip.AddrFrom16(sa.Addr).Unmap()
+	}
+	return netip.Addr{}
 }
 
 // reset closes fd with an RST instead of a FIN.
