@@ -35,6 +35,7 @@ func upCommand() *cobra.Command {
 	var netDriver string
 	var detach bool
 	var timeout time.Duration
+	var busyPoll time.Duration
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Bring up a single-node Kubernetes cluster as your user",
@@ -66,6 +67,7 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 				o.KubeletPort = file.KubeletPort
 			}
 			cfg.Net = netDriver
+			cfg.PortBusyPoll = nf.portBusyPoll(busyPoll)
 			o.Sandbox = cfg
 			o.ReadyTimeout = timeout
 			if detach {
@@ -79,7 +81,8 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 				if o.BinDir != "" {
 					args = append(args, "--bin-dir", o.BinDir)
 				}
-				args = append(args, "--api-port", fmt.Sprint(o.APIPort), "--kubelet-port", fmt.Sprint(o.KubeletPort))
+				args = append(args, "--api-port", fmt.Sprint(o.APIPort), "--kubelet-port", fmt.Sprint(o.KubeletPort),
+					"--port-busy-poll", max(cfg.PortBusyPoll, 0).String())
 				if o.WriteKubeconfig != "" {
 					args = append(args, "--write-kubeconfig", o.WriteKubeconfig)
 				}
@@ -101,6 +104,7 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 	c.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the node to be Ready")
 	c.Flags().Uint16Var(&o.APIPort, "api-port", 6443, "host port on 127.0.0.1 for kube-apiserver")
 	c.Flags().Uint16Var(&o.KubeletPort, "kubelet-port", 10250, "host port on 127.0.0.1 for the kubelet's API")
+	addBusyPollFlag(c.Flags(), &busyPoll)
 	c.Flags().StringVar(&o.WriteKubeconfig, "write-kubeconfig", "", "also merge the node's context into this kubeconfig (e.g. ~/.kube/config) and make it current")
 	return c
 }

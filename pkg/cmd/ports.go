@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -21,9 +22,11 @@ func init() {
 	// and the built-in port forwarder.
 	sandbox.NetworkDriver = network.New
 	sandbox.Ports = &sandbox.PortDriver{
-		NewForwarder: func(netns string) (port.Forwarder, error) { return builtin.New(netns, builtin.Options{}) },
-		Serve:        api.Serve,
-		Client:       func(sock string) sandbox.PortClient { return api.NewClient(sock) },
+		NewForwarder: func(netns string, busyPoll time.Duration) (port.Forwarder, error) {
+			return builtin.New(netns, builtin.Options{BusyPoll: busyPoll})
+		},
+		Serve:  api.Serve,
+		Client: func(sock string) sandbox.PortClient { return api.NewClient(sock) },
 	}
 	register(portCommand)
 }

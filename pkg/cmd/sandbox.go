@@ -5,12 +5,14 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/node"
+	"github.com/usernode/usernode/pkg/port/builtin"
 	"github.com/usernode/usernode/pkg/sandbox"
 )
 
@@ -28,6 +30,24 @@ func (f *nodeFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.name, "name", "usernode", "node name (a DNS label); each node has its own state and runtime dir")
 	fs.StringVar(&f.stateDir, "state-dir", "", "where the node's persistent state lives (default $XDG_DATA_HOME/usernode/NAME)")
 	fs.StringVar(&f.configFile, "config", "", "usernode's config file (default $XDG_CONFIG_HOME/usernode/config.yaml, if it exists)")
+}
+
+// addBusyPollFlag is --port-busy-poll, for the commands that start a
+// port forwarder.
+func addBusyPollFlag(fs *pflag.FlagSet, d *time.Duration) {
+	fs.DurationVar(d, "port-busy-poll", builtin.DefaultBusyPoll, "how long the port forwarder keeps polling after a small message instead of sleeping: lower latency for some CPU (0: off)")
+}
+
+// portBusyPoll is the sandbox's PortBusyPoll: the flag, or else the
+// config file's portBusyPoll.
+func (f *nodeFlags) portBusyPoll(flag time.Duration) time.Duration {
+	if !f.fs.Changed("port-busy-poll") && f.file != nil && f.file.PortBusyPoll != "" {
+		flag, _ = time.ParseDuration(f.file.PortBusyPoll) // LoadFile checked it
+	}
+	if flag <= 0 {
+		return -1
+	}
+	return flag
 }
 
 // load reads the config file and takes from it what the command line did
@@ -76,6 +96,7 @@ func init() {
 		var ports []string
 		var allowLoopback bool
 		var mtu int
+		var busyPoll time.Duration
 		run := &cobra.Command{
 			Use:   "run [flags] -- COMMAND [ARG...]",
 			Short: "Build the sandbox, run COMMAND as its first process, tear it down when it exits",
@@ -93,6 +114,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				cfg.Net = netDriver
 				cfg.NetOptions.AllowHostLoopback = allowLoopback
 				cfg.NetOptions.MTU = mtu
+				cfg.PortBusyPoll = nf.portBusyPoll(busyPoll)
 				if cfg.Ports, err = parsePorts(ports); err != nil {
 					return err
 				}
@@ -111,6 +133,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 		run.Flags().StringArrayVarP(&ports, "publish", "p", nil, "forward a host port into the node: [HOST_IP:]HOST_PORT:NODE_PORT[/tcp|udp] (HOST_IP defaults to 127.0.0.1)")
 		run.Flags().BoolVar(&allowLoopback, "allow-host-loopback", false, "let the node reach the host's 127.0.0.1 (off: pods must not reach host-local services)")
 		run.Flags().IntVar(&mtu, "mtu", 0, "MTU of the node's interface (0: the driver's default)")
+		addBusyPollFlag(run.Flags(), &busyPoll)
 		sb.AddCommand(run)
 		return sb
 	})

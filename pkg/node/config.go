@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -18,6 +19,9 @@ type File struct {
 	BinDir      string `json:"binDir,omitempty"`
 	APIPort     uint16 `json:"apiPort,omitempty"`
 	KubeletPort uint16 `json:"kubeletPort,omitempty"`
+	// PortBusyPoll is --port-busy-poll: a duration such as "50us", "0"
+	// for off.
+	PortBusyPoll string `json:"portBusyPoll,omitempty"`
 }
 
 // DefaultConfigFile is where usernode looks when --config is not given.
@@ -44,7 +48,12 @@ func LoadFile(path string, explicit bool) (*File, error) {
 	}
 	var f File
 	if err := yaml.UnmarshalStrict(b, &f); err != nil {
-		return nil, fmt.Errorf("config file %s is not valid: %v; fix it (fields: name, stateDir, net, binDir, apiPort, kubeletPort) or move it away", path, err)
+		return nil, fmt.Errorf("config file %s is not valid: %v; fix it (fields: name, stateDir, net, binDir, apiPort, kubeletPort, portBusyPoll) or move it away", path, err)
+	}
+	if f.PortBusyPoll != "" {
+		if d, err := time.ParseDuration(f.PortBusyPoll); err != nil || d < 0 {
+			return nil, fmt.Errorf("config file %s: portBusyPoll %q is not a duration such as \"50us\" (or \"0\" for off)", path, f.PortBusyPoll)
+		}
 	}
 	return &f, nil
 }

@@ -23,6 +23,14 @@ func TestLoadFile(t *testing.T) {
 			t.Errorf("%q: err = %v", bad, err)
 		}
 	}
+	if f, err := LoadFile(write("portBusyPoll: 20us\n"), true); err != nil || f.PortBusyPoll != "20us" {
+		t.Errorf("portBusyPoll: %+v, %v", f, err)
+	}
+	for _, bad := range []string{"portBusyPoll: fast\n", "portBusyPoll: -5us\n"} {
+		if _, err := LoadFile(write(bad), true); err == nil || !strings.Contains(err.Error(), "portBusyPoll") {
+			t.Errorf("%q: err = %v; want portBusyPoll named", bad, err)
+		}
+	}
 	if f, err := LoadFile(filepath.Join(dir, "missing.yaml"), false); err != nil || *f != (File{}) {
 		t.Errorf("missing default file: %+v %v", f, err)
 	}

@@ -105,7 +105,7 @@ func agentMain() {
 	// The forwarder takes hold of the node's netns now: init may be gone
 	// again soon when its command is short.
 	if portL != nil {
-		f, err := Ports.NewForwarder(fmt.Sprintf("/proc/%d/ns/net", initPID))
+		f, err := Ports.NewForwarder(fmt.Sprintf("/proc/%d/ns/net", initPID), ac.PortBusyPoll)
 		if err != nil {
 			kill(fmt.Errorf("port forwarder: %w", err))
 		}

@@ -367,7 +367,8 @@ func TestSandboxPorts(t *testing.T) {
 	p1, p2 := freePort(t), freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	c := env.Command(ctx, bin, "sandbox", "run", "--name", "tp", "-p", fmt.Sprintf("127.0.0.1:%d:8080", p1),
+	// Busy polling off here: the node tests run the forwarder's default.
+	c := env.Command(ctx, bin, "sandbox", "run", "--name", "tp", "--port-busy-poll=0", "-p", fmt.Sprintf("127.0.0.1:%d:8080", p1),
 		"--", "busybox", "httpd", "-f", "-p", "8080", "-h", "/etc")
 	var stderr strings.Builder
 	c.Stderr = &stderr

@@ -16,3 +16,10 @@ func TestConformance(t *testing.T) {
 		return builtin.New(netns, builtin.Options{UDPIdleTimeout: idle})
 	})
 }
+
+// The relay loops take another path when they sleep at once.
+func TestConformanceNoBusyPoll(t *testing.T) {
+	testsuite.Run(t, "builtin", testsuite.Caps{}, func(netns string, idle time.Duration) (port.Forwarder, error) {
+		return builtin.New(netns, builtin.Options{UDPIdleTimeout: idle, BusyPoll: -1})
+	})
+}
