@@ -6,7 +6,7 @@ set -euo pipefail
 # plugins, iptables, busybox for the local images, and the peers the
 # benchmarks compare against (rootlesskit, socat, iperf3, lxc), and what
 # `make test-vm` builds and boots its Debian VM with (debootstrap, qemu).
-pkgs=(uidmap slirp4netns passt lxc iproute2 iptables containerd runc crun
+pkgs=(uidmap slirp4netns passt lxc iproute2 iptables nftables containerd runc crun
       containernetworking-plugins fuse-overlayfs busybox-static
       rootlesskit socat iperf3 dbus-user-session procps psmisc curl util-linux
       debootstrap qemu-system-x86 qemu-utils e2fsprogs)

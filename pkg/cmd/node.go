@@ -35,7 +35,7 @@ func upCommand() *cobra.Command {
 	var netDriver string
 	var detach bool
 	var timeout time.Duration
-	var busyPoll time.Duration
+	var pf portFlags
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Bring up a single-node Kubernetes cluster as your user",
@@ -67,7 +67,7 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 				o.KubeletPort = file.KubeletPort
 			}
 			cfg.Net = netDriver
-			cfg.PortBusyPoll = nf.portBusyPoll(busyPoll)
+			cfg.PortOptions = nf.portOptions(pf)
 			o.Sandbox = cfg
 			o.ReadyTimeout = timeout
 			if detach {
@@ -81,8 +81,8 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 				if o.BinDir != "" {
 					args = append(args, "--bin-dir", o.BinDir)
 				}
-				args = append(args, "--api-port", fmt.Sprint(o.APIPort), "--kubelet-port", fmt.Sprint(o.KubeletPort),
-					"--port-busy-poll", max(cfg.PortBusyPoll, 0).String())
+				args = append(args, "--api-port", fmt.Sprint(o.APIPort), "--kubelet-port", fmt.Sprint(o.KubeletPort))
+				args = append(args, portArgs(cfg.PortOptions)...)
 				if o.WriteKubeconfig != "" {
 					args = append(args, "--write-kubeconfig", o.WriteKubeconfig)
 				}
@@ -104,7 +104,7 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 	c.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the node to be Ready")
 	c.Flags().Uint16Var(&o.APIPort, "api-port", 6443, "host port on 127.0.0.1 for kube-apiserver")
 	c.Flags().Uint16Var(&o.KubeletPort, "kubelet-port", 10250, "host port on 127.0.0.1 for the kubelet's API")
-	addBusyPollFlag(c.Flags(), &busyPoll)
+	pf.add(c.Flags())
 	c.Flags().StringVar(&o.WriteKubeconfig, "write-kubeconfig", "", "also merge the node's context into this kubeconfig (e.g. ~/.kube/config) and make it current")
 	return c
 }

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,8 +21,8 @@ func init() {
 	// and the built-in port forwarder.
 	sandbox.NetworkDriver = network.New
 	sandbox.Ports = &sandbox.PortDriver{
-		NewForwarder: func(netns string, busyPoll time.Duration) (port.Forwarder, error) {
-			return builtin.New(netns, builtin.Options{BusyPoll: busyPoll})
+		NewForwarder: func(netns string, o sandbox.PortOptions) (port.Forwarder, error) {
+			return builtin.New(netns, builtin.Options{BusyPoll: o.BusyPoll, KeepSourceIP: o.KeepSourceIP})
 		},
 		Serve:  api.Serve,
 		Client: func(sock string) sandbox.PortClient { return api.NewClient(sock) },

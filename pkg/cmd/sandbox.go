@@ -3,6 +3,7 @@ package cmd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"time"
@@ -32,22 +33,36 @@ func (f *nodeFlags) add(fs *pflag.FlagSet) {
 	fs.StringVar(&f.configFile, "config", "", "usernode's config file (default $XDG_CONFIG_HOME/usernode/config.yaml, if it exists)")
 }
 
-// addBusyPollFlag is --port-busy-poll, for the commands that start a
-// port forwarder.
-func addBusyPollFlag(fs *pflag.FlagSet, d *time.Duration) {
-	fs.DurationVar(d, "port-busy-poll", builtin.DefaultBusyPoll, "how long the port forwarder keeps polling after a small message instead of sleeping: lower latency for some CPU (0: off)")
+// portFlags are the port forwarder's flags, for the commands that start
+// one.
+type portFlags struct {
+	busyPoll   time.Duration
+	keepSource bool
 }
 
-// portBusyPoll is the sandbox's PortBusyPoll: the flag, or else the
-// config file's portBusyPoll.
-func (f *nodeFlags) portBusyPoll(flag time.Duration) time.Duration {
+func (p *portFlags) add(fs *pflag.FlagSet) {
+	fs.DurationVar(&p.busyPoll, "port-busy-poll", builtin.DefaultBusyPoll, "how long the port forwarder keeps polling after a small message instead of sleeping: lower latency for some CPU (0: off)")
+	fs.BoolVar(&p.keepSource, "keep-source-ip", false, "TCP servers in the node see the client's IPv4 address instead of 127.0.0.1 (adds policy routing and an nft table in the node; needs nft)")
+}
+
+// portOptions are the flags, or else the config file's values.
+func (f *nodeFlags) portOptions(p portFlags) sandbox.PortOptions {
 	if !f.fs.Changed("port-busy-poll") && f.file != nil && f.file.PortBusyPoll != "" {
-		flag, _ = time.ParseDuration(f.file.PortBusyPoll) // LoadFile checked it
+		p.busyPoll, _ = time.ParseDuration(f.file.PortBusyPoll) // LoadFile checked it
 	}
-	if flag <= 0 {
-		return -1
+	if !f.fs.Changed("keep-source-ip") && f.file != nil && f.file.KeepSourceIP {
+		p.keepSource = true
 	}
-	return flag
+	o := sandbox.PortOptions{BusyPoll: p.busyPoll, KeepSourceIP: p.keepSource}
+	if o.BusyPoll <= 0 {
+		o.BusyPoll = -1
+	}
+	return o
+}
+
+// portArgs are the flags that give o again, for a re-run of the command.
+func portArgs(o sandbox.PortOptions) []string {
+	return []string{"--port-busy-poll", max(o.BusyPoll, 0).String(), fmt.Sprintf("--keep-source-ip=%t", o.KeepSourceIP)}
 }
 
 // load reads the config file and takes from it what the command line did
@@ -96,7 +111,7 @@ func init() {
 		var ports []string
 		var allowLoopback bool
 		var mtu int
-		var busyPoll time.Duration
+		var pf portFlags
 		run := &cobra.Command{
 			Use:   "run [flags] -- COMMAND [ARG...]",
 			Short: "Build the sandbox, run COMMAND as its first process, tear it down when it exits",
@@ -114,7 +129,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				cfg.Net = netDriver
 				cfg.NetOptions.AllowHostLoopback = allowLoopback
 				cfg.NetOptions.MTU = mtu
-				cfg.PortBusyPoll = nf.portBusyPoll(busyPoll)
+				cfg.PortOptions = nf.portOptions(pf)
 				if cfg.Ports, err = parsePorts(ports); err != nil {
 					return err
 				}
@@ -133,7 +148,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 		run.Flags().StringArrayVarP(&ports, "publish", "p", nil, "forward a host port into the node: [HOST_IP:]HOST_PORT:NODE_PORT[/tcp|udp] (HOST_IP defaults to 127.0.0.1)")
 		run.Flags().BoolVar(&allowLoopback, "allow-host-loopback", false, "let the node reach the host's 127.0.0.1 (off: pods must not reach host-local services)")
 		run.Flags().IntVar(&mtu, "mtu", 0, "MTU of the node's interface (0: the driver's default)")
-		addBusyPollFlag(run.Flags(), &busyPoll)
+		pf.add(run.Flags())
 		sb.AddCommand(run)
 		return sb
 	})

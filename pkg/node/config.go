@@ -22,6 +22,7 @@ type File struct {
 	// PortBusyPoll is --port-busy-poll: a duration such as "50us", "0"
 	// for off.
 	PortBusyPoll string `json:"portBusyPoll,omitempty"`
+	KeepSourceIP bool   `json:"keepSourceIP,omitempty"`
 }
 
 // DefaultConfigFile is where usernode looks when --config is not given.
@@ -48,7 +49,7 @@ func LoadFile(path string, explicit bool) (*File, error) {
 	}
 	var f File
 	if err := yaml.UnmarshalStrict(b, &f); err != nil {
-		return nil, fmt.Errorf("config file %s is not valid: %v; fix it (fields: name, stateDir, net, binDir, apiPort, kubeletPort, portBusyPoll) or move it away", path, err)
+		return nil, fmt.Errorf("config file %s is not valid: %v; fix it (fields: name, stateDir, net, binDir, apiPort, kubeletPort, portBusyPoll, keepSourceIP) or move it away", path, err)
 	}
 	if f.PortBusyPoll != "" {
 		if d, err := time.ParseDuration(f.PortBusyPoll); err != nil || d < 0 {

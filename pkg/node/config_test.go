@@ -23,7 +23,7 @@ func TestLoadFile(t *testing.T) {
 			t.Errorf("%q: err = %v", bad, err)
 		}
 	}
-	if f, err := LoadFile(write("portBusyPoll: 20us\n"), true); err != nil || f.PortBusyPoll != "20us" {
+	if f, err := LoadFile(write("portBusyPoll: 20us\nkeepSourceIP: true\n"), true); err != nil || f.PortBusyPoll != "20us" || !f.KeepSourceIP {
 		t.Errorf("portBusyPoll: %+v, %v", f, err)
 	}
 	for _, bad := range []string{"portBusyPoll: fast\n", "portBusyPoll: -5us\n"} {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -37,6 +38,11 @@ func die(ch *channel, err error) {
 }
 
 func agentMain() {
+	// init is started with a parent-death signal, which the kernel sends
+	// when the *thread* that started it ends; Go ends a thread whenever a
+	// goroutine that locked it returns (the port forwarder does, entering
+	// the node's netns). Keep this one for good.
+	runtime.LockOSThread()
 	if err := userns.WaitMapped(); err != nil {
 		die(nil, err)
 	}
@@ -90,6 +96,14 @@ func agentMain() {
 	if err := node.Start(); err != nil {
 		die(up, fmt.Errorf("creating the node's network, pid and mount namespaces: %w", err))
 	}
+	// Hold the node's netns from the start: the forwarder's setup takes a
+	// while, and init may be gone again soon when its command is short.
+	netns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", node.Process.Pid))
+	if err != nil {
+		node.Process.Kill()
+		die(up, fmt.Errorf("opening the node's network namespace: %w", err))
+	}
+	defer netns.Close()
 	childEnd.Close()
 	down.send(msg{Kind: "config", Config: &ac})
 	initPID := node.Process.Pid
@@ -102,10 +116,8 @@ func agentMain() {
 		node.Process.Kill()
 		die(up, err)
 	}
-	// The forwarder takes hold of the node's netns now: init may be gone
-	// again soon when its command is short.
 	if portL != nil {
-		f, err := Ports.NewForwarder(fmt.Sprintf("/proc/%d/ns/net", initPID), ac.PortBusyPoll)
+		f, err := Ports.NewForwarder(fmt.Sprintf("/proc/self/fd/%d", netns.Fd()), ac.PortOptions)
 		if err != nil {
 			kill(fmt.Errorf("port forwarder: %w", err))
 		}

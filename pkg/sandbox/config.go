@@ -42,10 +42,19 @@ type Config struct {
 	StopTimeout time.Duration `json:"stopTimeout,omitempty"`
 	// Env is the command's environment inside the sandbox.
 	Env []string `json:"env,omitempty"`
-	// PortBusyPoll is how long the port forwarder keeps polling after a
-	// small message instead of sleeping: lower latency for more CPU.
-	// Zero is the forwarder's default; negative turns it off.
-	PortBusyPoll time.Duration `json:"portBusyPoll,omitempty"`
+	// PortOptions tune the port forwarder.
+	PortOptions PortOptions `json:"portOptions"`
+}
+
+// PortOptions tune the port forwarder.
+type PortOptions struct {
+	// BusyPoll is how long the forwarder keeps polling after a small
+	// message instead of sleeping: lower latency for more CPU. Zero is the
+	// forwarder's default; negative turns it off.
+	BusyPoll time.Duration `json:"busyPoll,omitempty"`
+	// KeepSourceIP makes TCP servers inside see the client's address
+	// instead of 127.0.0.1.
+	KeepSourceIP bool `json:"keepSourceIP,omitempty"`
 }
 
 // Writable are the directories the seed says must be writable inside,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -28,7 +27,7 @@ var Ports *PortDriver
 
 // PortDriver is the port forwarder plugged into the agent.
 type PortDriver struct {
-	NewForwarder func(netnsPath string, busyPoll time.Duration) (port.Forwarder, error)
+	NewForwarder func(netnsPath string, o PortOptions) (port.Forwarder, error)
 	Serve        func(l net.Listener, f port.Forwarder) error
 	Client       func(socket string) PortClient
 }

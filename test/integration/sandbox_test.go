@@ -428,3 +428,55 @@ func TestSandboxPorts(t *testing.T) {
 		t.Errorf("processes left after the failed start: %v", left)
 	}
 }
+
+// With --keep-source-ip a server in the node sees the client's address:
+// a CGI script behind busybox httpd answers with REMOTE_ADDR, for a
+// client on the host's non-loopback address.
+func TestSandboxKeepSourceIP(t *testing.T) {
+	u := testutil.Integration(t)
+	env := u.NewEnv(t)
+	bin := testutil.Binary(t)
+	hip := nonLoopbackIPv4(t)
+	p := freePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const serve = `mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho\necho "$REMOTE_ADDR"\n' >/tmp/www/cgi-bin/ip && chmod +x /tmp/www/cgi-bin/ip && exec busybox httpd -f -p 8080 -h /tmp/www`
+	c := env.Command(ctx, bin, "sandbox", "run", "--name", "tsrc", "--keep-source-ip", "-p", fmt.Sprintf("%s:%d:8080", hip, p),
+		"--", "sh", "-c", serve)
+	var stderr strings.Builder
+	c.Stderr = &stderr
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Process.Signal(syscall.SIGTERM); c.Wait() }()
+	client := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(hip)}}).DialContext}}
+	var body string
+	for i := 0; i < 100; i++ {
+		resp, err := client.Get(fmt.Sprintf("http://%s:%d/cgi-bin/ip", hip, p))
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if body = strings.TrimSpace(string(b)); resp.StatusCode == 200 {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// busybox listens on [::] and sees IPv4 clients v4-mapped.
+	body = strings.TrimSuffix(strings.TrimPrefix(body, "[::ffff:"), "]")
+	if body != hip {
+		t.Fatalf("the server in the node saw the client as %q, want %s\n%s", body, hip, stderr.String())
+	}
+}
+
+func nonLoopbackIPv4(t *testing.T) string {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			return n.IP.String()
+		}
+	}
+	t.Skip("no non-loopback IPv4 address on this host")
+	return ""
+}

@@ -7,8 +7,9 @@
 // process. TCP connections are relayed by a few event loops (loop.go),
 // one OS thread each, with splice(2) through reusable pipes.
 //
-// The server inside sees connections from 127.0.0.1 (like RootlessKit's
-// builtin driver): the client's address is not preserved.
+// By default the server inside sees connections from 127.0.0.1 (like
+// RootlessKit's builtin driver); with Options.KeepSourceIP it sees the
+// client's IPv4 address (sourceip.go).
 package builtin
 
 import (
@@ -46,6 +47,11 @@ type Options struct {
 	// most of the forwarder's added round-trip time away. Zero is the
 	// default, DefaultBusyPoll; negative turns it off.
 	BusyPoll time.Duration
+	// KeepSourceIP makes TCP servers inside see the client's IPv4 address
+	// instead of 127.0.0.1 (see sourceip.go). It adds policy routing and
+	// an nft table to the node's network namespace; New fails, saying
+	// why, if it cannot.
+	KeepSourceIP bool
 }
 
 // DefaultBusyPoll is long enough to catch the reply of a request served
@@ -93,6 +99,11 @@ func New(netnsPath string, opts Options) (*Forwarder, error) {
 		opts.BusyPoll = DefaultBusyPoll
 	} else if opts.BusyPoll < 0 {
 		opts.BusyPoll = 0
+	}
+	if opts.KeepSourceIP {
+		if err := setupSourceIP(netnsPath); err != nil {
+			return nil, fmt.Errorf("port forwarder: keeping the client's source IP: %w", err)
+		}
 	}
 	ns, err := nsnet.Open(netnsPath)
 	if err != nil {

@@ -23,3 +23,11 @@ func TestConformanceNoBusyPoll(t *testing.T) {
 		return builtin.New(netns, builtin.Options{UDPIdleTimeout: idle, BusyPoll: -1})
 	})
 }
+
+// With KeepSourceIP the suite checks that servers inside, and one behind a
+// DNAT like a NodePort's pod, see the client's own address.
+func TestConformanceKeepSourceIP(t *testing.T) {
+	testsuite.Run(t, "builtin", testsuite.Caps{PreservesSourceIP: true}, func(netns string, idle time.Duration) (port.Forwarder, error) {
+		return builtin.New(netns, builtin.Options{UDPIdleTimeout: idle, KeepSourceIP: true})
+	})
+}

@@ -94,7 +94,8 @@ func (p *tcpPort) close() {
 // namespace.
 func (p *tcpPort) open(cfd int) {
 	unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if isLocal(cfd) {
+	client, local := peer(cfd)
+	if local {
 		unpace(cfd)
 	}
 	sa, fam := nsnet.Sockaddr(p.target)
@@ -106,6 +107,13 @@ func (p *tcpPort) open(cfd int) {
 	unix.SetsockoptInt(ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if p.target.Addr().IsLoopback() {
 		unpace(ufd)
+	}
+	if p.f.opts.KeepSourceIP && client.Is4() && !client.IsLoopback() && p.target.Addr().Is4() {
+		if err := bindSource(ufd, client.As4()); err != nil {
+			reset(cfd)
+			unix.Close(ufd)
+			return
+		}
 	}
 	c := &conn{p: p, fds: [2]int{cfd, ufd}}
 	c.d[0] = dir{src: cfd, dst: ufd}
@@ -152,16 +160,16 @@ func unpace(fd int) {
 	unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, "reno")
 }
 
-// isLocal says whether the client of an accepted socket is this machine:
-// a loopback address, or connecting to its own address.
-func isLocal(fd int) bool {
-	peer, err1 := unix.Getpeername(fd)
-	self, err2 := unix.Getsockname(fd)
+// peer is the client's address of an accepted socket, and whether the
+// client is this machine: a loopback address, or its own address.
+func peer(fd int) (netip.Addr, bool) {
+	p, err1 := unix.Getpeername(fd)
+	s, err2 := unix.Getsockname(fd)
 	if err1 != nil || err2 != nil {
-		return false
+		return netip.Addr{}, false
 	}
-	pa, sa := sockaddrAddr(peer), sockaddrAddr(self)
-	return pa.IsValid() && (pa.IsLoopback() || pa == sa)
+	pa, sa := sockaddrAddr(p), sockaddrAddr(s)
+	return pa, pa.IsValid() && (pa.IsLoopback() || pa == sa)
 }
 
 func sockaddrAddr(sa unix.Sockaddr) netip.Addr {

@@ -30,7 +30,7 @@ func TestLocalClientUnpaced(t *testing.T) {
 	var local bool
 	var cc string
 	rc.Control(func(fd uintptr) {
-		local = isLocal(int(fd))
+		_, local = peer(int(fd))
 		unpace(int(fd))
 		cc, err = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION)
 	})

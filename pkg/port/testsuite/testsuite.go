@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -123,6 +124,22 @@ type suite struct {
 }
 
 func newSuite(t *testing.T, newF Factory) *suite {
+	s := &suite{netns: holder(t), newF: newF}
+	var err error
+	if s.ns, err = nsnet.Open(s.netns); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.ns.Close)
+	return s
+}
+
+// holder starts a process in a new network namespace (lo up) that lives
+// as long as the test, and returns the namespace's path.
+func holder(t *testing.T) string {
+	// The holder dies with the thread that starts it (Pdeathsig): keep the
+	// test's thread from being handed to a goroutine that ends it
+	// (nsnet.Do's).
+	runtime.LockOSThread()
 	h := exec.Command("/proc/self/exe")
 	h.Env = append(os.Environ(), stageEnv+"=holder")
 	h.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
@@ -136,13 +153,7 @@ func newSuite(t *testing.T, newF Factory) *suite {
 	if _, err := io.ReadFull(out, b); err != nil {
 		t.Fatal(err)
 	}
-	s := &suite{netns: fmt.Sprintf("/proc/%d/ns/net", h.Process.Pid), newF: newF}
-	var err error
-	if s.ns, err = nsnet.Open(s.netns); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(s.ns.Close)
-	return s
+	return fmt.Sprintf("/proc/%d/ns/net", h.Process.Pid)
 }
 
 func (s *suite) forwarder(t *testing.T, idle time.Duration) port.Forwarder {
@@ -483,25 +494,139 @@ func (s *suite) inUse(t *testing.T) {
 	}
 }
 
+// sourceIP: what the server inside sees as the client's address, for a
+// client on the host's own non-loopback address (from 127.0.0.1 "kept" and
+// "not kept" would look the same). The client reads the server's answer,
+// so the replies' way back is checked too.
 func (s *suite) sourceIP(t *testing.T, caps Caps) {
+	hip := hostIPv4(t)
 	f := s.forwarder(t, 0)
 	seen := make(chan string, 1)
-	sp := s.add(t, f, "tcp", s.tcpServer(t, func(c net.Conn) {
+	answer := func(c net.Conn) {
 		seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-	}))
-	c, err := net.Dial("tcp", hostAddr(sp))
+		c.Write([]byte("ok"))
+	}
+	want := "127.0.0.1"
+	if caps.PreservesSourceIP {
+		want = hip.String()
+	}
+	check := func(what string, child uint16) {
+		t.Helper()
+		sp := port.Spec{Proto: "tcp", HostIP: hip, HostPort: freePort(t, "tcp"), ChildPort: child}
+		if err := f.Add(context.Background(), sp); err != nil {
+			t.Fatal(err)
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: hip.AsSlice()}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", hostAddr(sp))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(c)
+		if string(b) != "ok" {
+			t.Fatalf("%s: the client got %q, %v: the server's replies did not come back", what, b, err)
+		}
+		if got := <-seen; got != want {
+			t.Fatalf("%s: the server inside saw the client as %s, want %s", what, got, want)
+		}
+	}
+	check("server in the namespace", s.tcpServer(t, answer))
+	if caps.PreservesSourceIP {
+		check("server behind a DNAT, like a NodePort's pod", s.podBehindDNAT(t, answer))
+	}
+}
+
+func linkUp(name, cidr string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	a, _ := netlink.ParseAddr(cidr)
+	if err := netlink.AddrAdd(l, a); err != nil {
+		return err
+	}
+	return netlink.LinkSetUp(l)
+}
+
+// hostIPv4 is an IPv4 address of this host that is not loopback.
+func hostIPv4(t *testing.T) netip.Addr {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() && !ip.IsLoopback() {
+				return ip.Unmap()
+			}
+		}
+	}
+	t.Skip("no non-loopback IPv4 address on this host: the source-IP check needs one")
+	return netip.Addr{}
+}
+
+// podBehindDNAT makes what kube-proxy makes for a NodePort: a "pod"
+// network namespace on a veth, a server in it, and a DNAT in the node's
+// namespace from a port on 127.0.0.1 to the pod. It returns that port.
+func (s *suite) podBehindDNAT(t *testing.T, handle func(net.Conn)) uint16 {
+	podNS := holder(t)
+	// The veth is made from inside the node's namespace and its peer moved
+	// to the pod's; each side is then set up from inside its own.
+	err := nsnet.Do(s.netns, func() error {
+		pod, err := os.Open(podNS)
+		if err != nil {
+			return err
+		}
+		defer pod.Close()
+		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "pod0"}, PeerName: "eth0", PeerNamespace: netlink.NsFd(int(pod.Fd()))}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("veth: %w", err)
+		}
+		return linkUp("pod0", "10.77.0.1/24")
+	})
+	if err == nil {
+		err = nsnet.Do(podNS, func() error {
+			if err := linkUp("eth0", "10.77.0.2/24"); err != nil {
+				return err
+			}
+			return netlink.RouteAdd(&netlink.Route{Gw: net.ParseIP("10.77.0.1")})
+		})
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	got := <-seen
-	want := "127.0.0.1"
-	if caps.PreservesSourceIP {
-		want = c.LocalAddr().(*net.TCPAddr).IP.String()
+	pns, err := nsnet.Open(podNS)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if got != want {
-		t.Fatalf("the server inside saw the client as %s, want %s", got, want)
+	t.Cleanup(pns.Close)
+	l, err := pns.Listen("tcp", "10.77.0.2:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); handle(c) }()
+		}
+	}()
+	podPort := l.Addr().(*net.TCPAddr).Port
+	nodePort := freePort(t, "tcp")
+	rules := fmt.Sprintf("table ip nodeport {\n chain out { type nat hook output priority -100; tcp dport %d dnat to 10.77.0.2:%d; }\n}\n", nodePort, podPort)
+	err = nsnet.Do(s.netns, func() error {
+		cmd := exec.Command("nft", "-f", "-")
+		cmd.Stdin = strings.NewReader(rules)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("nft DNAT in the node's namespace: %v", err)
+	}
+	return nodePort
 }
 
 func (s *suite) api(t *testing.T) {

@@ -205,3 +205,31 @@ func (n *NS) ListenUDP(addr string) (*net.UDPConn, error) {
 	}
 	return c.(*net.UDPConn), nil
 }
+
+// Do runs fn on an OS thread moved into the network namespace at path,
+// for code that makes its own sockets there (netlink handles) or starts
+// processes there. The thread is thrown away afterwards: a process in a
+// user namespace may enter a namespace it owns but not go back to the
+// host's. A thread's end fires the parent-death signal of the children it
+// started, so a caller that starts children with one must start them from
+// a thread it keeps locked.
+func Do(path string, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: Go ends the thread when this goroutine returns.
+		runtime.LockOSThread()
+		f, err := os.Open(path)
+		if err != nil {
+			errc <- fmt.Errorf("open network namespace: %w", err)
+			return
+		}
+		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
+		f.Close()
+		if err != nil {
+			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}

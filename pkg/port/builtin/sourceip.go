@@ -1,0 +1,137 @@
+package builtin
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/usernode/usernode/pkg/port/internal/nsnet"
+)
+
+// Keeping the client's address (Options.KeepSourceIP) works like a
+// transparent proxy: the socket inside the node is IP_TRANSPARENT and
+// bound to the client's address before it connects, so the server sees
+// the client. The node must then route the server's replies, addressed to
+// a host it does not know, back to that socket instead of out of its
+// default route:
+//
+//   - replies of a server inside the node come from its loopback
+//     (the forwarder dials 127.0.0.1): "from 127.0.0.0/8" goes to a table
+//     whose only route is "local default";
+//   - replies that went through a DNAT (a NodePort to a pod) come in on
+//     the pod's interface: the forwarder's packets carry sourceMark, nft
+//     copies it to the connection and back onto the replies, and
+//     "fwmark sourceMark" goes to the same table; the forwarder's own
+//     marked packets (iif lo) keep the main table so they still reach
+//     the pod.
+//
+// Nothing with a loopback source can leave the node anyway, so the first
+// rule takes nothing away from it.
+const (
+	sourceMark  = 0x1000_0000 // clear of kube-proxy's 0x4000 and 0x8000
+	sourceTable = 2033
+	// rulePriority is before the main table's 32766.
+	rulePriority = 2033
+)
+
+// sourceNft is constant: never built from input.
+const sourceNft = `table ip usernode_source_ip
+delete table ip usernode_source_ip
+table ip usernode_source_ip {
+	chain out {
+		type filter hook output priority mangle; policy accept;
+		meta mark & 0x10000000 == 0x10000000 ct mark set ct mark | 0x10000000
+	}
+	chain in {
+		type filter hook prerouting priority mangle; policy accept;
+		ct mark & 0x10000000 == 0x10000000 meta mark set meta mark | 0x10000000
+	}
+}
+`
+
+// setupSourceIP installs the routing the node needs (see above) in the
+// network namespace at nsPath. Run again it changes nothing.
+func setupSourceIP(nsPath string) error {
+	// Without nft only servers inside the node itself (not behind a DNAT)
+	// would see the client: refuse rather than half work.
+	nft, err := exec.LookPath("nft")
+	if err != nil {
+		return fmt.Errorf("nft not found (apt install nftables): %w", err)
+	}
+	return nsnet.Do(nsPath, func() error {
+		if err := sourceRoutes(); err != nil {
+			return err
+		}
+		// Started from this thread, nft is in the node's network
+		// namespace too.
+		cmd := exec.Command(nft, "-f", "-")
+		cmd.Stdin = strings.NewReader(sourceNft)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("nft: %v: %s", err, out)
+		}
+		return nil
+	})
+}
+
+// sourceRoutes runs on a thread inside the node's network namespace.
+func sourceRoutes() error {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	_, all, _ := net.ParseCIDR("0.0.0.0/0")
+	if err := h.RouteReplace(&netlink.Route{Table: sourceTable, Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST,
+		Dst: all, LinkIndex: lo.Attrs().Index}); err != nil {
+		return fmt.Errorf("route table %d: %w", sourceTable, err)
+	}
+	mask := uint32(sourceMark)
+	_, loopback, _ := net.ParseCIDR("127.0.0.0/8")
+	own := netlink.NewRule()
+	own.Priority, own.Mark, own.Mask, own.IifName, own.Table = rulePriority, sourceMark, &mask, "lo", unix.RT_TABLE_MAIN
+	marked := netlink.NewRule()
+	marked.Priority, marked.Mark, marked.Mask, marked.Table = rulePriority+1, sourceMark, &mask, sourceTable
+	local := netlink.NewRule()
+	local.Priority, local.Src, local.Table = rulePriority+2, loopback, sourceTable
+	existing, _ := h.RuleList(unix.AF_INET)
+	for _, r := range []*netlink.Rule{own, marked, local} {
+		if hasRule(existing, r) {
+			continue
+		}
+		if err := h.RuleAdd(r); err != nil {
+			return fmt.Errorf("ip rule (priority %d): %w", r.Priority, err)
+		}
+	}
+	return nil
+}
+
+func hasRule(rules []netlink.Rule, r *netlink.Rule) bool {
+	for _, e := range rules {
+		if e.Priority == r.Priority && e.Table == r.Table {
+			return true
+		}
+	}
+	return false
+}
+
+// bindSource makes fd, a socket inside the node, connect from client.
+func bindSource(fd int, client [4]byte) error {
+	if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
+		return err
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, sourceMark); err != nil {
+		return err
+	}
+	// The port is picked at connect(2), unique per destination, so many
+	// connections from one client address do not run out of ports.
+	unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	return unix.Bind(fd, &unix.SockaddrInet4{Addr: client})
+}
