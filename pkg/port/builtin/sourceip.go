@@ -3,6 +3,7 @@ package builtin
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strings"
 
@@ -122,16 +123,26 @@ func hasRule(rules []netlink.Rule, r *netlink.Rule) bool {
 	return false
 }
 
-// bindSource makes fd, a socket inside the node, connect from client.
-func bindSource(fd int, client [4]byte) error {
+// bindSource makes fd, a socket inside the node, connect from client;
+// port 0 leaves the port to connect(2).
+func bindSource(fd int, client netip.AddrPort) error {
 	if err := unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1); err != nil {
 		return err
 	}
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, sourceMark); err != nil {
 		return err
 	}
-	// The port is picked at connect(2), unique per destination, so many
-	// connections from one client address do not run out of ports.
-	unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-	return unix.Bind(fd, &unix.SockaddrInet4{Addr: client})
+	if client.Port() == 0 {
+		// Picked at connect(2), unique per destination, so many TCP
+		// connections from one client address do not run out of ports.
+		unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	}
+	return unix.Bind(fd, &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())})
+}
+
+// keepsSource says whether a client's address can be kept when dialing
+// target: IPv4 both, and a client that is not loopback (from there the
+// node sees 127.0.0.1 anyway).
+func (f *Forwarder) keepsSource(client netip.Addr, target netip.AddrPort) bool {
+	return f.opts.KeepSourceIP && client.Is4() && !client.IsLoopback() && target.Addr().Is4()
 }

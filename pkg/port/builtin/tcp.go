@@ -108,8 +108,8 @@ func (p *tcpPort) open(cfd int) {
 	if p.target.Addr().IsLoopback() {
 		unpace(ufd)
 	}
-	if p.f.opts.KeepSourceIP && client.Is4() && !client.IsLoopback() && p.target.Addr().Is4() {
-		if err := bindSource(ufd, client.As4()); err != nil {
+	if p.f.keepsSource(client, p.target) {
+		if err := bindSource(ufd, netip.AddrPortFrom(client, 0)); err != nil {
 			reset(cfd)
 			unix.Close(ufd)
 			return

@@ -57,7 +57,11 @@ func (u *udpForward) flow(from netip.AddrPort) *udpFlow {
 	if u.flows == nil {
 		return nil
 	}
-	c, err := u.f.ns.DialUDP(u.target)
+	var bind func(int) error
+	if src := netip.AddrPortFrom(from.Addr().Unmap(), from.Port()); u.f.keepsSource(src.Addr(), u.target) {
+		bind = func(fd int) error { return bindSource(fd, src) }
+	}
+	c, err := u.f.ns.DialUDP(u.target, bind)
 	if err != nil {
 		return nil
 	}

@@ -535,6 +535,41 @@ func (s *suite) sourceIP(t *testing.T, caps Caps) {
 	if caps.PreservesSourceIP {
 		check("server behind a DNAT, like a NodePort's pod", s.podBehindDNAT(t, answer))
 	}
+	// UDP: the server answers each datagram with the address it came from.
+	u, err := s.ns.ListenUDP("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { u.Close() })
+	go func() {
+		b := make([]byte, 64)
+		for {
+			_, from, err := u.ReadFromUDPAddrPort(b)
+			if err != nil {
+				return
+			}
+			u.WriteToUDPAddrPort([]byte(from.Addr().Unmap().String()), from)
+		}
+	}()
+	sp := port.Spec{Proto: "udp", HostIP: hip, HostPort: freePort(t, "udp"), ChildPort: uint16(u.LocalAddr().(*net.UDPAddr).Port)}
+	if err := f.Add(context.Background(), sp); err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: hip.AsSlice()}, net.UDPAddrFromAddrPort(netip.AddrPortFrom(hip, sp.HostPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("x"))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 64)
+	n, err := c.Read(b)
+	if err != nil {
+		t.Fatalf("UDP: no answer through the forwarder: %v", err)
+	}
+	if got := string(b[:n]); got != want {
+		t.Fatalf("UDP: the server inside saw the client as %s, want %s", got, want)
+	}
 }
 
 func linkUp(name, cidr string) error {

@@ -137,11 +137,18 @@ func Sockaddr(ap netip.AddrPort) (unix.Sockaddr, int) {
 }
 
 // DialUDP makes a UDP socket in the namespace connected to addr.
-func (n *NS) DialUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+// before, if not nil, runs on the socket before it connects (to bind it).
+func (n *NS) DialUDP(addr netip.AddrPort, before func(fd int) error) (*net.UDPConn, error) {
 	sa, fam := Sockaddr(addr)
 	fd, err := n.Socket(fam, unix.SOCK_DGRAM)
 	if err != nil {
 		return nil, err
+	}
+	if before != nil {
+		if err := before(fd); err != nil {
+			unix.Close(fd)
+			return nil, err
+		}
 	}
 	if err := unix.Connect(fd, sa); err != nil {
 		unix.Close(fd)
