@@ -3,7 +3,9 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,9 +64,11 @@ func waitFor(t *testing.T, what string, timeout time.Duration, f func() (bool, s
 	t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
 }
 
+// up runs with --keep-source-ip: everything else the node test checks
+// must work with the forwarder's policy routing and nft table in place.
 func (c *cluster) up() testutil.Result {
 	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), "up", "-d", "--name", c.name, "--bin-dir", filepath.Dir(c.kubectlBin),
-		"--api-port", fmt.Sprint(c.api), "--kubelet-port", fmt.Sprint(c.klt))
+		"--api-port", fmt.Sprint(c.api), "--kubelet-port", fmt.Sprint(c.klt), "--keep-source-ip")
 }
 
 func (c *cluster) down(args ...string) testutil.Result {
@@ -126,6 +130,15 @@ spec:
   type: NodePort
   selector: {app: web}
   ports: [{port: 80, targetPort: 8080, nodePort: NODEPORT}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-local}
+spec:
+  type: NodePort
+  externalTrafficPolicy: Local
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080, nodePort: LOCALPORT}]
 `
 
 // TestUp is the product's main job, end to end, as the non-root user: a
@@ -220,6 +233,32 @@ func TestUp(t *testing.T) {
 		}
 		if out := c.mustKubectl("logs", pod); !strings.Contains(out, "started") {
 			t.Errorf("kubectl logs = %q", out)
+		}
+	})
+
+	// A client on the host's own address, through a port added by hand to
+	// a NodePort with externalTrafficPolicy Local (no masquerade): the pod
+	// logs the client's address, and the answer comes back through the
+	// DNAT and the forwarder.
+	t.Run("the client's address reaches the pod (--keep-source-ip)", func(t *testing.T) {
+		hip, hp := hostIP(t), freePort(t)
+		if r := c.env.Run(t, 30*time.Second, testutil.Binary(t), "port", "add", "--name", c.name, fmt.Sprintf("%s:%d:%d", hip, hp, nodePort+1)); r.Code != 0 {
+			t.Fatalf("port add: %s", r)
+		}
+		defer c.env.Run(t, 30*time.Second, testutil.Binary(t), "port", "rm", "--name", c.name, fmt.Sprintf("%s:%d:%d", hip, hp, nodePort+1))
+		client := http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+			DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(hip)}}).DialContext}}
+		waitFor(t, "the NodePort through a port on "+hip, time.Minute, func() (bool, string) {
+			resp, err := client.Get(fmt.Sprintf("http://%s:%d/", hip, hp))
+			if err != nil {
+				return false, err.Error()
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return strings.HasPrefix(string(b), "served-by-web-"), string(b)
+		})
+		if logs := c.mustKubectl("logs", "-l", "app=web", "--tail=-1"); !strings.Contains(logs, hip) {
+			t.Errorf("no pod logged a request from %s:\n%s", hip, logs)
 		}
 	})
 
@@ -368,7 +407,7 @@ func TestUp(t *testing.T) {
 func applyWorkload(t *testing.T, c *cluster, nodePort int) {
 	t.Helper()
 	cmd := exec.Command(c.kubectlBin, "--kubeconfig", c.kubeconfig, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(strings.ReplaceAll(workload, "NODEPORT", fmt.Sprint(nodePort)))
+	cmd.Stdin = strings.NewReader(strings.NewReplacer("NODEPORT", fmt.Sprint(nodePort), "LOCALPORT", fmt.Sprint(nodePort+1)).Replace(workload))
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}

@@ -68,8 +68,10 @@ type Forwarder struct {
 	opts  Options
 	loops []*loop
 	next  int
-	mu    sync.Mutex
-	ports map[key]*forward
+	// source is set when Options.KeepSourceIP is.
+	source *sourceRouting
+	mu     sync.Mutex
+	ports  map[key]*forward
 }
 
 type key struct {
@@ -100,16 +102,21 @@ func New(netnsPath string, opts Options) (*Forwarder, error) {
 	} else if opts.BusyPoll < 0 {
 		opts.BusyPoll = 0
 	}
+	var source *sourceRouting
 	if opts.KeepSourceIP {
-		if err := setupSourceIP(netnsPath); err != nil {
+		var err error
+		if source, err = setupSourceIP(netnsPath); err != nil {
 			return nil, fmt.Errorf("port forwarder: keeping the client's source IP: %w", err)
 		}
 	}
 	ns, err := nsnet.Open(netnsPath)
 	if err != nil {
+		if source != nil {
+			source.close()
+		}
 		return nil, err
 	}
-	f := &Forwarder{ns: ns, opts: opts, ports: map[key]*forward{}}
+	f := &Forwarder{ns: ns, opts: opts, ports: map[key]*forward{}, source: source}
 	for range min(runtime.GOMAXPROCS(0), maxLoops) {
 		l, err := newLoop(opts.BusyPoll)
 		if err != nil {
@@ -226,6 +233,9 @@ func (f *Forwarder) Close() error {
 			l.close()
 		}
 		f.ns.Close()
+		if f.source != nil {
+			f.source.close()
+		}
 	}
 	return nil
 }

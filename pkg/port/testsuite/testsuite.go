@@ -510,13 +510,13 @@ func (s *suite) sourceIP(t *testing.T, caps Caps) {
 	if caps.PreservesSourceIP {
 		want = hip.String()
 	}
-	check := func(what string, child uint16) {
+	check := func(what string, client netip.Addr, child uint16, want string) {
 		t.Helper()
-		sp := port.Spec{Proto: "tcp", HostIP: hip, HostPort: freePort(t, "tcp"), ChildPort: child}
+		sp := port.Spec{Proto: "tcp", HostIP: client, HostPort: freePort(t, "tcp"), ChildPort: child}
 		if err := f.Add(context.Background(), sp); err != nil {
 			t.Fatal(err)
 		}
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: hip.AsSlice()}, Timeout: 5 * time.Second}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: client.AsSlice()}, Timeout: 5 * time.Second}
 		c, err := d.Dial("tcp", hostAddr(sp))
 		if err != nil {
 			t.Fatal(err)
@@ -531,9 +531,14 @@ func (s *suite) sourceIP(t *testing.T, caps Caps) {
 			t.Fatalf("%s: the server inside saw the client as %s, want %s", what, got, want)
 		}
 	}
-	check("server in the namespace", s.tcpServer(t, answer))
+	check("server in the namespace", hip, s.tcpServer(t, answer), want)
 	if caps.PreservesSourceIP {
-		check("server behind a DNAT, like a NodePort's pod", s.podBehindDNAT(t, answer))
+		pod := s.podBehindDNAT(t, answer)
+		check("server behind a DNAT, like a NodePort's pod", hip, pod, want)
+		// From the host's loopback nothing is kept: the forwarder dials
+		// from 127.0.0.1, which the node masquerades like kube-proxy does;
+		// the policy routing must leave that path alone.
+		check("server behind a DNAT, client on 127.0.0.1", netip.MustParseAddr("127.0.0.1"), pod, "10.77.0.1")
 	}
 	// UDP: the server answers each datagram with the address it came from.
 	u, err := s.ns.ListenUDP("127.0.0.1:0")
@@ -649,8 +654,14 @@ func (s *suite) podBehindDNAT(t *testing.T, handle func(net.Conn)) uint16 {
 	}()
 	podPort := l.Addr().(*net.TCPAddr).Port
 	nodePort := freePort(t, "tcp")
-	rules := fmt.Sprintf("table ip nodeport {\n chain out { type nat hook output priority -100; tcp dport %d dnat to 10.77.0.2:%d; }\n}\n", nodePort, podPort)
+	// Like kube-proxy: DNAT in output, and traffic from 127.0.0.1
+	// masqueraded (with route_localnet so that it may leave lo at all).
+	rules := fmt.Sprintf("table ip nodeport {\n chain out { type nat hook output priority -100; tcp dport %d dnat to 10.77.0.2:%d; }\n"+
+		" chain post { type nat hook postrouting priority 100; ip saddr 127.0.0.0/8 masquerade; }\n}\n", nodePort, podPort)
 	err = nsnet.Do(s.netns, func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0); err != nil {
+			return err
+		}
 		cmd := exec.Command("nft", "-f", "-")
 		cmd.Stdin = strings.NewReader(rules)
 		if out, err := cmd.CombinedOutput(); err != nil {
