@@ -185,7 +185,12 @@ func freePort(t *testing.T, proto string) uint16 {
 
 // tcpServer serves handle for each connection inside the namespace.
 func (s *suite) tcpServer(t *testing.T, handle func(net.Conn)) uint16 {
-	l, err := s.ns.Listen("tcp", "127.0.0.1:0")
+	return serveTCP(t, s.ns, "127.0.0.1:0", handle)
+}
+
+// serveTCP serves handle for each connection on addr inside ns.
+func serveTCP(t *testing.T, ns *nsnet.NS, addr string, handle func(net.Conn)) uint16 {
+	l, err := ns.Listen("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,6 +264,11 @@ func (s *suite) tcpIntegrity(t *testing.T) {
 }
 
 func (s *suite) udpEcho(t *testing.T) uint16 {
+	return s.udpServer(t, func(b []byte, _ netip.AddrPort) []byte { return b })
+}
+
+// udpServer answers each datagram with what reply makes of it.
+func (s *suite) udpServer(t *testing.T, reply func(b []byte, from netip.AddrPort) []byte) uint16 {
 	c, err := s.ns.ListenUDP("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -271,7 +281,7 @@ func (s *suite) udpEcho(t *testing.T) uint16 {
 			if err != nil {
 				return
 			}
-			c.WriteToUDPAddrPort(buf[:n], from)
+			c.WriteToUDPAddrPort(reply(buf[:n], from), from)
 		}
 	}()
 	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
@@ -541,22 +551,8 @@ func (s *suite) sourceIP(t *testing.T, caps Caps) {
 		check("server behind a DNAT, client on 127.0.0.1", netip.MustParseAddr("127.0.0.1"), pod, "10.77.0.1")
 	}
 	// UDP: the server answers each datagram with the address it came from.
-	u, err := s.ns.ListenUDP("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { u.Close() })
-	go func() {
-		b := make([]byte, 64)
-		for {
-			_, from, err := u.ReadFromUDPAddrPort(b)
-			if err != nil {
-				return
-			}
-			u.WriteToUDPAddrPort([]byte(from.Addr().Unmap().String()), from)
-		}
-	}()
-	sp := port.Spec{Proto: "udp", HostIP: hip, HostPort: freePort(t, "udp"), ChildPort: uint16(u.LocalAddr().(*net.UDPAddr).Port)}
+	child := s.udpServer(t, func(_ []byte, from netip.AddrPort) []byte { return []byte(from.Addr().Unmap().String()) })
+	sp := port.Spec{Proto: "udp", HostIP: hip, HostPort: freePort(t, "udp"), ChildPort: child}
 	if err := f.Add(context.Background(), sp); err != nil {
 		t.Fatal(err)
 	}
@@ -638,21 +634,8 @@ func (s *suite) podBehindDNAT(t *testing.T, handle func(net.Conn)) uint16 {
 		t.Fatal(err)
 	}
 	t.Cleanup(pns.Close)
-	l, err := pns.Listen("tcp", "10.77.0.2:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); handle(c) }()
-		}
-	}()
-	podPort := l.Addr().(*net.TCPAddr).Port
+	podPort := serveTCP(t, pns, "10.77.0.2:0", handle)
+
 	nodePort := freePort(t, "tcp")
 	// Like kube-proxy: DNAT in output, and traffic from 127.0.0.1
 	// masqueraded (with route_localnet so that it may leave lo at all).
