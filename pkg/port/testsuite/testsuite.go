@@ -640,7 +640,7 @@ func (s *suite) podBehindDNAT(t *testing.T, handle func(net.Conn)) uint16 {
 	// Like kube-proxy: DNAT in output, and traffic from 127.0.0.1
 	// masqueraded (with route_localnet so that it may leave lo at all).
 	rules := fmt.Sprintf("table ip nodeport {\n chain out { type nat hook output priority -100; tcp dport %d dnat to 10.77.0.2:%d; }\n"+
-		" chain post { type nat hook postrouting priority 100; ip saddr 127.0.0.0/8 masquerade; }\n}\n", nodePort, podPort)
+		" chain post { type nat hook postrouting priority 100; oifname \"pod0\" ip saddr 127.0.0.0/8 masquerade; }\n}\n", nodePort, podPort)
 	err = nsnet.Do(s.netns, func() error {
 		if err := os.WriteFile("/proc/sys/net/ipv4/conf/all/route_localnet", []byte("1"), 0); err != nil {
 			return err
