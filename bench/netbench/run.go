@@ -5,12 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/usernode/usernode/pkg/port/builtin"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,7 +16,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/usernode/usernode/bench/internal/host"
 	"github.com/usernode/usernode/pkg/network"
+	"github.com/usernode/usernode/pkg/port/builtin"
 )
 
 // ---- measurements ----
@@ -117,19 +117,7 @@ func rtt(addr string) (float64, error) {
 			d = append(d, float64(time.Since(t0).Nanoseconds())/1e3)
 		}
 	}
-	return median(d), nil
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	return host.Median(d), nil
 }
 
 // ---- processes ----

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/usernode/usernode/bench/internal/host"
 )
 
 type metric struct {
@@ -143,7 +145,7 @@ func runner() {
 	}
 	out := os.Stdout
 	fmt.Fprintf(out, "Rootless networking on this machine: %d interleaved rounds, medians; iperf3 and connection-rate runs %d s each.\n", *rounds, *secs)
-	fmt.Fprintf(out, "Kernel %s, %d CPUs. Ratios are against the first row.\n\n", kernel(), numCPU())
+	fmt.Fprintf(out, "Kernel %s, %d CPUs. Ratios are against the first row.\n\n", host.Kernel(), host.NumCPU())
 	fmt.Fprintln(out, "### Port forwarding: host 127.0.0.1:PORT -> the node's namespace")
 	fmt.Fprintln(out)
 	hdr := "| | "
@@ -160,7 +162,7 @@ func runner() {
 	for i, ig := range igs {
 		row := "| " + ig.name + " | "
 		for mi, m := range ingressMetrics {
-			v := median(in[ig.name][mi])
+			v := host.Median(in[ig.name][mi])
 			if i == 0 {
 				base = append(base, v)
 			}
@@ -185,7 +187,7 @@ func runner() {
 	for i, e := range egs {
 		row := "| " + e.name + " | "
 		for mi, m := range egressMetrics {
-			v := median(eg[e.name][mi])
+			v := host.Median(eg[e.name][mi])
 			if i == 0 {
 				base = append(base, v)
 			}
@@ -217,16 +219,6 @@ func cell(v, base float64, m metric) string {
 		s += fmt.Sprintf(" (%.2f×)", v/base)
 	}
 	return s + " | "
-}
-
-func kernel() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t:")
 }
 
 // rootMain prepares what only root can (the test user, lxcbr0 and its

@@ -3,12 +3,13 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/usernode/usernode/bench/internal/host"
 )
 
 func total(m map[string]mem, in func(string) bool, f func(mem) float64) float64 {
@@ -46,7 +47,7 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 				v = append(v, x)
 			}
 		}
-		return median(v), len(v)
+		return host.Median(v), len(v)
 	}
 	sec := func(get func(r result) float64) func(string, result) (float64, bool) {
 		return func(_ string, r result) (float64, bool) { return get(r), true }
@@ -108,7 +109,7 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 		}
 	}
 	fmt.Fprintf(out, "`usernode up` vs the hard way: %d rounds, each a cold then a warm start of both, interleaved (the order alternates by round); medians. First pod: busybox, created once the node is Ready, timed from the start. Memory read %s after the pod is Running.\n", *rounds, settle.String())
-	fmt.Fprintf(out, "%s. Kernel %s, %d CPUs; %s; %s; %s; %s.\n\n", version(filepath.Join(work, "usernode"), "version"), kernel(), numCPU(),
+	fmt.Fprintf(out, "%s. Kernel %s, %d CPUs; %s; %s; %s; %s.\n\n", version(filepath.Join(work, "usernode"), "version"), host.Kernel(), host.NumCPU(),
 		version(filepath.Join(*binDir, "kubelet"), "--version"), version("containerd", "--version"),
 		version("rootlesskit", "--version"), version("slirp4netns", "--version"))
 
@@ -245,16 +246,6 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 	}
 	fmt.Fprintf(out, "Before the run: %d processes of %s already running (other nodes or tests on this host), load %s; after: load %s.\n", others, acct.name, load0, loadavg())
 	fmt.Fprintf(out, "Total time %s.\n", elapsed.Round(time.Second))
-}
-
-func kernel() string {
-	b, _ := os.ReadFile("/proc/sys/kernel/osrelease")
-	return strings.TrimSpace(string(b))
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return strings.Count(string(b), "processor\t:")
 }
 
 func version(bin string, arg string) string {
