@@ -153,7 +153,7 @@ func (f *Forwarder) Add(ctx context.Context, s port.Spec) error {
 		}
 		l := f.loops[f.next%len(f.loops)]
 		f.next++
-		p := &tcpPort{f: f, l: l, fd: fd, target: target, conns: map[*conn]struct{}{}}
+		p := &tcpPort{f: f, l: l, fd: fd, target: target, conns: map[*conn]struct{}{}, loopback: k.host.Addr().IsLoopback()}
 		l.do(func() { err = l.add(fd, unix.EPOLLIN, p) })
 		if err != nil {
 			unix.Close(fd)

@@ -40,8 +40,10 @@ type handler interface {
 type pipe struct{ r, w int }
 
 // sparePipes are made when the loop starts and reused, so that a short
-// connection costs no pipe2/fcntl and the fd count stays flat.
-const sparePipes = 8
+// connection costs no pipe2/fcntl and the fd count stays flat. Few: each
+// 1 MiB pipe counts 256 pages against the user's pipe-user-pages-soft
+// (16384 by default), shared with every other program of the user.
+const sparePipes = 2
 
 // pipeSize is what Go's own splice uses: big enough that a bulk transfer
 // moves up to 1 MiB per call. Over the user's pipe-user-pages-soft quota

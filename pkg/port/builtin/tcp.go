@@ -19,6 +19,9 @@ type tcpPort struct {
 	target netip.AddrPort
 	conns  map[*conn]struct{}
 	paused bool
+	// loopback: the listener is on a loopback address, so every client
+	// is this machine and none has an address worth keeping.
+	loopback bool
 }
 
 // listenTCP makes the host listener by hand rather than with net.Listen:
@@ -68,13 +71,12 @@ func (p *tcpPort) pause(d time.Duration) {
 		return
 	}
 	p.paused = true
-	unix.EpollCtl(p.l.epfd, unix.EPOLL_CTL_DEL, p.fd, nil)
+	p.l.forget(p.fd)
 	time.AfterFunc(d, func() {
 		p.l.post(func() {
 			if p.paused && p.conns != nil {
 				p.paused = false
-				ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.fd)}
-				unix.EpollCtl(p.l.epfd, unix.EPOLL_CTL_ADD, p.fd, &ev)
+				p.l.add(p.fd, unix.EPOLLIN, p)
 			}
 		})
 	})
@@ -94,7 +96,11 @@ func (p *tcpPort) close() {
 // namespace.
 func (p *tcpPort) open(cfd int) {
 	unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	client, local := peer(cfd)
+	// Two syscalls a connection saved on the usual, loopback, ports.
+	client, local := netip.Addr{}, p.loopback
+	if !local {
+		client, local = peer(cfd)
+	}
 	if local {
 		unpace(cfd)
 		boundSendBuffer(cfd)
