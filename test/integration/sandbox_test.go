@@ -436,7 +436,7 @@ func TestSandboxKeepSourceIP(t *testing.T) {
 	u := testutil.Integration(t)
 	env := u.NewEnv(t)
 	bin := testutil.Binary(t)
-	hip := nonLoopbackIPv4(t)
+	hip := hostIP(t)
 	p := freePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -468,15 +468,4 @@ func TestSandboxKeepSourceIP(t *testing.T) {
 	if body != hip {
 		t.Fatalf("the server in the node saw the client as %q, want %s\n%s", body, hip, stderr.String())
 	}
-}
-
-func nonLoopbackIPv4(t *testing.T) string {
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
-			return n.IP.String()
-		}
-	}
-	t.Skip("no non-loopback IPv4 address on this host")
-	return ""
 }
