@@ -1,0 +1,175 @@
+// Package cluster is usernode's one cluster model. Everything a node is
+// built from starts here:
+//
+//	config.yaml ─┐
+//	flags ───────┼─ Load ─> Config ─ SetDefaults ─ Resolve(Env) ─> *Cluster ──> every renderer
+//	(--detach and install re-run the same command line)
+//
+// Config is what the user writes (the file, and the flags of `up`, which
+// win over it); it holds strings so that a bad value is reported with the
+// field that holds it. Resolve checks it against the host (Env) and turns
+// it into a Cluster: typed addresses, every default filled, the values
+// derived from others (the node's IP from its subnet, the DNS IP from the
+// service CIDR). The renderers (pki, kubeconfig, kubelet, kube-proxy, the
+// control plane, CoreDNS, CNI, the network driver) take their values from
+// a Cluster and hold no default of their own.
+//
+// Defaults live in default.go and validation in validate.go, in the style
+// of kind's config package.
+package cluster
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Role is what a node runs.
+type Role string
+
+// Roles. A control-plane node runs etcd, the control plane and CoreDNS as
+// well as the node components; a worker (`usernode join`, to come) runs
+// only the node components.
+const (
+	ControlPlane Role = "control-plane"
+	Worker       Role = "worker"
+)
+
+// Config is usernode's config file, $XDG_CONFIG_HOME/usernode/config.yaml
+// (or --config), merged with the command line. The node's fields sit at the
+// top level; the cluster-wide ones under `cluster:`.
+type Config struct {
+	// Name is the node's name (a DNS label), which also names its state
+	// and runtime dirs. Default "usernode".
+	Name string `json:"name,omitempty"`
+	// StateDir holds the node's persistent state. Default
+	// $XDG_DATA_HOME/usernode/NAME.
+	StateDir string `json:"stateDir,omitempty"`
+	// BinDir holds kubelet, kube-apiserver, ..., etcd and coredns.
+	// Default: $USERNODE_BIN_DIR, the `make k8s` cache, then PATH.
+	BinDir string `json:"binDir,omitempty"`
+	// Net is the network driver. Default slirp4netns.
+	Net string `json:"net,omitempty"`
+	// Role is control-plane (the default; the only one `up` runs today).
+	Role Role `json:"role,omitempty"`
+	// CRI is the container runtime. Default containerd.
+	CRI string `json:"cri,omitempty"`
+	// CNI is the pod network plugin. Default bridge.
+	CNI string `json:"cni,omitempty"`
+	// NodeSubnet is the node namespace's own network (the network driver's
+	// side); the node's IP is its .100. Default 10.0.2.0/24, slirp4netns's.
+	NodeSubnet string `json:"nodeSubnet,omitempty"`
+	// HostIP is the host address the node's ports are forwarded from.
+	// Default 127.0.0.1.
+	HostIP string `json:"hostIP,omitempty"`
+	// APIPort and KubeletPort are the host ports that reach
+	// kube-apiserver's 6443 and the kubelet's 10250 in the node; two nodes
+	// on one host need different ones. Default 6443 and 10250.
+	APIPort     uint16 `json:"apiPort,omitempty"`
+	KubeletPort uint16 `json:"kubeletPort,omitempty"`
+	// PortBusyPoll is how long the port forwarder keeps polling after a
+	// small message: "50us" (the default); "0" turns it off.
+	PortBusyPoll string `json:"portBusyPoll,omitempty"`
+	// KeepSourceIP makes servers in the node see clients' addresses.
+	KeepSourceIP bool `json:"keepSourceIP,omitempty"`
+	// ReadyTimeout bounds `up`'s wait for the node: "5m" by default.
+	ReadyTimeout string `json:"readyTimeout,omitempty"`
+	// WriteKubeconfig is a kubeconfig to merge the node's context into.
+	WriteKubeconfig string `json:"writeKubeconfig,omitempty"`
+
+	Cluster ClusterConfig `json:"cluster,omitempty"`
+}
+
+// ClusterConfig is what every node of a cluster shares.
+type ClusterConfig struct {
+	// KubernetesVersion, when set, is the version the binaries must be
+	// ("v1.37.2"); empty takes whatever they are.
+	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
+	// ServiceCIDR is the Services' range. Default 10.96.0.0/16.
+	ServiceCIDR string `json:"serviceCIDR,omitempty"`
+	// PodCIDR is the pods' range, all nodes'. Default 10.88.0.0/16.
+	PodCIDR string `json:"podCIDR,omitempty"`
+	// NodeCIDRMaskSize is each node's share of PodCIDR. Default 24.
+	NodeCIDRMaskSize int `json:"nodeCIDRMaskSize,omitempty"`
+	// DNSDomain is the cluster's DNS domain. Default cluster.local.
+	DNSDomain string `json:"dnsDomain,omitempty"`
+	// DNSIP is the cluster DNS Service's IP. Default the 10th address of
+	// ServiceCIDR (10.96.0.10).
+	DNSIP string `json:"dnsIP,omitempty"`
+}
+
+// Ports inside the node's network namespace. They are fixed: the host
+// ports (Node.APIPort, Node.KubeletPort) are what moves.
+const (
+	APIServerPort = 6443
+	KubeletPort   = 10250
+)
+
+// Cluster is the resolved model: every value typed, defaulted, checked.
+type Cluster struct {
+	Name              string       `json:"name"`
+	KubernetesVersion string       `json:"kubernetesVersion"`
+	ServiceCIDR       netip.Prefix `json:"serviceCIDR"`
+	PodCIDR           netip.Prefix `json:"podCIDR"`
+	NodeCIDRMaskSize  int          `json:"nodeCIDRMaskSize"`
+	DNSDomain         string       `json:"dnsDomain"`
+	DNSIP             netip.Addr   `json:"dnsIP"`
+	// APIServerIP is the `kubernetes` Service's ClusterIP (the first
+	// address of ServiceCIDR), which pods use to reach kube-apiserver.
+	APIServerIP netip.Addr `json:"apiServerIP"`
+	// API is where the host (and other nodes) reach kube-apiserver.
+	API   Endpoint `json:"api"`
+	Nodes []Node   `json:"nodes"`
+	// Options are how `up` runs this host's node.
+	Options Options `json:"options"`
+}
+
+// Node is one node of the cluster.
+type Node struct {
+	Name string `json:"name"`
+	Role Role   `json:"role"`
+	// HostIP is the host address its ports are forwarded from; APIPort
+	// and KubeletPort the host ports.
+	HostIP      netip.Addr `json:"hostIP"`
+	APIPort     uint16     `json:"apiPort"`
+	KubeletPort uint16     `json:"kubeletPort"`
+	// Subnet is the node namespace's network and IP the node's address in
+	// it: its InternalIP, where its components listen.
+	Subnet netip.Prefix `json:"subnet"`
+	IP     netip.Addr   `json:"ip"`
+	CRI    string       `json:"cri"`
+	CNI    string       `json:"cni"`
+}
+
+// Options are how `up` runs the node on this host; nothing in the node's
+// configuration depends on them.
+type Options struct {
+	StateDir        string        `json:"stateDir"`
+	BinDir          string        `json:"binDir,omitempty"`
+	Net             string        `json:"net"`
+	PortBusyPoll    time.Duration `json:"portBusyPoll"` // negative: off
+	KeepSourceIP    bool          `json:"keepSourceIP,omitempty"`
+	ReadyTimeout    time.Duration `json:"readyTimeout"`
+	WriteKubeconfig string        `json:"writeKubeconfig,omitempty"`
+}
+
+// Endpoint is a host and port.
+type Endpoint struct {
+	Host netip.Addr `json:"host"`
+	Port uint16     `json:"port"`
+}
+
+// URL is the https URL of the endpoint.
+func (e Endpoint) URL() string { return "https://" + netip.AddrPortFrom(e.Host, e.Port).String() }
+
+// Self is the node this host runs: the first one.
+func (c *Cluster) Self() *Node { return &c.Nodes[0] }
+
+// NodeAPIServer is kube-apiserver's URL as n's own processes reach it: on
+// a control-plane node the one beside them, on a worker the cluster's
+// endpoint.
+func (c *Cluster) NodeAPIServer(n *Node) string {
+	if n.Role == ControlPlane {
+		return Endpoint{Host: netip.AddrFrom4([4]byte{127, 0, 0, 1}), Port: APIServerPort}.URL()
+	}
+	return c.API.URL()
+}

@@ -1,0 +1,99 @@
+package cluster
+
+import "path/filepath"
+
+// The defaults, each in one place. Renderers have none of their own.
+const (
+	DefaultName             = "usernode"
+	DefaultNet              = "slirp4netns"
+	DefaultCRI              = "containerd"
+	DefaultCNI              = "bridge"
+	DefaultRole             = ControlPlane
+	DefaultHostIP           = "127.0.0.1"
+	DefaultAPIPort          = APIServerPort
+	DefaultKubeletPort      = KubeletPort
+	DefaultPortBusyPoll     = "50us"
+	DefaultReadyTimeout     = "5m"
+	DefaultServiceCIDR      = "10.96.0.0/16"
+	DefaultPodCIDR          = "10.88.0.0/16"
+	DefaultNodeCIDRMaskSize = 24
+	DefaultDNSDomain        = "cluster.local"
+	// DefaultNodeSubnet is slirp4netns's own default network: the node is
+	// 10.0.2.100, the gateway (the host) .2 and the DNS forwarder .3.
+	DefaultNodeSubnet = "10.0.2.0/24"
+	// NodeHostPart is the node's address within its subnet: slirp4netns
+	// always gives the namespace .100.
+	NodeHostPart = 100
+	// dnsHostPart is the DNS Service's address within the service CIDR,
+	// as kubeadm and kind choose it (10.96.0.10).
+	dnsHostPart = 10
+)
+
+// Default is a config with every static default set: what `up` does with
+// no file and no flags (StateDir is left to Resolve, which knows the
+// environment).
+func Default() Config {
+	var c Config
+	SetDefaults(&c)
+	return c
+}
+
+// SetDefaults fills what c leaves empty. The DNS IP, derived from the
+// service CIDR, is filled by Resolve.
+func SetDefaults(c *Config) {
+	str := func(p *string, d string) {
+		if *p == "" {
+			*p = d
+		}
+	}
+	str(&c.Name, DefaultName)
+	str(&c.Net, DefaultNet)
+	str(&c.CRI, DefaultCRI)
+	str(&c.CNI, DefaultCNI)
+	str(&c.HostIP, DefaultHostIP)
+	str(&c.NodeSubnet, DefaultNodeSubnet)
+	str(&c.PortBusyPoll, DefaultPortBusyPoll)
+	str(&c.ReadyTimeout, DefaultReadyTimeout)
+	if c.Role == "" {
+		c.Role = DefaultRole
+	}
+	if c.APIPort == 0 {
+		c.APIPort = DefaultAPIPort
+	}
+	if c.KubeletPort == 0 {
+		c.KubeletPort = DefaultKubeletPort
+	}
+	cc := &c.Cluster
+	str(&cc.ServiceCIDR, DefaultServiceCIDR)
+	str(&cc.PodCIDR, DefaultPodCIDR)
+	str(&cc.DNSDomain, DefaultDNSDomain)
+	if cc.NodeCIDRMaskSize == 0 {
+		cc.NodeCIDRMaskSize = DefaultNodeCIDRMaskSize
+	}
+}
+
+// DefaultStateDir is where a node keeps its state when the user names no
+// dir: $XDG_DATA_HOME/usernode/NAME, or ~/.local/share/usernode/NAME.
+func DefaultStateDir(name string, getenv func(string) string) string {
+	data := getenv("XDG_DATA_HOME")
+	if data == "" {
+		home := getenv("HOME")
+		if home == "" {
+			return ""
+		}
+		data = filepath.Join(home, ".local", "share")
+	}
+	return filepath.Join(data, "usernode", name)
+}
+
+// DefaultConfigFile is where usernode looks when --config is not given.
+func DefaultConfigFile(getenv func(string) string) string {
+	dir := getenv("XDG_CONFIG_HOME")
+	if dir == "" {
+		if getenv("HOME") == "" {
+			return ""
+		}
+		dir = filepath.Join(getenv("HOME"), ".config")
+	}
+	return filepath.Join(dir, "usernode", "config.yaml")
+}

@@ -1,0 +1,239 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"sigs.k8s.io/yaml"
+)
+
+// FlagSet chooses which of the config's flags a command takes.
+type FlagSet int
+
+// The flag groups.
+const (
+	// NodeFlags name a node: every command that acts on one.
+	NodeFlags FlagSet = 1 << iota
+	// NetFlags choose the network driver (`up`, `sandbox run`).
+	NetFlags
+	// PortFlags tune the port forwarder (`up`, `sandbox run`).
+	PortFlags
+	// UpFlags are the rest of `up`'s (and `install`'s).
+	UpFlags
+	// AllFlags are `up`'s.
+	AllFlags = NodeFlags | NetFlags | PortFlags | UpFlags
+)
+
+// flagDef binds one flag to one field. Each field has at most one flag, and
+// its help text says what the field's doc says.
+type flagDef struct {
+	name, field, usage string
+	set                FlagSet
+	// path fields are made absolute when passed on (install's unit).
+	path bool
+	bind func(fs *pflag.FlagSet, c *Config, name, usage string)
+}
+
+func strFlag(p func(*Config) *string) func(*pflag.FlagSet, *Config, string, string) {
+	return func(fs *pflag.FlagSet, c *Config, name, usage string) { fs.StringVar(p(c), name, *p(c), usage) }
+}
+
+func durationFlag(p func(*Config) *string) func(*pflag.FlagSet, *Config, string, string) {
+	return func(fs *pflag.FlagSet, c *Config, name, usage string) { fs.Var((*durationValue)(p(c)), name, usage) }
+}
+
+func portFlag(p func(*Config) *uint16) func(*pflag.FlagSet, *Config, string, string) {
+	return func(fs *pflag.FlagSet, c *Config, name, usage string) { fs.Uint16Var(p(c), name, *p(c), usage) }
+}
+
+var flagDefs = []flagDef{
+	{name: "name", field: "name", set: NodeFlags, usage: "node name (a DNS label); each node has its own state and runtime dir",
+		bind: strFlag(func(c *Config) *string { return &c.Name })},
+	{name: "state-dir", field: "stateDir", set: NodeFlags, path: true, usage: "where the node's persistent state lives (default $XDG_DATA_HOME/usernode/NAME)",
+		bind: strFlag(func(c *Config) *string { return &c.StateDir })},
+	{name: "net", field: "net", set: NetFlags, usage: "network driver",
+		bind: strFlag(func(c *Config) *string { return &c.Net })},
+	{name: "port-busy-poll", field: "portBusyPoll", set: PortFlags, usage: "how long the port forwarder keeps polling after a small message instead of sleeping: lower latency for some CPU (0: off)",
+		bind: durationFlag(func(c *Config) *string { return &c.PortBusyPoll })},
+	{name: "keep-source-ip", field: "keepSourceIP", set: PortFlags, usage: "servers in the node see the client's IPv4 address instead of 127.0.0.1 (adds policy routing and an nft table in the node; needs nft)",
+		bind: func(fs *pflag.FlagSet, c *Config, name, usage string) { fs.BoolVar(&c.KeepSourceIP, name, c.KeepSourceIP, usage) }},
+	{name: "bin-dir", field: "binDir", set: UpFlags, path: true, usage: "directory with kubelet, kube-apiserver, ..., etcd and coredns (default: $USERNODE_BIN_DIR, the `make k8s` cache, then PATH)",
+		bind: strFlag(func(c *Config) *string { return &c.BinDir })},
+	{name: "cri", field: "cri", set: UpFlags, usage: "container runtime",
+		bind: strFlag(func(c *Config) *string { return &c.CRI })},
+	{name: "cni", field: "cni", set: UpFlags, usage: "pod network (CNI)",
+		bind: strFlag(func(c *Config) *string { return &c.CNI })},
+	{name: "host-ip", field: "hostIP", set: UpFlags, usage: "host address the API and kubelet ports are forwarded from (and the API server's certificate names)",
+		bind: strFlag(func(c *Config) *string { return &c.HostIP })},
+	{name: "api-port", field: "apiPort", set: UpFlags, usage: "host port for kube-apiserver",
+		bind: portFlag(func(c *Config) *uint16 { return &c.APIPort })},
+	{name: "kubelet-port", field: "kubeletPort", set: UpFlags, usage: "host port for the kubelet's API",
+		bind: portFlag(func(c *Config) *uint16 { return &c.KubeletPort })},
+	{name: "node-subnet", field: "nodeSubnet", set: UpFlags, usage: "the node namespace's network; the node is its .100",
+		bind: strFlag(func(c *Config) *string { return &c.NodeSubnet })},
+	{name: "service-cidr", field: "cluster.serviceCIDR", set: UpFlags, usage: "Services' range; the cluster DNS is its 10th address",
+		bind: strFlag(func(c *Config) *string { return &c.Cluster.ServiceCIDR })},
+	{name: "pod-cidr", field: "cluster.podCIDR", set: UpFlags, usage: "pods' range; each node gets a /24 of it",
+		bind: strFlag(func(c *Config) *string { return &c.Cluster.PodCIDR })},
+	{name: "cluster-domain", field: "cluster.dnsDomain", set: UpFlags, usage: "the cluster's DNS domain",
+		bind: strFlag(func(c *Config) *string { return &c.Cluster.DNSDomain })},
+	{name: "timeout", field: "readyTimeout", set: UpFlags, usage: "how long to wait for the node to be Ready",
+		bind: durationFlag(func(c *Config) *string { return &c.ReadyTimeout })},
+	{name: "write-kubeconfig", field: "writeKubeconfig", set: UpFlags, path: true, usage: "also merge the node's context into this kubeconfig (e.g. ~/.kube/config) and make it current",
+		bind: strFlag(func(c *Config) *string { return &c.WriteKubeconfig })},
+}
+
+// flagOf maps a field to its flag, for error messages.
+var flagOf = func() map[string]string {
+	m := map[string]string{}
+	for _, d := range flagDefs {
+		m[d.field] = d.name
+	}
+	return m
+}()
+
+// BindFlags adds the chosen flags to fs. Their defaults, shown in --help,
+// are the model's.
+func BindFlags(fs *pflag.FlagSet, set FlagSet) {
+	c := Default()
+	for _, d := range flagDefs {
+		if d.set&set != 0 {
+			d.bind(fs, &c, d.name, d.usage)
+		}
+	}
+}
+
+// durationValue is a duration flag over a string field, so that the file
+// and the flag hold the same text and Resolve checks both the same way.
+type durationValue string
+
+func (d *durationValue) String() string { return string(*d) }
+func (d *durationValue) Type() string   { return "duration" }
+func (d *durationValue) Set(s string) error {
+	if _, err := time.ParseDuration(s); err != nil {
+		return fmt.Errorf("not a duration such as 50us, 5m: %w", err)
+	}
+	*d = durationValue(s)
+	return nil
+}
+
+// Source is where a config comes from.
+type Source struct {
+	// Path is the config file; Explicit says the user named it (a missing
+	// default file is no error, a missing named one is).
+	Path     string
+	Explicit bool
+	// Flags is the parsed command line: the flags it set win over the file.
+	Flags *pflag.FlagSet
+}
+
+// Load reads the file, lays the command line's flags over it and fills
+// the defaults: the one way every command gets its config.
+func Load(src Source) (*Config, error) {
+	c := &Config{}
+	if src.Path != "" {
+		if err := readFile(src.Path, src.Explicit, c); err != nil {
+			return nil, err
+		}
+	}
+	if src.Flags != nil {
+		if err := applyFlags(c, src.Flags); err != nil {
+			return nil, err
+		}
+	}
+	SetDefaults(c)
+	return c, nil
+}
+
+func readFile(path string, explicit bool, c *Config) error {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) && !explicit {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("config file: %w", err)
+	}
+	if err := yaml.UnmarshalStrict(b, c); err != nil {
+		return fmt.Errorf("config file %s is not valid: %v; fix it (fields: %s) or move it away", path, err, strings.Join(FileFields(), ", "))
+	}
+	return nil
+}
+
+// applyFlags sets on c what the command line set: the fields are bound to
+// a scratch flag set and the changed flags are replayed onto it.
+func applyFlags(c *Config, cmdline *pflag.FlagSet) error {
+	keep := *c
+	fs := pflag.NewFlagSet("replay", pflag.ContinueOnError)
+	for _, d := range flagDefs {
+		d.bind(fs, c, d.name, d.usage) // binding writes each field's current value back
+	}
+	*c = keep
+	var err error
+	cmdline.Visit(func(f *pflag.Flag) {
+		if fs.Lookup(f.Name) == nil || err != nil {
+			return
+		}
+		if e := fs.Set(f.Name, f.Value.String()); e != nil {
+			err = fmt.Errorf("--%s: %w", f.Name, e)
+		}
+	})
+	return err
+}
+
+// Args gives back the config flags the command line set, as
+// --flag=value, with paths made absolute: what a re-run of `up`
+// elsewhere (a systemd unit) needs to mean the same.
+func Args(cmdline *pflag.FlagSet) ([]string, error) {
+	var args []string
+	var err error
+	byName := map[string]flagDef{}
+	for _, d := range flagDefs {
+		byName[d.name] = d
+	}
+	cmdline.Visit(func(f *pflag.Flag) {
+		d, ok := byName[f.Name]
+		if !ok {
+			return
+		}
+		v := f.Value.String()
+		if d.path && v != "" {
+			abs, e := filepath.Abs(v)
+			if e != nil && err == nil {
+				err = e
+			}
+			v = abs
+		}
+		args = append(args, "--"+f.Name+"="+v)
+	})
+	return args, err
+}
+
+// FileFields lists config.yaml's fields, for error messages and the docs.
+func FileFields() []string {
+	var out []string
+	var walk func(prefix string, m map[string]any)
+	walk = func(prefix string, m map[string]any) {
+		for k, v := range m {
+			if sub, ok := v.(map[string]any); ok {
+				walk(prefix+k+".", sub)
+				continue
+			}
+			out = append(out, prefix+k)
+		}
+	}
+	c := Default()
+	c.StateDir, c.BinDir, c.WriteKubeconfig, c.KeepSourceIP = "x", "x", "x", true
+	c.Cluster.KubernetesVersion, c.Cluster.DNSIP = "x", "x"
+	b, _ := yaml.Marshal(c)
+	var m map[string]any
+	_ = yaml.Unmarshal(b, &m)
+	walk("", m)
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,256 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/usernode/usernode/pkg/node/k8sversion"
+)
+
+// Env is what Resolve checks a config against: the host and the registries.
+// A nil list skips its check (unit tests of one field).
+type Env struct {
+	Getenv func(string) string
+	// HostAddrs are the host's interface addresses: a node subnet that
+	// overlaps one would hide that network from the node.
+	HostAddrs []netip.Prefix
+	// Networks, Runtimes and CNIs are the names the registries know.
+	Networks, Runtimes, CNIs []string
+	// OwnAddress lists the network drivers that take the node's address
+	// from the host (lxc-user-nic: the host bridge's network), to which
+	// NodeSubnet does not apply.
+	OwnAddress []string
+}
+
+// FieldError is one bad value, named by its place in config.yaml and by
+// its flag, with what to do about it.
+type FieldError struct {
+	Field, Value, Problem string
+}
+
+func (e *FieldError) Error() string {
+	name := e.Field
+	if f := flagOf[e.Field]; f != "" {
+		name += " (--" + f + ")"
+	}
+	return fmt.Sprintf("%s %q: %s", name, e.Value, e.Problem)
+}
+
+var labelRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+// Resolve checks c (defaulted with SetDefaults) against env and returns the
+// model. Every bad value is reported, each naming its field.
+func (c *Config) Resolve(env Env) (*Cluster, error) {
+	v := validator{}
+	cl := &Cluster{Name: c.Name, NodeCIDRMaskSize: c.Cluster.NodeCIDRMaskSize, DNSDomain: c.Cluster.DNSDomain}
+	n := Node{Name: c.Name, Role: c.Role, APIPort: c.APIPort, KubeletPort: c.KubeletPort, CRI: c.CRI, CNI: c.CNI}
+
+	if !labelRE.MatchString(c.Name) {
+		v.fail("name", c.Name, "use lower-case letters, digits and '-', at most 63, as in a DNS label")
+	}
+	switch c.Role {
+	case ControlPlane:
+	case Worker:
+		v.fail("role", string(c.Role), "a worker joins an existing cluster, which `up` does not do yet; use control-plane")
+	default:
+		v.fail("role", string(c.Role), "must be control-plane or worker")
+	}
+	v.known("net", c.Net, "network driver", env.Networks)
+	v.known("cri", c.CRI, "container runtime", env.Runtimes)
+	v.known("cni", c.CNI, "CNI", env.CNIs)
+
+	if c.Cluster.KubernetesVersion != "" {
+		if _, err := k8sversion.Parse(c.Cluster.KubernetesVersion); err != nil {
+			v.fail("cluster.kubernetesVersion", c.Cluster.KubernetesVersion, err.Error())
+		}
+		cl.KubernetesVersion = c.Cluster.KubernetesVersion
+	}
+
+	// Service CIDR: kube-apiserver refuses ranges wider than /12, and the
+	// DNS IP is its 10th address.
+	cl.ServiceCIDR = v.prefix("cluster.serviceCIDR", c.Cluster.ServiceCIDR, 12, 28)
+	cl.PodCIDR = v.prefix("cluster.podCIDR", c.Cluster.PodCIDR, 8, 28)
+	if cl.ServiceCIDR.IsValid() && cl.PodCIDR.IsValid() && cl.ServiceCIDR.Overlaps(cl.PodCIDR) {
+		what := "overlaps cluster.serviceCIDR " + cl.ServiceCIDR.String()
+		if cl.PodCIDR.Bits() <= cl.ServiceCIDR.Bits() {
+			what = "contains cluster.serviceCIDR " + cl.ServiceCIDR.String()
+		}
+		v.fail("cluster.podCIDR", c.Cluster.PodCIDR, what+": pods and Services need ranges of their own")
+	}
+	if m := c.Cluster.NodeCIDRMaskSize; cl.PodCIDR.IsValid() && (m <= cl.PodCIDR.Bits() || m > 28 || m-cl.PodCIDR.Bits() > 16) {
+		v.fail("cluster.nodeCIDRMaskSize", fmt.Sprint(m), fmt.Sprintf("each node's share of cluster.podCIDR %s must be longer than /%d, at most /28 and at most 16 bits longer (the controller-manager's limit)", cl.PodCIDR, cl.PodCIDR.Bits()))
+	}
+	if cl.ServiceCIDR.IsValid() {
+		cl.APIServerIP = cl.ServiceCIDR.Addr().Next()
+		cl.DNSIP = nthAddr(cl.ServiceCIDR, dnsHostPart)
+	}
+	if c.Cluster.DNSIP != "" {
+		ip, err := netip.ParseAddr(c.Cluster.DNSIP)
+		switch {
+		case err != nil || !ip.Is4():
+			v.fail("cluster.dnsIP", c.Cluster.DNSIP, "not an IPv4 address")
+		case cl.ServiceCIDR.IsValid() && (!cl.ServiceCIDR.Contains(ip) || ip == cl.ServiceCIDR.Addr() || ip == cl.APIServerIP):
+			v.fail("cluster.dnsIP", c.Cluster.DNSIP, fmt.Sprintf("must be an address of cluster.serviceCIDR %s other than its first two (the network and the `kubernetes` Service)", cl.ServiceCIDR))
+		default:
+			cl.DNSIP = ip
+		}
+	}
+	if !dnsNameOK(c.Cluster.DNSDomain) {
+		v.fail("cluster.dnsDomain", c.Cluster.DNSDomain, "not a DNS domain such as cluster.local")
+	}
+
+	// The node's own network: its .100 is the node; slirp4netns and pasta
+	// put the host at .2 and DNS at .3.
+	n.Subnet = v.prefix("nodeSubnet", c.NodeSubnet, 8, 25)
+	if n.Subnet.IsValid() {
+		n.IP = nthAddr(n.Subnet, NodeHostPart)
+		for _, other := range []struct {
+			field string
+			p     netip.Prefix
+		}{{"cluster.serviceCIDR", cl.ServiceCIDR}, {"cluster.podCIDR", cl.PodCIDR}} {
+			if other.p.IsValid() && other.p.Overlaps(n.Subnet) {
+				v.fail("nodeSubnet", c.NodeSubnet, fmt.Sprintf("overlaps %s %s: choose another, such as %s", other.field, other.p, DefaultNodeSubnet))
+			}
+		}
+		if !slices.Contains(env.OwnAddress, c.Net) {
+			for _, a := range env.HostAddrs {
+				if a.Overlaps(n.Subnet) && !a.Addr().IsLoopback() {
+					v.fail("nodeSubnet", c.NodeSubnet, fmt.Sprintf("overlaps the host's own network %s: the node could not reach it; choose another, such as 10.0.%d.0/24", a.Masked(), freeThirdOctet(env.HostAddrs)))
+					break
+				}
+			}
+		}
+	}
+
+	ip, err := netip.ParseAddr(c.HostIP)
+	switch {
+	case err != nil || !ip.Is4():
+		v.fail("hostIP", c.HostIP, "not an IPv4 address")
+	case ip.IsUnspecified():
+		v.fail("hostIP", c.HostIP, "name one address (127.0.0.1, or one of the host's): clients and certificates need a real one")
+	case !ip.IsLoopback() && env.HostAddrs != nil && !slices.ContainsFunc(env.HostAddrs, func(p netip.Prefix) bool { return p.Addr() == ip }):
+		v.fail("hostIP", c.HostIP, "is not an address of this host (`ip -4 addr` lists them)")
+	default:
+		n.HostIP = ip
+	}
+	if c.APIPort == c.KubeletPort {
+		v.fail("kubeletPort", fmt.Sprint(c.KubeletPort), "is also apiPort: each needs its own host port")
+	}
+
+	var o Options
+	o.Net, o.BinDir, o.KeepSourceIP = c.Net, c.BinDir, c.KeepSourceIP
+	if d, err := time.ParseDuration(c.PortBusyPoll); err != nil || d < 0 {
+		v.fail("portBusyPoll", c.PortBusyPoll, `not a duration such as "50us" ("0" turns it off)`)
+	} else {
+		o.PortBusyPoll = d
+		if d == 0 {
+			o.PortBusyPoll = -1
+		}
+	}
+	if d, err := time.ParseDuration(c.ReadyTimeout); err != nil || d <= 0 {
+		v.fail("readyTimeout", c.ReadyTimeout, `not a positive duration such as "5m"`)
+	} else {
+		o.ReadyTimeout = d
+	}
+	o.StateDir = c.StateDir
+	if o.StateDir == "" && env.Getenv != nil {
+		if o.StateDir = DefaultStateDir(c.Name, env.Getenv); o.StateDir == "" {
+			v.fail("stateDir", "", "neither XDG_DATA_HOME nor HOME is set: name a state dir")
+		}
+	}
+	for _, p := range []struct {
+		field string
+		v     *string
+	}{{"stateDir", &o.StateDir}, {"binDir", &o.BinDir}, {"writeKubeconfig", &o.WriteKubeconfig}} {
+		if p.field == "writeKubeconfig" {
+			*p.v = c.WriteKubeconfig
+		}
+		if *p.v != "" {
+			abs, err := filepath.Abs(*p.v)
+			if err != nil {
+				v.fail(p.field, *p.v, err.Error())
+			}
+			*p.v = abs
+		}
+	}
+	if err := v.err(); err != nil {
+		return nil, err
+	}
+	cl.Options = o
+	cl.API = Endpoint{Host: n.HostIP, Port: n.APIPort}
+	cl.Nodes = []Node{n}
+	return cl, nil
+}
+
+type validator struct{ errs []error }
+
+func (v *validator) fail(field, value, problem string) {
+	v.errs = append(v.errs, &FieldError{Field: field, Value: value, Problem: problem})
+}
+
+func (v *validator) err() error {
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return errors.Join(v.errs...)
+}
+
+func (v *validator) known(field, value, what string, names []string) {
+	if names != nil && !slices.Contains(names, value) {
+		v.fail(field, value, fmt.Sprintf("no such %s; known: %s", what, strings.Join(names, ", ")))
+	}
+}
+
+// prefix parses an IPv4 CIDR whose length is within [minBits, maxBits].
+func (v *validator) prefix(field, s string, minBits, maxBits int) netip.Prefix {
+	p, err := netip.ParsePrefix(s)
+	switch {
+	case err != nil || !p.Addr().Is4():
+		v.fail(field, s, "not an IPv4 CIDR such as 10.96.0.0/16")
+	case p != p.Masked():
+		v.fail(field, s, fmt.Sprintf("has host bits set: did you mean %s?", p.Masked()))
+	case p.Bits() < minBits || p.Bits() > maxBits:
+		v.fail(field, s, fmt.Sprintf("must be between /%d and /%d", minBits, maxBits))
+	default:
+		return p
+	}
+	return netip.Prefix{}
+}
+
+// nthAddr is the n-th address of p (n=0 is p's own).
+func nthAddr(p netip.Prefix, n int) netip.Addr {
+	a := p.Addr()
+	for range n {
+		a = a.Next()
+	}
+	return a
+}
+
+func dnsNameOK(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if !labelRE.MatchString(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// freeThirdOctet suggests a 10.0.N.0/24 none of addrs is in.
+func freeThirdOctet(addrs []netip.Prefix) int {
+	for n := 2; n < 255; n++ {
+		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(n), 0}), 24)
+		if !slices.ContainsFunc(addrs, func(a netip.Prefix) bool { return a.Overlaps(p) }) {
+			return n
+		}
+	}
+	return 2
+}
