@@ -97,3 +97,15 @@ func DefaultConfigFile(getenv func(string) string) string {
 	}
 	return filepath.Join(dir, "usernode", "config.yaml")
 }
+
+// DefaultCluster is the model of `up` with no file and no flags, less the
+// state dir (which depends on the environment): what the renderers' tests
+// and examples start from.
+func DefaultCluster() *Cluster {
+	c := Default()
+	cl, err := c.Resolve(Env{})
+	if err != nil {
+		panic("cluster: the defaults do not validate: " + err.Error())
+	}
+	return cl
+}

@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/install"
-	"github.com/usernode/usernode/pkg/network/drivers"
 )
 
 func init() {
@@ -18,6 +18,7 @@ func init() {
 
 func installCommand() *cobra.Command {
 	var o install.Options
+	var cf configFlags
 	var printOnly, enable, now bool
 	c := &cobra.Command{
 		Use:   "install",
@@ -46,15 +47,21 @@ Delegate=): ` + "`usernode doctor`" + ` checks it, docs/vm.md explains it.`,
 				return err
 			}
 			o.Binary = self
-			for _, p := range []*string{&o.StateDir, &o.ConfigFile, &o.BinDir, &o.WriteKubeconfig} {
-				if *p != "" {
-					if *p, err = filepath.Abs(*p); err != nil {
-						return err
-					}
-				}
+			// Checked now, not when the unit first starts.
+			cl, err := cf.resolve()
+			if err != nil {
+				return err
 			}
-			if !c.Flags().Changed("net") {
-				o.Net = ""
+			o.Name, o.ReadyTimeout = cl.Self().Name, cl.Options.ReadyTimeout
+			if o.Args, err = cluster.Args(c.Flags()); err != nil {
+				return err
+			}
+			if cf.path != "" {
+				abs, err := filepath.Abs(cf.path)
+				if err != nil {
+					return err
+				}
+				o.Args = append(o.Args, "--config="+abs)
 			}
 			if printOnly {
 				b, err := install.Render(o)
@@ -101,15 +108,8 @@ Delegate=): ` + "`usernode doctor`" + ` checks it, docs/vm.md explains it.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&o.Name, "name", install.DefaultName, "node name (a DNS label); other names get usernode-NAME.service")
-	f.StringVar(&o.StateDir, "state-dir", "", "passed to `usernode up`")
-	f.StringVar(&o.ConfigFile, "config", "", "passed to `usernode up`")
-	f.StringVar(&o.BinDir, "bin-dir", "", "passed to `usernode up`: directory with the Kubernetes binaries")
-	f.StringVar(&o.Net, "net", drivers.Default, "passed to `usernode up`: network driver ("+netDriverNames()+")")
-	f.Uint16Var(&o.APIPort, "api-port", 0, "passed to `usernode up`")
-	f.Uint16Var(&o.KubeletPort, "kubelet-port", 0, "passed to `usernode up`")
-	f.StringVar(&o.WriteKubeconfig, "write-kubeconfig", "", "passed to `usernode up`")
-	f.DurationVar(&o.ReadyTimeout, "timeout", install.DefaultReadyTimeout, "up's --timeout; the unit's TimeoutStartSec is a minute more")
+	// `up`'s own flags: the ones given are passed to it.
+	cf.add(f, cluster.AllFlags)
 	f.BoolVar(&printOnly, "print", false, "print the unit instead of installing it")
 	f.BoolVar(&enable, "enable", false, "also `systemctl --user enable` the unit")
 	f.BoolVar(&now, "now", false, "also enable and start the unit (returns when the node is Ready)")

@@ -15,10 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/doctor"
-	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/node"
-	"github.com/usernode/usernode/pkg/sandbox"
 )
 
 func init() {
@@ -30,97 +29,68 @@ func init() {
 }
 
 func upCommand() *cobra.Command {
-	var nf nodeFlags
-	var o node.Options
-	var netDriver string
+	var cf configFlags
 	var detach bool
-	var timeout time.Duration
-	var pf portFlags
 	c := &cobra.Command{
 		Use:   "up",
 		Short: "Bring up a single-node Kubernetes cluster as your user",
 		Long: `Bring up a single-node Kubernetes cluster inside the node's sandbox:
-containerd, etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
-CoreDNS, the kubelet and kube-proxy, all as your user. kube-apiserver (6443) and the
-kubelet (10250) are forwarded to the host's 127.0.0.1, and so is every
-NodePort. The kubeconfig is printed by ` + "`usernode kubeconfig`" + `.
+the CRI runtime (containerd), etcd, kube-apiserver, kube-controller-manager,
+kube-scheduler, CoreDNS, the kubelet, the pod network and kube-proxy, all as
+your user. kube-apiserver (6443) and the kubelet (10250) are forwarded to the
+host's 127.0.0.1 (--host-ip), and so is every NodePort. The kubeconfig is
+printed by ` + "`usernode kubeconfig`" + `.
+
+Every flag but --detach and --config may also be set in the config file
+(README: "Config file"); flags win over it.
 
 Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 		Args: cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cfg, err := nf.nodeConfig()
+			l := newLogger(c)
+			cl, err := cf.resolve()
 			if err != nil {
 				return err
 			}
-			// The config file fills what the command line left unset.
-			file, flags := nf.file, c.Flags()
-			if file.Net != "" && !flags.Changed("net") {
-				netDriver = file.Net
-			}
-			if file.BinDir != "" && !flags.Changed("bin-dir") {
-				o.BinDir = file.BinDir
-			}
-			if file.APIPort != 0 && !flags.Changed("api-port") {
-				o.APIPort = file.APIPort
-			}
-			if file.KubeletPort != 0 && !flags.Changed("kubelet-port") {
-				o.KubeletPort = file.KubeletPort
-			}
-			cfg.Net = netDriver
-			cfg.PortOptions = nf.portOptions(pf)
-			o.Sandbox = cfg
-			o.ReadyTimeout = timeout
-			if detach {
-				if _, err := node.Check(&o); err != nil {
+			if detach && os.Getenv(node.ForegroundEnv) == "" {
+				sb, err := node.SandboxConfig(cl, os.Getenv)
+				if err != nil {
 					return err
 				}
-				args := []string{"up", "--name", nf.name, "--net", netDriver, "--timeout", timeout.String(), "--state-dir", cfg.StateDir}
-				if nf.configFile != "" {
-					args = append(args, "--config", nf.configFile)
-				}
-				if o.BinDir != "" {
-					args = append(args, "--bin-dir", o.BinDir)
-				}
-				args = append(args, "--api-port", fmt.Sprint(o.APIPort), "--kubelet-port", fmt.Sprint(o.KubeletPort))
-				args = append(args, portArgs(cfg.PortOptions)...)
-				if o.WriteKubeconfig != "" {
-					args = append(args, "--write-kubeconfig", o.WriteKubeconfig)
-				}
-				if err := node.Detach(cfg, args, timeout+time.Minute, c.ErrOrStderr()); err != nil {
+				// Checked here too, so that a port in use or a missing
+				// binary is said at once, not from the background.
+				if _, err := node.Check(cl, sb); err != nil {
 					return err
 				}
-				fmt.Fprintf(c.ErrOrStderr(), "usernode: running in the background; try: kubectl --kubeconfig %s get nodes\n", node.PathsOf(cfg).Kubeconfig())
+				// The same command line again: it resolves the same config.
+				if err := node.Detach(sb, os.Args[1:], cl.Options.ReadyTimeout+time.Minute, l); err != nil {
+					return err
+				}
+				l.Infof("running in the background; try: kubectl --kubeconfig %s get nodes", node.PathsOf(sb).Kubeconfig())
 				return nil
 			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return node.Up(ctx, o, c.ErrOrStderr(), notifyReady)
+			return node.Up(ctx, cl, l, notifyReady)
 		},
 	}
-	nf.add(c.Flags())
-	c.Flags().StringVar(&o.BinDir, "bin-dir", "", "directory with kubelet, kube-apiserver, ... and etcd (default: the `make k8s` cache, then PATH)")
-	c.Flags().StringVar(&netDriver, "net", drivers.Default, "network driver: "+netDriverNames())
+	cf.add(c.Flags(), cluster.AllFlags)
+	c.Flags().Lookup("net").Usage += ": " + netDriverNames()
+	c.Flags().Lookup("cri").Usage += ": " + strings.Join(node.Runtimes.Names(), ", ")
+	c.Flags().Lookup("cni").Usage += ": " + strings.Join(node.CNIs.Names(), ", ")
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "return once the node is Ready and leave it running in the background")
-	c.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "how long to wait for the node to be Ready")
-	c.Flags().Uint16Var(&o.APIPort, "api-port", 6443, "host port on 127.0.0.1 for kube-apiserver")
-	c.Flags().Uint16Var(&o.KubeletPort, "kubelet-port", 10250, "host port on 127.0.0.1 for the kubelet's API")
-	pf.add(c.Flags())
-	c.Flags().StringVar(&o.WriteKubeconfig, "write-kubeconfig", "", "also merge the node's context into this kubeconfig (e.g. ~/.kube/config) and make it current")
 	return c
 }
 
-// nodeConfig resolves a node's sandbox config without a command.
-func (f *nodeFlags) nodeConfig() (sandbox.Config, error) { return f.config([]string{"-"}) }
-
 func downCommand() *cobra.Command {
-	var nf nodeFlags
+	var cf configFlags
 	var purge bool
 	c := &cobra.Command{
 		Use:   "down",
 		Short: "Stop the node; its state stays for the next up (--purge removes it)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cfg, err := nf.nodeConfig()
+			cfg, err := cf.node()
 			if err != nil {
 				return err
 			}
@@ -129,31 +99,31 @@ func downCommand() *cobra.Command {
 				return err
 			}
 			if err == nil {
-				fmt.Fprintf(c.ErrOrStderr(), "usernode: node %q stopped; its state is kept in %s\n", cfg.Name, cfg.StateDir)
+				newLogger(c).Infof("node %q stopped; its state is kept in %s", cfg.Name, cfg.StateDir)
 			}
 			if purge {
 				if err := node.Purge(cfg); err != nil {
 					return err
 				}
-				fmt.Fprintf(c.ErrOrStderr(), "usernode: removed %s\n", cfg.StateDir)
+				newLogger(c).Infof("removed %s", cfg.StateDir)
 			}
 			return nil
 		},
 	}
-	nf.add(c.Flags())
+	cf.add(c.Flags(), cluster.NodeFlags)
 	c.Flags().BoolVar(&purge, "purge", false, "also remove the node's state (etcd data, images, PKI)")
 	return c
 }
 
 func statusCommand() *cobra.Command {
-	var nf nodeFlags
+	var cf configFlags
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "status",
 		Short: "Show the node's components, their PIDs and health, and the forwarded ports",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cfg, err := nf.nodeConfig()
+			cfg, err := cf.node()
 			if err != nil {
 				return err
 			}
@@ -172,7 +142,7 @@ func statusCommand() *cobra.Command {
 			return nil
 		},
 	}
-	nf.add(c.Flags())
+	cf.add(c.Flags(), cluster.NodeFlags)
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
@@ -254,14 +224,14 @@ func printStatus(w io.Writer, st *node.Status) {
 }
 
 func logsCommand() *cobra.Command {
-	var nf nodeFlags
+	var cf configFlags
 	var follow bool
 	c := &cobra.Command{
 		Use:   "logs COMPONENT",
 		Short: "Show a component's log (containerd, etcd, kube-apiserver, kubelet, ..., supervisor)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			cfg, err := nf.nodeConfig()
+			cfg, err := cf.node()
 			if err != nil {
 				return err
 			}
@@ -288,19 +258,19 @@ func logsCommand() *cobra.Command {
 			return nil
 		},
 	}
-	nf.add(c.Flags())
+	cf.add(c.Flags(), cluster.NodeFlags)
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing what is appended")
 	return c
 }
 
 func kubeconfigCommand() *cobra.Command {
-	var nf nodeFlags
+	var cf configFlags
 	c := &cobra.Command{
 		Use:   "kubeconfig",
 		Short: "Print a kubeconfig for the node's cluster (server https://127.0.0.1:6443)",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			cfg, err := nf.nodeConfig()
+			cfg, err := cf.node()
 			if err != nil {
 				return err
 			}
@@ -312,6 +282,6 @@ func kubeconfigCommand() *cobra.Command {
 			return err
 		},
 	}
-	nf.add(c.Flags())
+	cf.add(c.Flags(), cluster.NodeFlags)
 	return c
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
 	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/port"
@@ -31,9 +32,9 @@ func init() {
 }
 
 func portCommand() *cobra.Command {
-	var nf nodeFlags
+	var cf configFlags
 	client := func() (*api.Client, error) {
-		cfg, err := nf.config([]string{"-"})
+		cfg, err := cf.node()
 		if err != nil {
 			return nil, err
 		}
@@ -44,7 +45,7 @@ func portCommand() *cobra.Command {
 		return api.NewClient(st.PortSocket), nil
 	}
 	pc := &cobra.Command{Use: "port", Short: "Add, remove and list ports forwarded from the host into a running node"}
-	nf.add(pc.PersistentFlags())
+	cf.add(pc.PersistentFlags(), cluster.NodeFlags)
 	change := func(use, short string, op func(*api.Client, context.Context, port.Spec) error) *cobra.Command {
 		return &cobra.Command{
 			Use:   use + " [HOST_IP:]HOST_PORT:NODE_PORT[/tcp|udp]...",

@@ -32,6 +32,7 @@ func NewRoot() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	root.PersistentFlags().IntP("verbose", "v", 0, "show debug output up to this level")
 	for _, f := range subcommands {
 		root.AddCommand(f())
 	}

@@ -21,14 +21,13 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/usernode/usernode/internal/procenv"
 )
 
 // Defaults.
 const (
 	DefaultName = "usernode"
-	// DefaultPath is the unit's PATH: the user manager's own often lacks
-	// the sbin dirs, where Debian puts runc and iptables.
-	DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 	// DefaultReadyTimeout matches `usernode up --timeout`'s default.
 	DefaultReadyTimeout = 5 * time.Minute
 	// StopTimeout bounds `systemctl --user stop`: the node gets two minutes
@@ -37,25 +36,21 @@ const (
 	StopTimeout = 150 * time.Second
 )
 
-// Options are the unit's. Only what is set is passed to `usernode up`, so
-// the config file ($XDG_CONFIG_HOME/usernode/config.yaml) still applies to
-// the rest.
+// Options are the unit's. Only the flags the user gave are passed to
+// `usernode up`, so the config file ($XDG_CONFIG_HOME/usernode/config.yaml)
+// still applies to the rest when the unit starts.
 type Options struct {
 	// Binary is the absolute path of usernode.
 	Binary string
-	// Name is the node's name (default "usernode").
-	Name            string
-	StateDir        string
-	ConfigFile      string
-	BinDir          string
-	Net             string
-	APIPort         uint16
-	KubeletPort     uint16
-	WriteKubeconfig string
+	// Name is the node's name (default "usernode"): it names the unit.
+	Name string
+	// Args are `up`'s flags as the user gave them, with absolute paths
+	// (cluster.Args).
+	Args []string
 	// ReadyTimeout is up's --timeout; the unit's TimeoutStartSec is a
 	// minute more, so that usernode reports its own error first.
 	ReadyTimeout time.Duration
-	// Path is the unit's PATH (default DefaultPath).
+	// Path is the unit's PATH (default procenv.Path).
 	Path string
 }
 
@@ -79,44 +74,18 @@ func (o *Options) defaults() error {
 	if !filepath.IsAbs(o.Binary) {
 		return fmt.Errorf("usernode's path %q is not absolute: systemd needs an absolute ExecStart", o.Binary)
 	}
-	for _, p := range []struct{ flag, v string }{{"--state-dir", o.StateDir}, {"--config", o.ConfigFile}, {"--bin-dir", o.BinDir}, {"--write-kubeconfig", o.WriteKubeconfig}} {
-		if p.v != "" && !filepath.IsAbs(p.v) {
-			return fmt.Errorf("%s %q: give an absolute path (the unit does not run in this directory)", p.flag, p.v)
-		}
-	}
 	if o.ReadyTimeout == 0 {
 		o.ReadyTimeout = DefaultReadyTimeout
 	}
 	if o.Path == "" {
-		o.Path = DefaultPath
+		o.Path = procenv.Path
 	}
 	return nil
 }
 
-// Args is the `usernode up` command line the unit runs, without the binary.
-func (o Options) Args() []string {
-	args := []string{"up", "--name", o.Name}
-	add := func(flag, v string) {
-		if v != "" {
-			args = append(args, flag, v)
-		}
-	}
-	add("--state-dir", o.StateDir)
-	add("--config", o.ConfigFile)
-	add("--bin-dir", o.BinDir)
-	add("--net", o.Net)
-	if o.APIPort != 0 {
-		add("--api-port", fmt.Sprint(o.APIPort))
-	}
-	if o.KubeletPort != 0 {
-		add("--kubelet-port", fmt.Sprint(o.KubeletPort))
-	}
-	add("--write-kubeconfig", o.WriteKubeconfig)
-	if o.ReadyTimeout != DefaultReadyTimeout {
-		add("--timeout", o.ReadyTimeout.String())
-	}
-	return args
-}
+// UpArgs is the `usernode up` command line the unit runs, without the
+// binary.
+func (o Options) UpArgs() []string { return append([]string{"up"}, o.Args...) }
 
 // Render is the unit file for o.
 func Render(o Options) ([]byte, error) {
@@ -126,7 +95,7 @@ func Render(o Options) ([]byte, error) {
 	var b bytes.Buffer
 	w := func(format string, a ...any) { fmt.Fprintf(&b, format+"\n", a...) }
 	exec := []string{quote(o.Binary)}
-	for _, a := range o.Args() {
+	for _, a := range o.UpArgs() {
 		exec = append(exec, quote(a))
 	}
 	w("# Written by `usernode install`; `usernode uninstall` removes it.")

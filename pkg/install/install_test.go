@@ -20,7 +20,7 @@ func TestRenderDefault(t *testing.T) {
 		"\n[Service]\n",
 		"\nType=notify\n",
 		"\nNotifyAccess=main\n",
-		"\nExecStart=/usr/local/bin/usernode up --name usernode\n",
+		"\nExecStart=/usr/local/bin/usernode up\n",
 		"\nDelegate=yes\n",
 		"\nKillMode=mixed\n",
 		"\nTimeoutStartSec=360\n",
@@ -40,15 +40,14 @@ func TestRenderDefault(t *testing.T) {
 
 func TestRenderOptions(t *testing.T) {
 	b, err := Render(Options{
-		Binary: "/opt/user node/usernode", Name: "dev", StateDir: "/srv/nodes/dev", BinDir: "/opt/k8s",
-		Net: "pasta", APIPort: 7443, KubeletPort: 11250, WriteKubeconfig: "/home/u/.kube/config",
-		ReadyTimeout: 10 * time.Minute, ConfigFile: "/etc/100%/usernode.yaml",
+		Binary: "/opt/user node/usernode", Name: "dev", ReadyTimeout: 10 * time.Minute,
+		Args: []string{"--name=dev", "--state-dir=/srv/nodes/dev", "--config=/etc/100%/usernode.yaml", "--net=pasta", "--timeout=10m0s"},
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	unit := string(b)
-	want := `ExecStart="/opt/user node/usernode" up --name dev --state-dir /srv/nodes/dev --config /etc/100%%/usernode.yaml --bin-dir /opt/k8s --net pasta --api-port 7443 --kubelet-port 11250 --write-kubeconfig /home/u/.kube/config --timeout 10m0s` + "\n"
+	want := `ExecStart="/opt/user node/usernode" up --name=dev --state-dir=/srv/nodes/dev --config=/etc/100%%/usernode.yaml --net=pasta --timeout=10m0s` + "\n"
 	if !strings.Contains(unit, want) {
 		t.Errorf("unit lacks\n%s\n%s", want, unit)
 	}
@@ -64,9 +63,6 @@ func TestRenderRejects(t *testing.T) {
 	for name, o := range map[string]Options{
 		"relative binary":  {Binary: "bin/usernode"},
 		"bad name":         {Binary: "/u", Name: "Bad_Name"},
-		"relative bin dir": {Binary: "/u", BinDir: "k8s"},
-		"relative state":   {Binary: "/u", StateDir: "state"},
-		"relative kubecfg": {Binary: "/u", WriteKubeconfig: "~/.kube/config"},
 	} {
 		if _, err := Render(o); err == nil {
 			t.Errorf("%s: no error", name)
@@ -101,7 +97,7 @@ func TestRenderVerifies(t *testing.T) {
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "usernode")
 	os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755)
-	b, err := Render(Options{Binary: bin, Name: "verify", BinDir: dir})
+	b, err := Render(Options{Binary: bin, Name: "verify", Args: []string{"--bin-dir=" + dir}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,10 @@ type NS struct {
 // Options are what the user chose.
 type Options struct {
 	MTU int // 0: the driver's default (65520 for slirp4netns)
+	// Subnet is the namespace's network, for drivers that let usernode
+	// choose it (Driver.OwnAddress false): the namespace gets its .100,
+	// the host is .2 and DNS .3, slirp4netns's layout. Zero: 10.0.2.0/24.
+	Subnet netip.Prefix
 	// AllowHostLoopback lets the namespace reach the host's 127.0.0.1.
 	// Off by default: pods must not reach services bound to the host's
 	// loopback.
@@ -85,6 +89,9 @@ type Driver struct {
 	NeedsTun bool
 	// HostLoopback is set when Options.AllowHostLoopback is supported.
 	HostLoopback bool
+	// OwnAddress is set for drivers whose address comes from the host
+	// (lxc-user-nic: the bridge's network), which ignore Options.Subnet.
+	OwnAddress bool
 	// New returns fresh halves; the Parent and the Child may run in
 	// different processes, so neither may depend on the other's state.
 	New func() (Parent, Child)
@@ -132,6 +139,23 @@ func New(name string) (Parent, Child, error) {
 	}
 	p, c := d.New()
 	return p, c, nil
+}
+
+// Layout is the addresses of subnet as slirp4netns lays it out (and pasta
+// is told to): the namespace at .100, the gateway (the host) at .2, the
+// DNS forwarder at .3.
+func Layout(subnet netip.Prefix) (addr netip.Prefix, gateway, dns netip.Addr) {
+	if !subnet.IsValid() {
+		subnet = netip.MustParsePrefix("10.0.2.0/24")
+	}
+	nth := func(n int) netip.Addr {
+		a := subnet.Masked().Addr()
+		for range n {
+			a = a.Next()
+		}
+		return a
+	}
+	return netip.PrefixFrom(nth(100), subnet.Bits()), nth(2), nth(3)
 }
 
 // HelperMissingError says that a driver's helper binary is not installed.

@@ -1,8 +1,8 @@
-// Package node brings up a single-node Kubernetes cluster inside the
-// sandbox: the host side (Up) finds the binaries, starts the sandbox and
-// waits for the node; the node side (the usernode-node entry point, pid 2
-// of the node) writes the PKI, the configs and the images, then supervises
-// containerd, etcd, the control plane, CoreDNS, the kubelet and kube-proxy.
+// Package node brings up a Kubernetes node inside the sandbox: the host
+// side (Up) resolves the cluster model, finds the binaries its components
+// need, starts the sandbox and waits for the node; the node side (the
+// usernode-node entry point, pid 2 of the node) renders every component
+// (Plan) and supervises them.
 package node
 
 import (
@@ -14,24 +14,9 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-)
 
-// Binaries are the programs the node runs, by absolute host path.
-type Binaries struct {
-	Kubelet           string `json:"kubelet"`
-	APIServer         string `json:"kubeApiserver"`
-	ControllerManager string `json:"kubeControllerManager"`
-	Scheduler         string `json:"kubeScheduler"`
-	KubeProxy         string `json:"kubeProxy"`
-	Etcd              string `json:"etcd"`
-	Kubectl           string `json:"kubectl"`
-	Coredns           string `json:"coredns"`
-	Containerd        string `json:"containerd"`
-	Ctr               string `json:"ctr"`
-	OCIRuntime        string `json:"ociRuntime"`
-	Iptables          string `json:"iptables"`
-	CNIDir            string `json:"cniDir"`
-}
+	"github.com/usernode/usernode/pkg/node/component"
+)
 
 // CacheDirs are where `make k8s` (hack/build-k8s.sh) leaves its builds.
 func CacheDirs(getenv func(string) string) []string {
@@ -61,10 +46,12 @@ func CacheDirs(getenv func(string) string) []string {
 // hiddenInside are host paths the sandbox replaces with its own.
 var hiddenInside = []string{"/tmp/", "/run/", "/var/lib/", "/var/log/"}
 
-// FindBinaries looks for the Kubernetes binaries in binDir, then the build
-// cache, then PATH; for containerd, runc/crun, iptables and the CNI plugins
-// in PATH and the usual places.
-func FindBinaries(binDir string, getenv func(string) string) (*Binaries, error) {
+// FindBinaries finds every tool: the built ones (Kubernetes, etcd,
+// CoreDNS) in binDir, $USERNODE_BIN_DIR, the build cache, then PATH; the
+// system's (containerd, runc or crun, iptables, the CNI plugins) in PATH
+// and the sbin dirs. Everything missing is named at once, with what
+// installs it.
+func FindBinaries(tools []component.Tool, binDir string, getenv func(string) string) (component.Binaries, error) {
 	var dirs []string
 	if binDir != "" {
 		dirs = append(dirs, binDir)
@@ -73,77 +60,88 @@ func FindBinaries(binDir string, getenv func(string) string) (*Binaries, error) 
 		dirs = append(dirs, d)
 	}
 	dirs = append(dirs, CacheDirs(getenv)...)
-	b := &Binaries{}
-	var missing []string
-	k8s := func(dst *string, name string) {
-		for _, d := range dirs {
-			p := filepath.Join(d, name)
-			if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
-				*dst = p
-				return
-			}
+	b := component.Binaries{}
+	var missingBuilt, missing []string
+	for _, t := range tools {
+		var p string
+		switch {
+		case t.Dir:
+			p = findDir(t)
+		case t.Built:
+			p = findBuilt(t.Names[0], dirs)
+		default:
+			p = findSystem(t.Names)
 		}
-		if p, err := exec.LookPath(name); err == nil {
-			*dst, _ = filepath.Abs(p)
-			return
-		}
-		missing = append(missing, name)
-	}
-	k8s(&b.Kubelet, "kubelet")
-	k8s(&b.APIServer, "kube-apiserver")
-	k8s(&b.ControllerManager, "kube-controller-manager")
-	k8s(&b.Scheduler, "kube-scheduler")
-	k8s(&b.KubeProxy, "kube-proxy")
-	k8s(&b.Etcd, "etcd")
-	k8s(&b.Kubectl, "kubectl")
-	k8s(&b.Coredns, "coredns")
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("%s not found in --bin-dir, $USERNODE_BIN_DIR, the build cache (%s) or PATH: run `make k8s` to build Kubernetes, etcd and CoreDNS from the Go module proxy, or pass --bin-dir", strings.Join(missing, ", "), filepath.Join("$XDG_CACHE_HOME", "usernode", "bin"))
-	}
-	sys := func(dst *string, pkg string, names ...string) {
-		for _, n := range names {
-			// sbin dirs are often missing from a regular user's PATH on
-			// Debian, where runc and iptables live.
-			for _, p := range []string{n, "/usr/sbin/" + n, "/sbin/" + n} {
-				if strings.Contains(p, "/") && p != n {
-					if _, err := os.Stat(p); err != nil {
-						continue
-					}
-				} else if lp, err := exec.LookPath(p); err == nil {
-					p = lp
-				} else {
-					continue
-				}
-				*dst = p
-				return
-			}
-		}
-		missing = append(missing, fmt.Sprintf("%s (Debian/Ubuntu: apt-get install %s)", strings.Join(names, " or "), pkg))
-	}
-	sys(&b.Containerd, "containerd", "containerd")
-	sys(&b.Ctr, "containerd", "ctr")
-	sys(&b.OCIRuntime, "runc", "runc", "crun")
-	sys(&b.Iptables, "iptables", "iptables")
-	for _, d := range []string{"/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni"} {
-		if _, err := os.Stat(filepath.Join(d, "bridge")); err == nil {
-			b.CNIDir = d
-			break
+		switch {
+		case p != "":
+			b[t.Name] = p
+		case t.Built:
+			missingBuilt = append(missingBuilt, t.Names[0])
+		default:
+			missing = append(missing, fmt.Sprintf("%s (Debian/Ubuntu: apt-get install %s)", strings.Join(t.Names, " or "), t.Debian))
 		}
 	}
-	if b.CNIDir == "" {
-		missing = append(missing, "the CNI plugins bridge, host-local, loopback, portmap (Debian/Ubuntu: apt-get install containernetworking-plugins)")
+	if len(missingBuilt) > 0 {
+		return nil, fmt.Errorf("%s not found in --bin-dir, $USERNODE_BIN_DIR, the build cache (%s) or PATH: run `make k8s` to build Kubernetes, etcd and CoreDNS from the Go module proxy, or pass --bin-dir", strings.Join(missingBuilt, ", "), filepath.Join("$XDG_CACHE_HOME", "usernode", "bin"))
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing: %s", strings.Join(missing, "; "))
 	}
-	for _, p := range []string{b.Kubelet, b.APIServer, b.ControllerManager, b.Scheduler, b.KubeProxy, b.Etcd, b.Kubectl, b.Coredns} {
+	for _, t := range tools {
 		for _, h := range hiddenInside {
-			if strings.HasPrefix(p, h) {
-				return nil, fmt.Errorf("%s is under %s, which the node's sandbox replaces with its own: put the binaries elsewhere (e.g. ~/.cache/usernode/bin) and pass --bin-dir", p, h)
+			if t.Built && strings.HasPrefix(b[t.Name], h) {
+				return nil, fmt.Errorf("%s is under %s, which the node's sandbox replaces with its own: put the binaries elsewhere (e.g. ~/.cache/usernode/bin) and pass --bin-dir", b[t.Name], h)
 			}
 		}
 	}
 	return b, nil
+}
+
+func findBuilt(name string, dirs []string) string {
+	for _, d := range dirs {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		p, _ = filepath.Abs(p)
+		return p
+	}
+	return ""
+}
+
+// findSystem looks in PATH and then the sbin dirs, which are often missing
+// from a regular user's PATH on Debian, where runc and iptables live.
+func findSystem(names []string) string {
+	for _, n := range names {
+		if p, err := exec.LookPath(n); err == nil {
+			return p
+		}
+		for _, d := range []string{"/usr/sbin", "/sbin"} {
+			if _, err := os.Stat(filepath.Join(d, n)); err == nil {
+				return filepath.Join(d, n)
+			}
+		}
+	}
+	return ""
+}
+
+// findDir is the first of t.Dirs that holds every one of t.Names.
+func findDir(t component.Tool) string {
+	for _, d := range t.Dirs {
+		all := true
+		for _, n := range t.Names {
+			if _, err := os.Stat(filepath.Join(d, n)); err != nil {
+				all = false
+				break
+			}
+		}
+		if all {
+			return d
+		}
+	}
+	return ""
 }
 
 var errNoVersion = errors.New("no version in output")

@@ -3,11 +3,11 @@ package node
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/netip"
 	"strings"
 	"time"
+
+	"github.com/usernode/usernode/internal/log"
 
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/port/api"
@@ -55,7 +55,7 @@ func nodePorts(svcs map[string]service) map[port.Spec]bool {
 // watchNodePorts keeps the forwarder's NodePort forwards equal to what the
 // cluster's Services ask for, until ctx ends: list, then watch from the
 // list's resourceVersion, and list again whenever the watch ends.
-func watchNodePorts(ctx context.Context, c *apiClient, sock string, log io.Writer) error {
+func watchNodePorts(ctx context.Context, c *apiClient, sock string, l *log.Logger) error {
 	fwd := api.NewClient(sock)
 	have := map[port.Spec]bool{}
 	reconcile := func(svcs map[string]service) {
@@ -63,7 +63,7 @@ func watchNodePorts(ctx context.Context, c *apiClient, sock string, log io.Write
 		for s := range have {
 			if !want[s] && fwd.Remove(ctx, s) == nil {
 				delete(have, s)
-				fmt.Fprintf(log, "usernode: NodePort %s closed on the host\n", s)
+				l.Infof("NodePort %s closed on the host", s)
 			}
 		}
 		for s := range want {
@@ -72,12 +72,12 @@ func watchNodePorts(ctx context.Context, c *apiClient, sock string, log io.Write
 			}
 			if err := fwd.Add(ctx, s); err != nil {
 				if ctx.Err() == nil {
-					fmt.Fprintf(log, "usernode: cannot expose NodePort %s on the host: %v\n", s, err)
+					l.Warnf("cannot expose NodePort %s on the host: %v", s, err)
 				}
 				continue
 			}
 			have[s] = true
-			fmt.Fprintf(log, "usernode: NodePort %s exposed on the host\n", s)
+			l.Infof("NodePort %s exposed on the host", s)
 		}
 	}
 	for ctx.Err() == nil {

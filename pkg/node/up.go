@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,43 +15,37 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/usernode/usernode/internal/log"
+	"github.com/usernode/usernode/internal/procenv"
+	"github.com/usernode/usernode/pkg/cluster"
+	"github.com/usernode/usernode/pkg/network"
+	"github.com/usernode/usernode/pkg/node/k8sversion"
+
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
-	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/pki"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/sandbox"
 	"github.com/usernode/usernode/pkg/supervise"
 )
 
-// Options are `usernode up`'s.
-type Options struct {
-	Sandbox sandbox.Config
-	BinDir  string
-	// ReadyTimeout bounds the wait for the node to be Ready.
-	ReadyTimeout time.Duration
-	// WriteKubeconfig, if set, is a kubeconfig file to merge the node's
-	// context into (~/.kube/config, say).
-	WriteKubeconfig string
-	// APIPort and KubeletPort are the host ports (on 127.0.0.1) that reach
-	// kube-apiserver's 6443 and the kubelet's 10250 inside the node; two
-	// nodes on one host need different ones. Default 6443 and 10250.
-	APIPort, KubeletPort uint16
+// SandboxConfig is the sandbox that runs cl's node on this host.
+func SandboxConfig(cl *cluster.Cluster, getenv func(string) string) (sandbox.Config, error) {
+	o := cl.Options
+	c := sandbox.Config{Name: cl.Self().Name, StateDir: o.StateDir, Net: o.Net,
+		NetOptions:  network.Options{Subnet: cl.Self().Subnet},
+		PortOptions: sandbox.PortOptions{BusyPoll: o.PortBusyPoll, KeepSourceIP: o.KeepSourceIP},
+		Reexec:      Entry}
+	return c, c.Defaults(getenv)
 }
 
-func (o *Options) hostPorts() []port.Spec {
-	if o.APIPort == 0 {
-		o.APIPort = 6443
-	}
-	if o.KubeletPort == 0 {
-		o.KubeletPort = 10250
-	}
+// hostPorts are the node's own forwards: kube-apiserver and the kubelet,
+// from the host IP.
+func hostPorts(n *cluster.Node) []port.Spec {
 	return []port.Spec{
-		{Proto: "tcp", HostIP: loopback, HostPort: o.APIPort, ChildPort: 6443},
-		{Proto: "tcp", HostIP: loopback, HostPort: o.KubeletPort, ChildPort: 10250},
+		{Proto: "tcp", HostIP: n.HostIP, HostPort: n.APIPort, ChildPort: cluster.APIServerPort},
+		{Proto: "tcp", HostIP: n.HostIP, HostPort: n.KubeletPort, ChildPort: cluster.KubeletPort},
 	}
 }
-
-func (o *Options) server() string { return fmt.Sprintf("https://127.0.0.1:%d", o.APIPort) }
 
 // Host-side paths of a node, derived from its sandbox config.
 type Paths struct{ State, Runtime string }
@@ -64,50 +59,65 @@ func (p Paths) Status() string     { return filepath.Join(p.Runtime, "status.jso
 func (p Paths) Ready() string      { return filepath.Join(p.Runtime, "node-ready") }
 func (p Paths) spec() string       { return filepath.Join(p.Runtime, "node.json") }
 
-// Check does what `up` must do before it builds anything: binaries,
-// version, host ports. Each failure names its fix.
-func Check(o *Options) (*Spec, error) {
-	if st, err := sandbox.Running(o.Sandbox.RuntimeDir); err == nil {
-		return nil, fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", o.Sandbox.Name, st.Supervisor)
+// Check does what `up` must do before it builds anything: the node is
+// not running, its components' tools are there, the Kubernetes version is
+// one usernode configures (and the one the model asks for), the host ports
+// are free. Each failure names its fix. It fills in cl's version.
+func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
+	if st, err := sandbox.Running(sb.RuntimeDir); err == nil {
+		return nil, fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", sb.Name, st.Supervisor)
 	}
-	bins, err := FindBinaries(o.BinDir, os.Getenv)
+	comps, _, err := Components(cl.Self())
 	if err != nil {
 		return nil, err
 	}
-	v, err := binaryVersion(bins.Kubelet)
+	bins, err := FindBinaries(Tools(comps), cl.Options.BinDir, os.Getenv)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := kubelet.ParseVersion(v); err != nil {
-		return nil, fmt.Errorf("%s: %w", bins.Kubelet, err)
+	v, err := binaryVersion(bins["kubelet"])
+	if err != nil {
+		return nil, err
 	}
-	for _, p := range o.hostPorts() {
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p.HostPort))
+	pv, err := k8sversion.Parse(v)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", bins["kubelet"], err)
+	}
+	if want := cl.KubernetesVersion; want != "" {
+		if wv, _ := k8sversion.Parse(want); wv != nil && !wv.EqualTo(pv) {
+			return nil, fmt.Errorf("cluster.kubernetesVersion is %s but %s is %s: point --bin-dir at %s binaries, or change the config", want, bins["kubelet"], v, want)
+		}
+	}
+	cl.KubernetesVersion = v
+	for _, p := range hostPorts(cl.Self()) {
+		addr := netip.AddrPortFrom(p.HostIP, p.HostPort).String()
+		l, err := net.Listen("tcp", addr)
 		if err != nil {
-			return nil, fmt.Errorf("host port 127.0.0.1:%d (for the node's %d) is already in use: stop what holds it (`ss -ltnp 'sport = :%d'` shows it), run `usernode down` if it is another node, or choose another with --api-port/--kubelet-port", p.HostPort, p.ChildPort, p.HostPort)
+			return nil, fmt.Errorf("host port %s (for the node's %d) is already in use: stop what holds it (`ss -ltnp 'sport = :%d'` shows it), run `usernode down` if it is another node, or choose another with --api-port/--kubelet-port", addr, p.ChildPort, p.HostPort)
 		}
 		l.Close()
 	}
-	return &Spec{Name: o.Sandbox.Name, Version: v, Binaries: *bins}, nil
+	return &Spec{Cluster: cl, Binaries: bins}, nil
 }
 
-// Up runs the node in the foreground until ctx ends or the node stops.
+// Up runs cl's node in the foreground until ctx ends or the node stops.
 // ready is called once the node is Ready.
-func Up(ctx context.Context, o Options, log io.Writer, ready func()) error {
-	spec, err := Check(&o)
+func Up(ctx context.Context, cl *cluster.Cluster, l *log.Logger, ready func()) error {
+	cfg, err := SandboxConfig(cl, os.Getenv)
 	if err != nil {
 		return err
 	}
-	paths := PathsOf(o.Sandbox)
-	cfg := o.Sandbox
-	cfg.Reexec = Entry
+	spec, err := Check(cl, cfg)
+	if err != nil {
+		return err
+	}
+	n := cl.Self()
+	paths := PathsOf(cfg)
 	cfg.Command = nil
 	cfg.StopTimeout = 2 * time.Minute
-	cfg.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
-	cfg.Ports = append(cfg.Ports, o.hostPorts()...)
-	if o.ReadyTimeout == 0 {
-		o.ReadyTimeout = 5 * time.Minute
-	}
+	cfg.Env = procenv.Root()
+	cfg.Ports = append(cfg.Ports, hostPorts(n)...)
+	timeout := cl.Options.ReadyTimeout
 	start := time.Now()
 	hook := func(ctx context.Context, st *sandbox.State) error {
 		// The node reads its spec from the runtime dir, which the sandbox
@@ -116,24 +126,24 @@ func Up(ctx context.Context, o Options, log io.Writer, ready func()) error {
 		if err := writeJSON(paths.spec(), spec); err != nil {
 			return err
 		}
-		if err := waitSupervisor(ctx, paths, o.ReadyTimeout); err != nil {
+		if err := waitSupervisor(ctx, paths, timeout); err != nil {
 			return err
 		}
-		cs, err := writeHostKubeconfig(paths, o)
+		cs, err := writeHostKubeconfig(paths, cl)
 		if err != nil {
 			return err
 		}
-		if err := waitNodeReady(ctx, cs, spec.Name, start, o.ReadyTimeout); err != nil {
+		if err := waitNodeReady(ctx, cs, n.Name, start, timeout); err != nil {
 			return err
 		}
-		fmt.Fprintf(log, "usernode: node %q Ready %.1fs after `up` (Kubernetes %s); kubeconfig: %s\n", spec.Name, time.Since(start).Seconds(), spec.Version, paths.Kubeconfig())
+		l.Infof("node %q Ready %.1fs after `up` (Kubernetes %s); kubeconfig: %s", n.Name, time.Since(start).Seconds(), cl.KubernetesVersion, paths.Kubeconfig())
 		os.WriteFile(paths.Ready(), nil, 0o600)
 		if ready != nil {
 			ready()
 		}
-		return watchNodePorts(ctx, cs, st.PortSocket, log)
+		return watchNodePorts(ctx, cs, st.PortSocket, l)
 	}
-	code, err := sandbox.RunWithHooks(ctx, cfg, log, sandbox.Hooks{Ready: hook})
+	code, err := sandbox.RunWithHooks(ctx, cfg, l.Writer(), sandbox.Hooks{Ready: hook})
 	if err != nil {
 		return err
 	}
@@ -165,21 +175,21 @@ func waitSupervisor(ctx context.Context, p Paths, timeout time.Duration) error {
 	return fmt.Errorf("the node's components were not ready within %s: see `usernode status` and `usernode logs`", timeout)
 }
 
-func writeHostKubeconfig(p Paths, o Options) (*apiClient, error) {
+func writeHostKubeconfig(p Paths, cl *cluster.Cluster) (*apiClient, error) {
 	ps := pki.Paths(p.PKI())
-	kc, err := kubeconfig.FromPKI(kubeconfig.ContextName(o.Sandbox.Name), o.server(), ps, ps.Admin)
+	kc, err := kubeconfig.FromPKI(kubeconfig.ContextName(cl.Self().Name), cl.API.URL(), ps, ps.Admin)
 	if err != nil {
 		return nil, fmt.Errorf("host kubeconfig: %w", err)
 	}
 	if err := kubeconfig.Write(p.Kubeconfig(), kc); err != nil {
 		return nil, err
 	}
-	if o.WriteKubeconfig != "" {
-		if err := kubeconfig.Merge(o.WriteKubeconfig, kc, kubeconfig.MergeOptions{SetCurrentContext: true}); err != nil {
-			return nil, fmt.Errorf("merging into %s: %w", o.WriteKubeconfig, err)
+	if w := cl.Options.WriteKubeconfig; w != "" {
+		if err := kubeconfig.Merge(w, kc, kubeconfig.MergeOptions{SetCurrentContext: true}); err != nil {
+			return nil, fmt.Errorf("merging into %s: %w", w, err)
 		}
 	}
-	return newAPIClient(o.server(), ps)
+	return newAPIClient(cl.API.URL(), ps)
 }
 
 func waitNodeReady(ctx context.Context, c *apiClient, name string, since time.Time, timeout time.Duration) error {
@@ -231,10 +241,15 @@ func Down(c sandbox.Config, timeout time.Duration) error {
 	return fmt.Errorf("node %q did not stop within %s; killed it", c.Name, timeout)
 }
 
-// Detach starts `usernode up` again in the background, in a session of its
-// own with its output in the node's log dir, and returns when the node is
-// Ready or the background run failed.
-func Detach(c sandbox.Config, args []string, timeout time.Duration, log io.Writer) error {
+// ForegroundEnv marks the background run of a detached `up`: the same
+// command line, so that it resolves the same config, in the foreground.
+const ForegroundEnv = "_USERNODE_UP_FOREGROUND"
+
+// Detach starts `usernode ARGS` again in the background (ARGS as the user
+// gave them, with ForegroundEnv set), in a session of its own with its
+// output in the node's log dir, and returns when the node is Ready or the
+// background run failed.
+func Detach(c sandbox.Config, args []string, timeout time.Duration, l *log.Logger) error {
 	p := PathsOf(c)
 	if err := os.MkdirAll(p.Logs(), 0o700); err != nil {
 		return err
@@ -251,6 +266,7 @@ func Detach(c sandbox.Config, args []string, timeout time.Duration, log io.Write
 		return err
 	}
 	cmd := exec.Command(self, args...)
+	cmd.Env = append(os.Environ(), ForegroundEnv+"=1")
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -263,7 +279,7 @@ func Detach(c sandbox.Config, args []string, timeout time.Duration, log io.Write
 	show := func() {
 		b, _ := os.ReadFile(logPath)
 		if int64(len(b)) > printed {
-			log.Write(b[printed:])
+			l.Writer().Write(b[printed:])
 			printed = int64(len(b))
 		}
 	}

@@ -1,7 +1,8 @@
 // Package supervise starts the node's components in order inside the
 // sandbox, waits for each to be ready, restarts any that crash (with
-// backoff), and stops them in reverse order. The plan is data, written by
-// `usernode up` on the host, so the node side holds no Kubernetes logic.
+// backoff), and stops them in reverse order. It knows nothing of
+// Kubernetes: the plan (pkg/node's components) says what to run, in what
+// order, and how to tell each is ready.
 package supervise
 
 import (
@@ -21,6 +22,9 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/usernode/usernode/internal/log"
+	"github.com/usernode/usernode/internal/procenv"
 )
 
 // Probe says when a component is ready.
@@ -46,7 +50,11 @@ type Step struct {
 	Argv    []string `json:"argv"`
 	Env     []string `json:"env,omitempty"`
 	Oneshot bool     `json:"oneshot,omitempty"`
-	Ready   *Probe   `json:"ready,omitempty"`
+	// Run, for a oneshot, is done in the supervisor's own process instead
+	// of Argv: for steps that wait on the API (the CNI's pod CIDR) and
+	// would otherwise need a helper binary.
+	Run   func(ctx context.Context) error `json:"-"`
+	Ready *Probe                          `json:"ready,omitempty"`
 	// ReadyTimeout bounds the wait for Ready (default 2 minutes).
 	ReadyTimeout time.Duration `json:"readyTimeout,omitempty"`
 }
@@ -97,16 +105,16 @@ type component struct {
 // Supervisor runs a plan.
 type Supervisor struct {
 	plan  Plan
-	out   io.Writer
+	log   *log.Logger
 	mu    sync.Mutex
 	comps []*component
 	phase string
 	err   string
 }
 
-// New makes a supervisor that reports progress to out.
-func New(plan Plan, out io.Writer) *Supervisor {
-	return &Supervisor{plan: plan, out: out, phase: "starting"}
+// New makes a supervisor that reports progress to l.
+func New(plan Plan, l *log.Logger) *Supervisor {
+	return &Supervisor{plan: plan, log: l, phase: "starting"}
 }
 
 // Run starts every step in order and then keeps the components running
@@ -134,10 +142,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 			s.stopAll()
 			return fmt.Errorf("%s: %w", step.Name, err)
 		}
-		fmt.Fprintf(s.out, "usernode: %-24s %6.1fs\n", step.Name, time.Since(t).Seconds())
+		s.log.Infof("%-24s %6.1fs", step.Name, time.Since(t).Seconds())
 	}
 	s.setPhase("ready", nil)
-	fmt.Fprintf(s.out, "usernode: node ready %6.1fs after its supervisor started\n", time.Since(start).Seconds())
+	s.log.Infof("node ready %6.1fs after its supervisor started", time.Since(start).Seconds())
 	<-ctx.Done()
 	s.setPhase("stopping", nil)
 	s.stopAll()
@@ -151,6 +159,11 @@ func (s *Supervisor) openLog(name string) (*os.File, error) {
 }
 
 func (s *Supervisor) oneshot(ctx context.Context, step Step) error {
+	if step.Run != nil {
+		ctx, cancel := context.WithTimeout(ctx, readyTimeout(step))
+		defer cancel()
+		return step.Run(ctx)
+	}
 	log, err := s.openLog(step.Name)
 	if err != nil {
 		return err
@@ -165,8 +178,7 @@ func (s *Supervisor) oneshot(ctx context.Context, step Step) error {
 }
 
 func env(extra []string) []string {
-	base := []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"}
-	return append(base, extra...)
+	return append(procenv.Root(), extra...)
 }
 
 // start launches a long-running component and waits for its probe.
@@ -181,10 +193,7 @@ func (s *Supervisor) start(ctx context.Context, step Step) error {
 		s.update(c, func(st *ComponentStatus) { st.State = "ready" })
 		return nil
 	}
-	timeout := step.ReadyTimeout
-	if timeout == 0 {
-		timeout = 2 * time.Minute
-	}
+	timeout := readyTimeout(step)
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
@@ -198,6 +207,13 @@ func (s *Supervisor) start(ctx context.Context, step Step) error {
 		time.Sleep(pollInterval)
 	}
 	return fmt.Errorf("not ready after %s: %v; last lines of %s:\n%s", timeout, last, s.logPath(step.Name), tail(s.logPath(step.Name), 15))
+}
+
+func readyTimeout(step Step) time.Duration {
+	if step.ReadyTimeout == 0 {
+		return 2 * time.Minute
+	}
+	return step.ReadyTimeout
 }
 
 // keep runs c, restarting it whenever it exits, until ctx ends.
@@ -235,7 +251,7 @@ func (s *Supervisor) keep(ctx context.Context, c *component) {
 		if err == nil {
 			msg = "exited 0"
 		}
-		fmt.Fprintf(s.out, "usernode: %s %s; restarting in %s (log: %s)\n", c.step.Name, msg, backoff, s.logPath(c.step.Name))
+		s.log.Warnf("%s %s; restarting in %s (log: %s)", c.step.Name, msg, backoff, s.logPath(c.step.Name))
 		s.update(c, func(st *ComponentStatus) {
 			st.State, st.PID, st.LastExit = "restarting", 0, msg
 			st.Restarts++

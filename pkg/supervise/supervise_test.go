@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/usernode/usernode/internal/log"
 )
 
 type syncBuf struct {
@@ -31,7 +33,7 @@ func TestRunOrderReadyRestartStop(t *testing.T) {
 		{Name: "crashy", Argv: []string{"sh", "-c", "echo run >> " + runs + "; exit 3"}},
 	}}
 	var out syncBuf
-	s := New(plan, &out)
+	s := New(plan, log.New(&out, 0))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
@@ -82,7 +84,7 @@ func TestNotReadyNamesTheLog(t *testing.T) {
 		{Name: "stuck", Argv: []string{"sh", "-c", "echo listening failed: address in use; exec sleep 60"},
 			Ready: &Probe{Unix: filepath.Join(dir, "nope.sock")}, ReadyTimeout: 500 * time.Millisecond},
 	}}
-	err := New(plan, &syncBuf{}).Run(context.Background())
+	err := New(plan, log.New(&syncBuf{}, 0)).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "not ready after") || !strings.Contains(err.Error(), "address in use") {
 		t.Fatalf("err = %v", err)
 	}
@@ -90,7 +92,7 @@ func TestNotReadyNamesTheLog(t *testing.T) {
 
 func TestOneshotFailure(t *testing.T) {
 	plan := Plan{LogDir: t.TempDir(), Steps: []Step{{Name: "bad", Oneshot: true, Argv: []string{"sh", "-c", "echo no such image >&2; exit 1"}}}}
-	err := New(plan, &syncBuf{}).Run(context.Background())
+	err := New(plan, log.New(&syncBuf{}, 0)).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "no such image") {
 		t.Fatalf("err = %v", err)
 	}

@@ -38,7 +38,7 @@ var UsernetPath = "/etc/lxc/lxc-usernet"
 var helperPaths = []string{"/usr/libexec/lxc/lxc-user-nic", "/usr/lib/x86_64-linux-gnu/lxc/lxc-user-nic", "/usr/lib/lxc/lxc-user-nic"}
 
 func init() {
-	network.Register(network.Driver{Name: Name, Helper: "lxc-user-nic", Package: "liblxc-common",
+	network.Register(network.Driver{Name: Name, Helper: "lxc-user-nic", Package: "liblxc-common", OwnAddress: true,
 		Find: FindHelper,
 		New:  func() (network.Parent, network.Child) { return &Parent{Bridge: DefaultBridge}, Child{} }})
 }

@@ -24,16 +24,6 @@ const (
 	ifname     = "eth0"
 )
 
-// pasta copies the host's address and gateway into the namespace by
-// default. Then the host's own address, seen from inside, is the
-// namespace's and the host is unreachable by it; a private subnet in
-// slirp4netns's layout keeps the host's addresses reachable.
-var (
-	address = netip.MustParsePrefix("10.0.2.100/24")
-	gateway = netip.MustParseAddr("10.0.2.2")
-	dns     = netip.MustParseAddr("10.0.2.3")
-)
-
 func init() {
 	network.Register(network.Driver{Name: Name, Helper: "pasta", Package: "passt",
 		Find: func() (string, error) { return network.LookHelper(Name, "pasta", "passt") }, NeedsTun: true, HostLoopback: true,
@@ -56,6 +46,11 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 	if mtu == 0 {
 		mtu = DefaultMTU
 	}
+	// pasta copies the host's address and gateway into the namespace by
+	// default. Then the host's own address, seen from inside, is the
+	// namespace's and the host is unreachable by it; a private subnet in
+	// slirp4netns's layout keeps the host's addresses reachable.
+	address, gateway, dns := network.Layout(opts.Subnet)
 	pidFile := filepath.Join(ns.StateDir, "pasta.pid")
 	os.Remove(pidFile)
 	args := []string{"--foreground", "--quiet", "--stderr", "--config-net",

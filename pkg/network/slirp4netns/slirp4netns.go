@@ -24,13 +24,6 @@ const (
 	ifname     = "tap0"
 )
 
-// slirp4netns's fixed layout for its default 10.0.2.0/24 network.
-var (
-	address = netip.MustParsePrefix("10.0.2.100/24")
-	gateway = netip.MustParseAddr("10.0.2.2")
-	dns     = netip.MustParseAddr("10.0.2.3")
-)
-
 func init() {
 	network.Register(network.Driver{Name: Name, Helper: "slirp4netns", Package: "slirp4netns",
 		Find: func() (string, error) { return network.LookHelper(Name, "slirp4netns", "slirp4netns") }, NeedsTun: true, HostLoopback: true,
@@ -59,7 +52,10 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 		return nil, fmt.Errorf("network driver %s: MTU %d out of range 576..65521", Name, mtu)
 	}
 	api := filepath.Join(ns.StateDir, "slirp4netns.sock")
-	args := []string{"--configure", fmt.Sprintf("--mtu=%d", mtu), "--ready-fd=3", "--exit-fd=4", "--enable-seccomp"}
+	address, gateway, dns := network.Layout(opts.Subnet)
+	// --cidr moves slirp4netns's whole layout (.100, .2, .3) into the
+	// node's subnet.
+	args := []string{"--configure", fmt.Sprintf("--mtu=%d", mtu), "--cidr=" + address.Masked().String(), "--ready-fd=3", "--exit-fd=4", "--enable-seccomp"}
 	if ns.PID > 0 {
 		args = append(args, "--enable-sandbox")
 	}

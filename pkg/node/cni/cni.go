@@ -32,16 +32,11 @@ const (
 	SpecVersion = "1.0.0"
 )
 
-// DefaultSubnet is this node's share of the pod CIDR (10.88.0.0/16): a
-// single node needs one /24, which is also what kube-controller-manager
-// allocates to the first node with --node-cidr-mask-size=24.
-var DefaultSubnet = netip.MustParsePrefix("10.88.0.0/24")
-
 // Options says what the pod network looks like.
 type Options struct {
 	Name    string       // network name, default "usernode"
 	Bridge  string       // default cni0
-	Subnet  netip.Prefix // pod addresses, default 10.88.0.0/24
+	Subnet  netip.Prefix // pod addresses: the node's spec.podCIDR (required)
 	DataDir string       // host-local's allocations, default /var/lib/cni/networks
 	// MTU of the bridge and pods' interfaces; 0 leaves the plugin's
 	// default (1500), which fits any uplink since traffic is NATed at tap0.
@@ -95,7 +90,7 @@ func (o *Options) defaults() error {
 		o.Bridge = DefaultBridge
 	}
 	if !o.Subnet.IsValid() {
-		o.Subnet = DefaultSubnet
+		return errors.New("cni: Subnet is required: the node's pod CIDR")
 	}
 	if o.DataDir == "" {
 		o.DataDir = DefaultDataDir

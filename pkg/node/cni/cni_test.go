@@ -11,7 +11,7 @@ import (
 )
 
 func TestConfList(t *testing.T) {
-	b, err := Render(Options{})
+	b, err := Render(Options{Subnet: netip.MustParsePrefix("10.88.0.0/24")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestConfList(t *testing.T) {
 			t.Error("loopback listed: containerd adds it")
 		}
 	}
-	if g := Gateway(DefaultSubnet); g != netip.MustParseAddr("10.88.0.1") {
+	if g := Gateway(netip.MustParsePrefix("10.88.0.0/24")); g != netip.MustParseAddr("10.88.0.1") {
 		t.Errorf("gateway %v", g)
 	}
 }
@@ -79,7 +79,7 @@ func TestInstall(t *testing.T) {
 	for _, n := range []string{"00-host.conf", "87-podman-bridge.conflist", "README"} {
 		os.WriteFile(filepath.Join(dir, n), []byte("{}"), 0o644)
 	}
-	path, err := Install(dir, Options{})
+	path, err := Install(dir, Options{Subnet: netip.MustParsePrefix("10.88.0.0/24")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestInstall(t *testing.T) {
 		t.Errorf("dir holds %v", names)
 	}
 	b, _ := os.ReadFile(path)
-	want, _ := Render(Options{})
+	want, _ := Render(Options{Subnet: netip.MustParsePrefix("10.88.0.0/24")})
 	if !bytes.Equal(b, want) {
 		t.Error("installed file differs from Render")
 	}

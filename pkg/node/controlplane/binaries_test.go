@@ -26,7 +26,7 @@ func k8sBin(t *testing.T) string {
 // exit, so an unknown or malformed flag fails here.
 func TestBinariesAcceptFlags(t *testing.T) {
 	dir := k8sBin(t)
-	o := Options{NodeName: "dev"}
+	o := topo(Options{NodeName: "dev"})
 	for name, fn := range map[string]func(Options) ([]string, error){
 		"etcd":                    EtcdFlags,
 		"kube-apiserver":          APIServerFlags,

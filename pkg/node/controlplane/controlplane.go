@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -57,18 +58,15 @@ const (
 	etcdMetricsURL = "http://127.0.0.1:2381"
 )
 
-var (
-	DefaultNodeIP      = netip.MustParseAddr("10.0.2.100")
-	DefaultServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
-	DefaultClusterCIDR = netip.MustParsePrefix("10.88.0.0/16")
-	DefaultPKI         = pki.Paths("/var/lib/usernode/pki")
-)
+// DefaultPKI is the node's layout of certificates.
+var DefaultPKI = pki.Paths("/var/lib/usernode/pki")
 
 // Options says what the control plane must be told.
 type Options struct {
-	Version  string // Kubernetes version of the binaries; default v1.37.2
-	NodeName string // required
-	NodeIP   netip.Addr
+	Version     string     // Kubernetes version of the binaries; default v1.37.2
+	ClusterName string     // required
+	NodeName    string     // required
+	NodeIP      netip.Addr // required
 	// PKI gives every certificate and key path; default the layout under
 	// /var/lib/usernode/pki (pki.Paths). Pass what pki.Ensure returned.
 	PKI *pki.PKI
@@ -76,11 +74,12 @@ type Options struct {
 	// default under /etc/usernode.
 	Kubeconfigs *kubeconfig.Files
 
-	ServiceCIDR      netip.Prefix // default 10.96.0.0/16
-	ClusterCIDR      netip.Prefix // pods, all nodes; default 10.88.0.0/16
-	NodeCIDRMaskSize int          // each node's share of ClusterCIDR; default 24
-	ClusterDomain    string       // default cluster.local
-	SecurePort       int          // kube-apiserver's; default 6443
+	// The topology, from the cluster model (required).
+	ServiceCIDR      netip.Prefix
+	ClusterCIDR      netip.Prefix // pods, all nodes
+	NodeCIDRMaskSize int          // each node's share of ClusterCIDR
+	ClusterDomain    string
+	SecurePort       int // kube-apiserver's; default 6443
 
 	EtcdDataDir           string // default /var/lib/etcd
 	EtcdQuotaBackendBytes int64  // default 1 GiB
@@ -96,8 +95,8 @@ func (o *Options) defaults() error {
 	if o.NodeName == "" {
 		return errors.New("control plane: NodeName is required")
 	}
-	if !o.NodeIP.IsValid() {
-		o.NodeIP = DefaultNodeIP
+	if o.ClusterName == "" || !o.NodeIP.IsValid() || !o.ServiceCIDR.IsValid() || !o.ClusterCIDR.IsValid() || o.NodeCIDRMaskSize == 0 || o.ClusterDomain == "" {
+		return errors.New("control plane: ClusterName, NodeIP, ServiceCIDR, ClusterCIDR, NodeCIDRMaskSize and ClusterDomain are required (the cluster model has them)")
 	}
 	if o.PKI == nil {
 		o.PKI = DefaultPKI
@@ -106,23 +105,11 @@ func (o *Options) defaults() error {
 		f := kubeconfig.Paths(kubeconfig.DefaultDir)
 		o.Kubeconfigs = &f
 	}
-	if !o.ServiceCIDR.IsValid() {
-		o.ServiceCIDR = DefaultServiceCIDR
-	}
-	if !o.ClusterCIDR.IsValid() {
-		o.ClusterCIDR = DefaultClusterCIDR
-	}
-	if o.NodeCIDRMaskSize == 0 {
-		o.NodeCIDRMaskSize = 24
-	}
 	if o.NodeCIDRMaskSize < o.ClusterCIDR.Bits() {
 		return fmt.Errorf("node CIDR mask /%d is larger than the cluster CIDR %v", o.NodeCIDRMaskSize, o.ClusterCIDR)
 	}
 	if o.ClusterCIDR.Overlaps(o.ServiceCIDR) {
 		return fmt.Errorf("pod CIDR %v overlaps service CIDR %v", o.ClusterCIDR, o.ServiceCIDR)
-	}
-	if o.ClusterDomain == "" {
-		o.ClusterDomain = "cluster.local"
 	}
 	if o.SecurePort == 0 {
 		o.SecurePort = DefaultSecurePort
@@ -253,7 +240,7 @@ func ControllerManagerFlags(o Options) ([]string, error) {
 		"--bind-address=127.0.0.1",
 		"--client-ca-file=" + p.CA.Cert,
 		"--requestheader-client-ca-file=" + p.FrontProxyCA.Cert,
-		"--cluster-name=usernode",
+		"--cluster-name=" + o.ClusterName,
 		// Approved CSRs (kubectl certificate approve, in-cluster signers)
 		// are signed by the cluster CA.
 		"--cluster-signing-cert-file=" + p.CA.Cert,
@@ -309,11 +296,23 @@ func BootstrapObjects() []rbacv1.ClusterRoleBinding {
 	}}
 }
 
-// RenderBootstrap is BootstrapObjects as a multi-document YAML stream, for
-// `kubectl apply -f -`.
+// defaultServiceAccount is applied up front: the controller that makes it
+// starts ~5 s after the controller-manager on a fresh cluster
+// (--use-service-account-credentials), and pods wait for it.
+var defaultServiceAccount = corev1.ServiceAccount{
+	TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+	ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "default"},
+}
+
+// RenderBootstrap is BootstrapObjects and the default ServiceAccount as a
+// multi-document YAML stream, for `kubectl apply -f -`.
 func RenderBootstrap() ([]byte, error) {
 	var docs []string
-	for _, obj := range BootstrapObjects() {
+	objs := []any{defaultServiceAccount}
+	for _, b := range BootstrapObjects() {
+		objs = append(objs, b)
+	}
+	for _, obj := range objs {
 		b, err := yaml.Marshal(obj)
 		if err != nil {
 			return nil, err

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+
 	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
@@ -42,7 +44,7 @@ func expect(t *testing.T, name string, m map[string]string, want map[string]stri
 }
 
 func TestEtcd(t *testing.T) {
-	f, err := EtcdFlags(Options{NodeName: "dev"})
+	f, err := EtcdFlags(topo(Options{NodeName: "dev"}))
 	m := flagMap(t, "etcd", f, err)
 	expect(t, "etcd", m, map[string]string{
 		"--data-dir":              "/var/lib/etcd",
@@ -70,7 +72,7 @@ func TestEtcd(t *testing.T) {
 
 func TestAPIServer(t *testing.T) {
 	p := pki.Paths("/x/pki")
-	f, err := APIServerFlags(Options{NodeName: "dev", PKI: p})
+	f, err := APIServerFlags(topo(Options{NodeName: "dev", PKI: p}))
 	m := flagMap(t, "kube-apiserver", f, err)
 	expect(t, "kube-apiserver", m, map[string]string{
 		"--authorization-mode":               "Node,RBAC",
@@ -96,7 +98,7 @@ func TestAPIServer(t *testing.T) {
 		"--requestheader-client-ca-file":     "/x/pki/front-proxy-ca.crt",
 		"--requestheader-allowed-names":      "front-proxy-client",
 	})
-	f, err = APIServerFlags(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15"), ServiceCIDR: netip.MustParsePrefix("10.43.0.0/16"), ClusterDomain: "dev.local"})
+	f, err = APIServerFlags(topo(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15"), ServiceCIDR: netip.MustParsePrefix("10.43.0.0/16"), ClusterDomain: "dev.local"}))
 	m = flagMap(t, "kube-apiserver", f, err)
 	expect(t, "kube-apiserver", m, map[string]string{
 		"--advertise-address":        "10.0.2.15",
@@ -106,7 +108,7 @@ func TestAPIServer(t *testing.T) {
 }
 
 func TestControllerManagerAndScheduler(t *testing.T) {
-	f, err := ControllerManagerFlags(Options{NodeName: "dev"})
+	f, err := ControllerManagerFlags(topo(Options{NodeName: "dev"}))
 	m := flagMap(t, "kube-controller-manager", f, err)
 	expect(t, "kube-controller-manager", m, map[string]string{
 		"--kubeconfig":                       "/etc/usernode/controller-manager.kubeconfig",
@@ -122,7 +124,7 @@ func TestControllerManagerAndScheduler(t *testing.T) {
 		"--leader-elect":                     "false",
 		"--bind-address":                     "127.0.0.1",
 	})
-	f, err = SchedulerFlags(Options{NodeName: "dev"})
+	f, err = SchedulerFlags(topo(Options{NodeName: "dev"}))
 	m = flagMap(t, "kube-scheduler", f, err)
 	expect(t, "kube-scheduler", m, map[string]string{
 		"--kubeconfig":   "/etc/usernode/scheduler.kubeconfig",
@@ -138,15 +140,15 @@ func TestValidation(t *testing.T) {
 		"overlap":       {NodeName: "dev", ClusterCIDR: netip.MustParsePrefix("10.96.0.0/12")},
 		"mask too wide": {NodeName: "dev", NodeCIDRMaskSize: 8},
 	} {
-		if _, err := APIServerFlags(o); err == nil {
+		if _, err := APIServerFlags(topo(o)); err == nil {
 			t.Errorf("%s accepted", name)
 		}
 	}
-	_, err := EtcdFlags(Options{NodeName: "dev", Version: "1.29.0"})
+	_, err := EtcdFlags(topo(Options{NodeName: "dev", Version: "1.29.0"}))
 	if err == nil || !strings.Contains(err.Error(), "1.30") {
 		t.Errorf("1.29: %v", err)
 	}
-	if _, err := SchedulerFlags(Options{NodeName: "dev", Version: "v1.34.2"}); err != nil {
+	if _, err := SchedulerFlags(topo(Options{NodeName: "dev", Version: "v1.34.2"})); err != nil {
 		t.Errorf("1.34: %v", err)
 	}
 }
@@ -156,8 +158,16 @@ func TestBootstrap(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	docs := strings.Split(string(b), "---\n")
+	if len(docs) != 2 {
+		t.Fatalf("want the default ServiceAccount and one binding, got:\n%s", b)
+	}
+	var sa corev1.ServiceAccount
+	if err := yaml.UnmarshalStrict([]byte(docs[0]), &sa); err != nil || sa.Kind != "ServiceAccount" || sa.Name != "default" || sa.Namespace != "default" {
+		t.Errorf("service account = %+v (%v)", sa, err)
+	}
 	var crb rbacv1.ClusterRoleBinding
-	if err := yaml.UnmarshalStrict(b, &crb); err != nil {
+	if err := yaml.UnmarshalStrict([]byte(docs[1]), &crb); err != nil {
 		t.Fatal(err)
 	}
 	if crb.Kind != "ClusterRoleBinding" || crb.RoleRef.Name != "system:kubelet-api-admin" ||

@@ -45,7 +45,7 @@ func TestCoreDNSLoadsIt(t *testing.T) {
 		t.Fatalf("coredns -plugins: %v", err)
 	}
 	linked := strings.Fields(string(out))
-	cf, err := Corefile(Options{NodeName: "dev"})
+	cf, err := Corefile(topo(Options{NodeName: "dev"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,8 +64,8 @@ func TestCoreDNSLoadsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	health, ready := "127.0.0.1:"+strconv.Itoa(int(freePort(t))), "127.0.0.1:"+strconv.Itoa(int(freePort(t)))
-	cf, err = Corefile(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("127.0.0.1"), Port: freePort(t),
-		HealthAddr: health, ReadyAddr: ready, Kubeconfig: kc})
+	cf, err = Corefile(topo(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("127.0.0.1"), Port: freePort(t),
+		HealthAddr: health, ReadyAddr: ready, Kubeconfig: kc}))
 	if err != nil {
 		t.Fatal(err)
 	}

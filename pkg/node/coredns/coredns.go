@@ -42,7 +42,6 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
-	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/pki"
 	"github.com/usernode/usernode/pkg/supervise"
 )
@@ -80,12 +79,12 @@ type Options struct {
 	// NodeName is the EndpointSlice endpoint's nodeName (required).
 	NodeName string
 	// NodeIP is where CoreDNS listens and what the EndpointSlice points
-	// at. Default pki.DefaultNodeIP (10.0.2.100).
+	// at (required).
 	NodeIP netip.Addr
-	// ServiceIP is the kube-dns ClusterIP: the kubelet's clusterDNS.
-	// Default kubelet.DefaultClusterDNS (10.96.0.10).
+	// ServiceIP is the kube-dns ClusterIP: the kubelet's clusterDNS
+	// (required).
 	ServiceIP netip.Addr
-	// ClusterDomain is the kubernetes plugin's zone. Default cluster.local.
+	// ClusterDomain is the kubernetes plugin's zone (required).
 	ClusterDomain string
 	// Port CoreDNS listens on at NodeIP (the Service's port is always 53).
 	// Default 53; tests that cannot bind 53 use another.
@@ -115,11 +114,8 @@ func (o *Options) defaults() error {
 	if o.NodeName == "" {
 		return errors.New("coredns: NodeName is required")
 	}
-	if !o.NodeIP.IsValid() {
-		o.NodeIP = pki.DefaultNodeIP
-	}
-	if !o.ServiceIP.IsValid() {
-		o.ServiceIP = kubelet.DefaultClusterDNS
+	if !o.NodeIP.IsValid() || !o.ServiceIP.IsValid() || o.ClusterDomain == "" {
+		return errors.New("coredns: NodeIP, ServiceIP and ClusterDomain are required (the cluster model has them)")
 	}
 	if o.NodeIP.Is4() != o.ServiceIP.Is4() {
 		return fmt.Errorf("coredns: node IP %v and service IP %v are not of the same family", o.NodeIP, o.ServiceIP)
@@ -129,7 +125,6 @@ func (o *Options) defaults() error {
 			*s = d
 		}
 	}
-	def(&o.ClusterDomain, pki.DefaultClusterDomain)
 	def(&o.HealthAddr, DefaultHealthAddr)
 	def(&o.ReadyAddr, DefaultReadyAddr)
 	def(&o.Upstream, DefaultUpstream)
@@ -300,6 +295,15 @@ func RenderObjects(o Options) ([]byte, error) {
 // Applying the objects before kube-proxy starts means kube-proxy's first
 // sync already programs kube-dns.
 func Steps(o Options) ([]supervise.Step, error) {
+	return steps(o, func(path string, b []byte) error {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return err
+		}
+		return os.WriteFile(path, b, 0o600)
+	})
+}
+
+func steps(o Options, write func(path string, b []byte) error) ([]supervise.Step, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
@@ -314,14 +318,11 @@ func Steps(o Options) ([]supervise.Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
-		return nil, err
-	}
 	cfPath, objPath := filepath.Join(o.Dir, CorefileName), filepath.Join(o.Dir, ObjectsName)
-	if err := os.WriteFile(cfPath, corefile, 0o644); err != nil {
+	if err := write(cfPath, corefile); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(objPath, objs, 0o600); err != nil {
+	if err := write(objPath, objs); err != nil {
 		return nil, err
 	}
 	return []supervise.Step{

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usernode/usernode/pkg/cluster"
+
 	clientcmdv1 "k8s.io/client-go/tools/clientcmd/api/v1"
 	"sigs.k8s.io/yaml"
 
@@ -201,7 +203,8 @@ func TestMergeRejectsGarbage(t *testing.T) {
 
 func TestComponents(t *testing.T) {
 	dir := t.TempDir()
-	p, err := pki.Ensure(filepath.Join(dir, "pki"), pki.Options{NodeName: "dev"})
+	cl := cluster.DefaultCluster()
+	p, err := pki.Ensure(filepath.Join(dir, "pki"), pki.Options{NodeName: "dev", NodeIP: cl.Self().IP, ServiceCIDR: cl.ServiceCIDR, ClusterDomain: cl.DNSDomain})
 	if err != nil {
 		t.Fatal(err)
 	}

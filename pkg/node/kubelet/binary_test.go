@@ -33,8 +33,8 @@ func TestKubeletValidatesIt(t *testing.T) {
 		if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); !degraded && err != nil {
 			continue
 		}
-		o := Options{NodeName: "dev", Degraded: degraded,
-			ConfigPath: filepath.Join(dir, "kubelet.yaml"), KubeconfigPath: filepath.Join(dir, "missing.kubeconfig"), RootDir: filepath.Join(dir, "root")}
+		o := topo(Options{NodeName: "dev", Degraded: degraded,
+			ConfigPath: filepath.Join(dir, "kubelet.yaml"), KubeconfigPath: filepath.Join(dir, "missing.kubeconfig"), RootDir: filepath.Join(dir, "root")})
 		b, err := Render(o)
 		if err != nil {
 			t.Fatal(err)

@@ -31,9 +31,7 @@ const (
 	DefaultVersion                  = k8sversion.Default
 	DefaultConfigPath               = "/etc/usernode/kubelet.yaml"
 	DefaultRootDir                  = "/var/lib/kubelet"
-	DefaultContainerRuntimeEndpoint = "unix:///run/containerd/containerd.sock"
 	DefaultResolvConf               = "/etc/resolv.conf"
-	DefaultClusterDomain            = "cluster.local"
 
 	MinVersion = k8sversion.Min
 	// UserNamespaceGateDefaultOn is the first release where
@@ -44,8 +42,6 @@ const (
 )
 
 var (
-	DefaultNodeIP     = netip.MustParseAddr("10.0.2.100")
-	DefaultClusterDNS = netip.MustParseAddr("10.96.0.10")
 	// DefaultPKI and DefaultKubeconfig are the per-run layout the node uses.
 	DefaultPKI        = pki.Paths("/var/lib/usernode/pki")
 	DefaultKubeconfig = kubeconfig.Paths(kubeconfig.DefaultDir).Kubelet
@@ -68,8 +64,9 @@ var EvictionHard = map[string]string{
 	"imagefs.inodesFree": "1%",
 }
 
-// Options says what the kubelet must be told. The zero value, with a
-// NodeName, is the default node.
+// Options says what the kubelet must be told. The topology (node name and
+// IP, cluster DNS and domain, the runtime's endpoint) comes from the cluster
+// model and is required; the paths default to the node's layout.
 type Options struct {
 	// Version is the kubelet's version, "v1.37.2" or "1.37.2".
 	Version  string
@@ -83,8 +80,8 @@ type Options struct {
 	// pod limits are not enforced.
 	Degraded bool
 
-	ClusterDNS    netip.Addr // default 10.96.0.10
-	ClusterDomain string     // default cluster.local
+	ClusterDNS    netip.Addr // required: the DNS Service's IP
+	ClusterDomain string     // required
 
 	// ClientCAFile verifies client certs on the kubelet's API (the
 	// apiserver's); TLSCertFile/TLSPrivateKeyFile are its serving pair.
@@ -96,7 +93,7 @@ type Options struct {
 	KubeconfigPath           string // default DefaultKubeconfig
 	ConfigPath               string // where Render's output is written; default DefaultConfigPath
 	RootDir                  string // default /var/lib/kubelet
-	ContainerRuntimeEndpoint string // default unix:///run/containerd/containerd.sock
+	ContainerRuntimeEndpoint string // required: the CRI runtime's socket
 	ResolvConf               string // default /etc/resolv.conf
 
 	// LocalStorageCapacityIsolation defaults to false: the kubelet's
@@ -119,25 +116,20 @@ func (o *Options) defaults() (*version.Version, error) {
 	if o.NodeName == "" {
 		return nil, errors.New("kubelet: NodeName is required")
 	}
-	if !o.NodeIP.IsValid() {
-		o.NodeIP = DefaultNodeIP
-	}
-	if !o.ClusterDNS.IsValid() {
-		o.ClusterDNS = DefaultClusterDNS
+	if !o.NodeIP.IsValid() || !o.ClusterDNS.IsValid() || o.ClusterDomain == "" || o.ContainerRuntimeEndpoint == "" {
+		return nil, errors.New("kubelet: NodeIP, ClusterDNS, ClusterDomain and ContainerRuntimeEndpoint are required (the cluster model has them)")
 	}
 	def := func(s *string, d string) {
 		if *s == "" {
 			*s = d
 		}
 	}
-	def(&o.ClusterDomain, DefaultClusterDomain)
 	def(&o.ClientCAFile, DefaultPKI.CA.Cert)
 	def(&o.TLSCertFile, DefaultPKI.Kubelet.Cert)
 	def(&o.TLSPrivateKeyFile, DefaultPKI.Kubelet.Key)
 	def(&o.KubeconfigPath, DefaultKubeconfig)
 	def(&o.ConfigPath, DefaultConfigPath)
 	def(&o.RootDir, DefaultRootDir)
-	def(&o.ContainerRuntimeEndpoint, DefaultContainerRuntimeEndpoint)
 	def(&o.ResolvConf, DefaultResolvConf)
 	return v, nil
 }

@@ -24,7 +24,7 @@ func render(t *testing.T, o Options) (*kubeletv1beta1.KubeletConfiguration, map[
 var get = yamltest.Get
 
 func TestSeedSettings(t *testing.T) {
-	c, raw := render(t, Options{NodeName: "dev", Version: "v1.34.2", Degraded: true})
+	c, raw := render(t, topo(Options{NodeName: "dev", Version: "v1.34.2", Degraded: true}))
 	want := map[string]any{
 		"apiVersion":                          "kubelet.config.k8s.io/v1beta1",
 		"kind":                                "KubeletConfiguration",
@@ -89,13 +89,13 @@ func TestGateByVersion(t *testing.T) {
 		{"v1.30.0", true}, {"1.34.2", true}, {"v1.36.9", true},
 		{"v1.37.0-rc.1", false}, {"v1.37.2", false}, {"", false}, {"v1.38.0", false},
 	} {
-		c, _ := render(t, Options{NodeName: "dev", Version: tc.version})
+		c, _ := render(t, topo(Options{NodeName: "dev", Version: tc.version}))
 		if got := c.FeatureGates["KubeletInUserNamespace"]; got != tc.gate {
 			t.Errorf("%q: gate %v, want %v", tc.version, got, tc.gate)
 		}
 	}
 	// A caller's gate wins, and one can be turned off.
-	c, _ := render(t, Options{NodeName: "dev", Version: "v1.37.2", FeatureGates: map[string]bool{"KubeletInUserNamespace": false}})
+	c, _ := render(t, topo(Options{NodeName: "dev", Version: "v1.37.2", FeatureGates: map[string]bool{"KubeletInUserNamespace": false}}))
 	if v, ok := c.FeatureGates["KubeletInUserNamespace"]; !ok || v {
 		t.Errorf("override: %v", c.FeatureGates)
 	}
@@ -103,15 +103,15 @@ func TestGateByVersion(t *testing.T) {
 
 func TestOldVersionRejected(t *testing.T) {
 	for _, v := range []string{"v1.29.9", "1.22.0"} {
-		_, err := Render(Options{NodeName: "dev", Version: v})
+		_, err := Render(topo(Options{NodeName: "dev", Version: v}))
 		if err == nil || !strings.Contains(err.Error(), "not supported") || !strings.Contains(err.Error(), "1.30") {
 			t.Errorf("%s: err = %v", v, err)
 		}
 	}
-	if _, err := Render(Options{NodeName: "dev", Version: "banana"}); err == nil {
+	if _, err := Render(topo(Options{NodeName: "dev", Version: "banana"})); err == nil {
 		t.Error("bad version accepted")
 	}
-	if _, err := Render(Options{Version: "v1.37.2"}); err == nil {
+	if _, err := Render(topo(Options{Version: "v1.37.2"})); err == nil {
 		t.Error("no node name accepted")
 	}
 }
@@ -133,8 +133,8 @@ func TestDegradedVsFull(t *testing.T) {
 			"enforceNodeAllocatable": {[]any{}, nil},
 		}},
 	} {
-		_, deg := render(t, Options{NodeName: "dev", Version: tc.version, Degraded: true})
-		_, full := render(t, Options{NodeName: "dev", Version: tc.version})
+		_, deg := render(t, topo(Options{NodeName: "dev", Version: tc.version, Degraded: true}))
+		_, full := render(t, topo(Options{NodeName: "dev", Version: tc.version}))
 		keys := map[string]bool{}
 		for k := range deg {
 			keys[k] = true
@@ -163,7 +163,7 @@ func TestDegradedVsFull(t *testing.T) {
 }
 
 func TestFlags(t *testing.T) {
-	f, err := Flags(Options{NodeName: "dev"})
+	f, err := Flags(topo(Options{NodeName: "dev"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,11 +177,11 @@ func TestFlags(t *testing.T) {
 	if !slices.Equal(f, want) {
 		t.Errorf("Flags = %v\nwant %v", f, want)
 	}
-	f, _ = Flags(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15")})
+	f, _ = Flags(topo(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15")}))
 	if !slices.Contains(f, "--node-ip=10.0.2.15") {
 		t.Errorf("node IP not used: %v", f)
 	}
-	if _, err := Flags(Options{NodeName: "dev", Version: "v1.29.0"}); err == nil {
+	if _, err := Flags(topo(Options{NodeName: "dev", Version: "v1.29.0"})); err == nil {
 		t.Error("Flags accepted 1.29")
 	}
 }
@@ -194,11 +194,11 @@ func TestRenderIsLossless(t *testing.T) {
 		{NodeName: "dev", Version: "v1.37.2"},
 		{NodeName: "dev", Version: "v1.30.0", Degraded: true, FeatureGates: map[string]bool{"Foo": false}},
 	} {
-		want, err := Config(o)
+		want, err := Config(topo(o))
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, _ := render(t, o)
+		got, _ := render(t, topo(o))
 		if !equality.Semantic.DeepEqual(got, want) {
 			t.Errorf("%+v: decoded file differs from Config:\n got %+v\nwant %+v", o, got, want)
 		}

@@ -21,7 +21,7 @@ func TestKubeProxyLoadsIt(t *testing.T) {
 		t.Skip("USERNODE_K8S_BIN (the directory hack/build-k8s.sh prints) is not set")
 	}
 	dir := t.TempDir()
-	b, err := Render(Options{NodeName: "dev"})
+	b, err := Render(topo(Options{NodeName: "dev"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,19 +35,16 @@ const (
 	defaultVersion = k8sversion.Default
 )
 
-var (
-	DefaultNodeIP      = netip.MustParseAddr("10.0.2.100")
-	DefaultClusterCIDR = netip.MustParsePrefix("10.88.0.0/16")
-	DefaultKubeconfig  = kubeconfig.Paths(kubeconfig.DefaultDir).KubeProxy
-)
+// DefaultKubeconfig is kube-proxy's kubeconfig in the node's layout.
+var DefaultKubeconfig = kubeconfig.Paths(kubeconfig.DefaultDir).KubeProxy
 
 // Options says what kube-proxy must be told.
 type Options struct {
 	Version  string // kube-proxy's version; default v1.37.2
 	NodeName string // required: kube-proxy reads its Node object by this name
-	NodeIP   netip.Addr
+	NodeIP   netip.Addr // required
 	// ClusterCIDR is the pods' range (all nodes'): traffic from it is
-	// "local" and is not masqueraded to Services. Default 10.88.0.0/16.
+	// "local" and is not masqueraded to Services. Required.
 	ClusterCIDR    netip.Prefix
 	KubeconfigPath string // default /etc/usernode/kube-proxy.kubeconfig
 	ConfigPath     string // default /etc/usernode/kube-proxy.yaml
@@ -70,11 +67,8 @@ func (o *Options) defaults() error {
 	if o.NodeName == "" {
 		return errors.New("kube-proxy: NodeName is required")
 	}
-	if !o.NodeIP.IsValid() {
-		o.NodeIP = DefaultNodeIP
-	}
-	if !o.ClusterCIDR.IsValid() {
-		o.ClusterCIDR = DefaultClusterCIDR
+	if !o.NodeIP.IsValid() || !o.ClusterCIDR.IsValid() {
+		return errors.New("kube-proxy: NodeIP and ClusterCIDR are required (the cluster model has them)")
 	}
 	if o.KubeconfigPath == "" {
 		o.KubeconfigPath = DefaultKubeconfig

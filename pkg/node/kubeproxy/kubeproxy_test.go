@@ -25,7 +25,7 @@ var get = yamltest.Get
 
 func TestSeedSettings(t *testing.T) {
 	for _, v := range []string{"v1.30.0", "v1.34.2", "v1.37.2"} {
-		c, raw := render(t, Options{NodeName: "dev", Version: v})
+		c, raw := render(t, topo(Options{NodeName: "dev", Version: v}))
 		for path, want := range map[string]any{
 			"apiVersion":                      "kubeproxy.config.k8s.io/v1alpha1",
 			"kind":                            "KubeProxyConfiguration",
@@ -57,28 +57,28 @@ func TestSeedSettings(t *testing.T) {
 }
 
 func TestOptions(t *testing.T) {
-	c, _ := render(t, Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15"), ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")})
+	c, _ := render(t, topo(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15"), ClusterCIDR: netip.MustParsePrefix("10.244.0.0/16")}))
 	if !slices.Equal(c.NodePortAddresses, []string{"10.0.2.15/32", "127.0.0.1/32"}) || c.ClusterCIDR != "10.244.0.0/16" {
 		t.Errorf("options not used: %v %v", c.NodePortAddresses, c.ClusterCIDR)
 	}
-	f, err := Flags(Options{NodeName: "dev"})
+	f, err := Flags(topo(Options{NodeName: "dev"}))
 	if err != nil || !slices.Equal(f, []string{"--config=/etc/usernode/kube-proxy.yaml"}) {
 		t.Errorf("Flags = %v, %v", f, err)
 	}
 }
 
 func TestOldVersionRejected(t *testing.T) {
-	_, err := Render(Options{NodeName: "dev", Version: "v1.29.3"})
+	_, err := Render(topo(Options{NodeName: "dev", Version: "v1.29.3"}))
 	if err == nil || !strings.Contains(err.Error(), "1.30") {
 		t.Errorf("err = %v", err)
 	}
-	if _, err := Render(Options{Version: "v1.37.2"}); err == nil {
+	if _, err := Render(topo(Options{Version: "v1.37.2"})); err == nil {
 		t.Error("no node name accepted")
 	}
 }
 
 func TestRenderIsLossless(t *testing.T) {
-	o := Options{NodeName: "dev", FeatureGates: map[string]bool{"Foo": true}}
+	o := topo(Options{NodeName: "dev", FeatureGates: map[string]bool{"Foo": true}})
 	want, err := Config(o)
 	if err != nil {
 		t.Fatal(err)

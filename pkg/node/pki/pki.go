@@ -51,15 +51,7 @@ import (
 	"time"
 )
 
-// Defaults for Options.
-var (
-	DefaultNodeIP      = netip.MustParseAddr("10.0.2.100")
-	DefaultServiceCIDR = netip.MustParsePrefix("10.96.0.0/16")
-)
-
 const (
-	DefaultClusterDomain = "cluster.local"
-
 	// CAValidity is long because regenerating the CA invalidates every
 	// kubeconfig the user has copied out of the node.
 	CAValidity = 10 * 365 * 24 * time.Hour
@@ -99,12 +91,12 @@ type Options struct {
 	// identity (system:node:NodeName) and a SAN of the serving certs.
 	NodeName string
 	// NodeIP is the address of the node's interface in its network
-	// namespace (slirp4netns tap0 or pasta eth0). Default 10.0.2.100.
+	// namespace (slirp4netns tap0 or pasta eth0). Required.
 	NodeIP netip.Addr
 	// ServiceCIDR's first address is the `kubernetes` service's ClusterIP,
-	// which pods use to reach kube-apiserver. Default 10.96.0.0/16.
+	// which pods use to reach kube-apiserver. Required.
 	ServiceCIDR netip.Prefix
-	// ClusterDomain names kubernetes.default.svc.<domain>. Default cluster.local.
+	// ClusterDomain names kubernetes.default.svc.<domain>. Required.
 	ClusterDomain string
 	// ExtraAPIServerSANs are more names or IPs for kube-apiserver's serving
 	// cert, e.g. the host's name if the user forwards 6443 elsewhere.
@@ -221,14 +213,8 @@ func (o *Options) defaults() error {
 	if o.NodeName == "" {
 		return errors.New("pki: NodeName is required")
 	}
-	if !o.NodeIP.IsValid() {
-		o.NodeIP = DefaultNodeIP
-	}
-	if !o.ServiceCIDR.IsValid() {
-		o.ServiceCIDR = DefaultServiceCIDR
-	}
-	if o.ClusterDomain == "" {
-		o.ClusterDomain = DefaultClusterDomain
+	if !o.NodeIP.IsValid() || !o.ServiceCIDR.IsValid() || o.ClusterDomain == "" {
+		return errors.New("pki: NodeIP, ServiceCIDR and ClusterDomain are required (the cluster model has them)")
 	}
 	if o.Now == nil {
 		o.Now = time.Now

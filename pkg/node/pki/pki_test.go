@@ -56,7 +56,7 @@ func verify(t *testing.T, name, cert, ca string, usage x509.ExtKeyUsage, host st
 
 func TestEnsureFresh(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "pki")
-	p := mustEnsure(t, dir, Options{NodeName: "dev"})
+	p := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 
 	if !slices.Contains(p.Regenerated, "ca") || !slices.Contains(p.Regenerated, "sa") {
 		t.Errorf("fresh dir: Regenerated = %v", p.Regenerated)
@@ -202,9 +202,9 @@ func changed(a, b map[string]string) []string {
 
 func TestEnsureIdempotent(t *testing.T) {
 	dir := t.TempDir()
-	p1 := mustEnsure(t, dir, Options{NodeName: "dev"})
+	p1 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	s1 := serials(t, p1)
-	p2 := mustEnsure(t, dir, Options{NodeName: "dev"})
+	p2 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	if len(p2.Regenerated) != 0 {
 		t.Errorf("second Ensure regenerated %v", p2.Regenerated)
 	}
@@ -215,8 +215,8 @@ func TestEnsureIdempotent(t *testing.T) {
 
 func TestEnsureNodeIPChange(t *testing.T) {
 	dir := t.TempDir()
-	s1 := serials(t, mustEnsure(t, dir, Options{NodeName: "dev"}))
-	p := mustEnsure(t, dir, Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15")})
+	s1 := serials(t, mustEnsure(t, dir, topo(Options{NodeName: "dev"})))
+	p := mustEnsure(t, dir, topo(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15")}))
 	if got, want := changed(s1, serials(t, p)), []string{"apiserver", "kubelet"}; !slices.Equal(got, want) {
 		t.Errorf("changed %v, want %v", got, want)
 	}
@@ -232,14 +232,14 @@ func TestEnsureNodeIPChange(t *testing.T) {
 
 func TestEnsureRepairs(t *testing.T) {
 	dir := t.TempDir()
-	p := mustEnsure(t, dir, Options{NodeName: "dev"})
+	p := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	s1 := serials(t, p)
 
 	// A lost leaf key: only that leaf comes back.
 	os.Remove(p.Scheduler.Key)
 	// A key left world-readable gets its mode back without regeneration.
 	os.Chmod(p.Admin.Key, 0o644)
-	p2 := mustEnsure(t, dir, Options{NodeName: "dev"})
+	p2 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	if got := changed(s1, serials(t, p2)); !slices.Equal(got, []string{"scheduler"}) {
 		t.Errorf("after losing scheduler.key, changed %v", got)
 	}
@@ -250,7 +250,7 @@ func TestEnsureRepairs(t *testing.T) {
 	// A lost etcd CA: the etcd CA and everything it signed, nothing else.
 	s2 := serials(t, p2)
 	os.Remove(p.EtcdCA.Key)
-	p3 := mustEnsure(t, dir, Options{NodeName: "dev"})
+	p3 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	if got, want := changed(s2, serials(t, p3)), []string{"apiserver-etcd-client", "etcd/ca", "etcd/peer", "etcd/server"}; !slices.Equal(got, want) {
 		t.Errorf("after losing etcd/ca.key, changed %v want %v", got, want)
 	}
@@ -259,7 +259,7 @@ func TestEnsureRepairs(t *testing.T) {
 	// sa.pub lost: rewritten from sa.key, which is kept.
 	s3 := serials(t, p3)
 	os.Remove(p.ServiceAccount.Public)
-	p4 := mustEnsure(t, dir, Options{NodeName: "dev"})
+	p4 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	if got := changed(s3, serials(t, p4)); len(got) != 0 || !slices.Equal(p4.Regenerated, []string{"sa.pub"}) {
 		t.Errorf("after losing sa.pub: changed %v, regenerated %v", got, p4.Regenerated)
 	}
@@ -268,9 +268,9 @@ func TestEnsureRepairs(t *testing.T) {
 func TestEnsureRenewsNearExpiry(t *testing.T) {
 	dir := t.TempDir()
 	now := time.Now()
-	s1 := serials(t, mustEnsure(t, dir, Options{NodeName: "dev", Now: func() time.Time { return now }}))
+	s1 := serials(t, mustEnsure(t, dir, topo(Options{NodeName: "dev", Now: func() time.Time { return now }})))
 	later := now.Add(LeafValidity - RenewBefore + time.Hour)
-	p := mustEnsure(t, dir, Options{NodeName: "dev", Now: func() time.Time { return later }})
+	p := mustEnsure(t, dir, topo(Options{NodeName: "dev", Now: func() time.Time { return later }}))
 	got := changed(s1, serials(t, p))
 	for _, keep := range []string{"ca", "etcd/ca", "front-proxy-ca", "sa"} {
 		if slices.Contains(got, keep) {
@@ -283,13 +283,13 @@ func TestEnsureRenewsNearExpiry(t *testing.T) {
 }
 
 func TestEnsureNeedsNodeName(t *testing.T) {
-	if _, err := Ensure(t.TempDir(), Options{}); err == nil {
+	if _, err := Ensure(t.TempDir(), topo(Options{})); err == nil {
 		t.Error("no error without a node name")
 	}
 }
 
 func TestExtraSANs(t *testing.T) {
-	p := mustEnsure(t, t.TempDir(), Options{NodeName: "dev", ExtraAPIServerSANs: []string{"myhost.example", "192.168.1.7"}})
+	p := mustEnsure(t, t.TempDir(), topo(Options{NodeName: "dev", ExtraAPIServerSANs: []string{"myhost.example", "192.168.1.7"}}))
 	verify(t, "extra dns", p.APIServer.Cert, p.CA.Cert, x509.ExtKeyUsageServerAuth, "myhost.example")
 	verify(t, "extra ip", p.APIServer.Cert, p.CA.Cert, x509.ExtKeyUsageServerAuth, "192.168.1.7")
 }

@@ -1,0 +1,175 @@
+// Package component is the seam the node is built on. A node is a list of
+// components (the CRI runtime, the CNI, etcd and the control plane,
+// CoreDNS, the kubelet, kube-proxy); each renders its files from the
+// cluster model and returns the supervise.Steps that run it. Which
+// components a node has follows from its role and from the runtime and
+// CNI the model names, looked up in registries of values (Runtime, CNI):
+// adding CRI-O or Flannel is a new package plus one line in a registry.
+package component
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/usernode/usernode/pkg/cluster"
+	"github.com/usernode/usernode/pkg/node/kubeconfig"
+	"github.com/usernode/usernode/pkg/node/pki"
+	"github.com/usernode/usernode/pkg/supervise"
+)
+
+// Component is one part of the node.
+type Component interface {
+	// Name is the component's, as `usernode status` shows it.
+	Name() string
+	// Tools are the programs it runs, found on the host before the node
+	// starts (so a missing one fails `up` at once, naming its package).
+	Tools() []Tool
+	// Steps writes the component's files (under env.Root) and returns
+	// what the supervisor runs, in order.
+	Steps(env *Env) ([]supervise.Step, error)
+}
+
+// Env is what every component renders from: the model, and what the node
+// found out about itself.
+type Env struct {
+	Cluster *cluster.Cluster
+	Node    *cluster.Node
+	// Binaries are the tools' absolute paths, by Tool.Name.
+	Binaries Binaries
+	// Degraded is set when the node has no delegated cgroup v2 tree.
+	Degraded bool
+	// Root prefixes every file a component writes: "" inside the node;
+	// a directory that is later mounted at / in tests and the benchmark's
+	// hard way. Paths inside configs and flags never carry it.
+	Root string
+	// PKI and Kubeconfigs are where the node's certificates and
+	// kubeconfigs are, as the node sees them.
+	PKI         *pki.PKI
+	Kubeconfigs kubeconfig.Files
+	// Runtime is the CRI runtime the node runs (the kubelet dials its
+	// Endpoint).
+	Runtime Runtime
+	// Images are OCI archives every node imports into its runtime (no
+	// registry is reachable), as the node sees them.
+	Images []string
+	// API reads the node's own objects (the CNI waits for its pod CIDR).
+	API API
+}
+
+// API is what components ask kube-apiserver.
+type API interface {
+	// PodCIDR waits for the controller-manager to give the node its share
+	// of the pod CIDR.
+	PodCIDR(ctx context.Context, node string) (netip.Prefix, error)
+}
+
+// Path is where a component writes a file the node sees at inside.
+func (e *Env) Path(inside string) string { return filepath.Join(e.Root, inside) }
+
+// WriteFile writes a file the node sees at inside, private to the node's
+// user, and makes its directory.
+func (e *Env) WriteFile(inside string, b []byte) error {
+	p := e.Path(inside)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return err
+	}
+	return WriteFileAtomic(p, b, 0o600)
+}
+
+// Bin is a tool's path; Tools made sure it is there.
+func (e *Env) Bin(name string) string { return e.Binaries[name] }
+
+// Tool is a program a component needs.
+type Tool struct {
+	// Name is how components ask for it (Env.Bin).
+	Name string
+	// Names are the executables that do, in order of preference (runc,
+	// then crun).
+	Names []string
+	// Built tools come from --bin-dir or the `make k8s` cache before
+	// PATH (Kubernetes, etcd, CoreDNS); the others from the system.
+	Built bool
+	// Dir tools are a directory holding Names (the CNI plugins); the
+	// directories are searched in Dirs.
+	Dir  bool
+	Dirs []string
+	// Debian is the package that ships it, for the error message.
+	Debian string
+}
+
+// Binaries are tools' absolute paths by name.
+type Binaries map[string]string
+
+// Runtime is a CRI runtime usernode can run.
+type Runtime struct {
+	Name string
+	// Endpoint is its CRI socket, as the kubelet inside the node dials it.
+	Endpoint string
+	// Degraded says whether it runs without a delegated cgroup tree.
+	Degraded bool
+	// New returns the component that configures and runs it.
+	New func() Component
+}
+
+// CNI is a pod network usernode can set up.
+type CNI struct {
+	Name string
+	New  func() Component
+}
+
+// Registry is a list of named values: the runtimes or the CNIs.
+type Registry[T interface{ name() string }] []T
+
+func (r Runtime) name() string { return r.Name }
+func (c CNI) name() string     { return c.Name }
+
+// Names lists the registered names, sorted.
+func (r Registry[T]) Names() []string {
+	var out []string
+	for _, v := range r {
+		out = append(out, v.name())
+	}
+	sort.Strings(out)
+	return out
+}
+
+// Lookup finds name, or says which names there are.
+func (r Registry[T]) Lookup(kind, name string) (T, error) {
+	for _, v := range r {
+		if v.name() == name {
+			return v, nil
+		}
+	}
+	var zero T
+	return zero, fmt.Errorf("unknown %s %q: known are %s", kind, name, strings.Join(r.Names(), ", "))
+}
+
+// WriteFileAtomic writes b to path through a temporary file and a rename:
+// readers (containerd watching /etc/cni/net.d, a status reader) never see
+// half a file, and a crash leaves the old one.
+func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(mode)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
+}

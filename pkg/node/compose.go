@@ -1,0 +1,216 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/usernode/usernode/pkg/cluster"
+	"github.com/usernode/usernode/pkg/images"
+	"github.com/usernode/usernode/pkg/node/cni"
+	"github.com/usernode/usernode/pkg/node/component"
+	"github.com/usernode/usernode/pkg/node/containerd"
+	"github.com/usernode/usernode/pkg/node/controlplane"
+	"github.com/usernode/usernode/pkg/node/coredns"
+	"github.com/usernode/usernode/pkg/node/kubeconfig"
+	"github.com/usernode/usernode/pkg/node/kubelet"
+	"github.com/usernode/usernode/pkg/node/kubeproxy"
+	"github.com/usernode/usernode/pkg/node/pki"
+	"github.com/usernode/usernode/pkg/supervise"
+)
+
+// Runtimes are the CRI runtimes a node can run. Adding one is a package
+// with its component and one line here.
+var Runtimes = component.Registry[component.Runtime]{
+	containerd.CRI,
+}
+
+// CNIs are the pod networks a node can have. Adding one is a package with
+// its component and one line here.
+var CNIs = component.Registry[component.CNI]{
+	cni.Bridge,
+}
+
+// Components are node n's parts in start order: the runtime first (the
+// images go into it), the control plane and the cluster's DNS on a
+// control-plane node (CoreDNS's Service exists before kube-proxy's first
+// sync), then the kubelet, the CNI (which waits for the pod CIDR the
+// controller-manager gives the kubelet's Node) and kube-proxy.
+func Components(n *cluster.Node) ([]component.Component, component.Runtime, error) {
+	rt, err := Runtimes.Lookup("container runtime", n.CRI)
+	if err != nil {
+		return nil, rt, err
+	}
+	network, err := CNIs.Lookup("CNI", n.CNI)
+	if err != nil {
+		return nil, rt, err
+	}
+	comps := []component.Component{rt.New()}
+	if n.Role == cluster.ControlPlane {
+		comps = append(comps, controlplane.Component{}, coredns.Component{})
+	}
+	comps = append(comps, kubelet.Component{}, network.New(), kubeproxy.Component{})
+	return comps, rt, nil
+}
+
+// Tools are what comps need, each once.
+func Tools(comps []component.Component) []component.Tool {
+	var out []component.Tool
+	seen := map[string]bool{}
+	for _, c := range comps {
+		for _, t := range c.Tools() {
+			if !seen[t.Name] {
+				seen[t.Name] = true
+				out = append(out, t)
+			}
+		}
+	}
+	return out
+}
+
+// Layout inside the node. /var/lib persists across runs; /etc and /run are
+// made afresh by each `up`.
+const (
+	DataDir   = "/var/lib/usernode"
+	PKIDir    = DataDir + "/pki"
+	ImageDir  = DataDir + "/images"
+	ConfigDir = kubeconfig.DefaultDir
+	LogDir    = "/var/log/usernode"
+)
+
+// BusyboxRef is the small userland image every node has, for tests and
+// debugging without a registry.
+const BusyboxRef = "docker.io/library/busybox:usernode"
+
+// Build is everything that goes into rendering a node, besides the model.
+type Build struct {
+	Binaries component.Binaries
+	Degraded bool
+	// Root prefixes every file written (see component.Env.Root).
+	Root string
+	// Pause is the static binary that becomes the pause image.
+	Pause string
+	// API answers the CNI's question; nil uses kube-apiserver through the
+	// admin certificate (inside the node).
+	API component.API
+}
+
+// Plan writes everything the node needs (the PKI, the kubeconfigs, the
+// images, each component's files) under b.Root and returns the
+// supervisor's steps: the node as its components compose it. `up` runs
+// it inside the node, and the benchmark's hard way and the tests outside.
+func Plan(cl *cluster.Cluster, b Build) ([]supervise.Step, error) {
+	n := cl.Self()
+	comps, rt, err := Components(n)
+	if err != nil {
+		return nil, err
+	}
+	env := &component.Env{Cluster: cl, Node: n, Binaries: b.Binaries, Degraded: b.Degraded, Root: b.Root,
+		PKI: pki.Paths(PKIDir), Kubeconfigs: kubeconfig.Paths(ConfigDir), Runtime: rt, API: b.API}
+	for _, d := range []string{ConfigDir, ImageDir, LogDir} {
+		if err := os.MkdirAll(env.Path(d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	// The host reaches the API at the cluster's endpoint: when that is not
+	// loopback, kube-apiserver's certificate must name it too.
+	var sans []string
+	if !cl.API.Host.IsLoopback() {
+		sans = append(sans, cl.API.Host.String())
+	}
+	written, err := pki.Ensure(env.Path(PKIDir), pki.Options{NodeName: n.Name, NodeIP: n.IP,
+		ServiceCIDR: cl.ServiceCIDR, ClusterDomain: cl.DNSDomain, ExtraAPIServerSANs: sans})
+	if err != nil {
+		return nil, fmt.Errorf("PKI: %w", err)
+	}
+	if _, err := kubeconfig.WriteComponents(env.Path(ConfigDir), n.Name, cl.NodeAPIServer(n), written); err != nil {
+		return nil, fmt.Errorf("kubeconfigs: %w", err)
+	}
+	if env.API == nil {
+		c, err := newAPIClient(cl.NodeAPIServer(n), written)
+		if err != nil {
+			return nil, err
+		}
+		env.API = c
+	}
+	if env.Images, err = writeImages(env, b.Pause); err != nil {
+		return nil, err
+	}
+	var steps []supervise.Step
+	for _, c := range comps {
+		s, err := c.Steps(env)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", c.Name(), err)
+		}
+		steps = append(steps, s...)
+	}
+	return steps, nil
+}
+
+// writeImages makes the images every node needs (no registry is
+// reachable) as OCI archives and returns their paths inside the node.
+func writeImages(env *component.Env, pause string) ([]string, error) {
+	var out []string
+	for _, mk := range []func() (images.Image, error){
+		func() (images.Image, error) { return images.Pause(pause) },
+		func() (images.Image, error) { return images.Busybox(BusyboxRef) },
+	} {
+		img, err := mk()
+		if err != nil {
+			return nil, err
+		}
+		inside := filepath.Join(ImageDir, strings.NewReplacer("/", "_", ":", "_").Replace(img.Ref)+".tar")
+		f, err := os.Create(env.Path(inside))
+		if err != nil {
+			return nil, err
+		}
+		err = images.WriteArchive(f, img)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, inside)
+	}
+	return out, nil
+}
+
+// PodCIDR waits until the node's spec.podCIDR is set.
+func (c *apiClient) PodCIDR(ctx context.Context, node string) (netip.Prefix, error) {
+	var last error
+	for {
+		var n struct {
+			Spec struct {
+				PodCIDR string `json:"podCIDR"`
+			} `json:"spec"`
+		}
+		if last = c.get(ctx, "/api/v1/nodes/"+node, &n); last == nil && n.Spec.PodCIDR != "" {
+			return netip.ParsePrefix(n.Spec.PodCIDR)
+		}
+		select {
+		case <-ctx.Done():
+			return netip.Prefix{}, fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// FixedPodCIDR answers with the first node share of the cluster's pod
+// CIDR, which is what the controller-manager gives the first node: for
+// renders made before any cluster runs (the benchmark's hard way, tests).
+type FixedPodCIDR netip.Prefix
+
+// PodCIDR is the fixed answer.
+func (f FixedPodCIDR) PodCIDR(context.Context, string) (netip.Prefix, error) {
+	return netip.Prefix(f), nil
+}
+
+// FirstNodeCIDR is the share of the pod CIDR the first node gets.
+func FirstNodeCIDR(cl *cluster.Cluster) netip.Prefix {
+	return netip.PrefixFrom(cl.PodCIDR.Addr(), cl.NodeCIDRMaskSize)
+}

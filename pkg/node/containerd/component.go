@@ -1,0 +1,68 @@
+package containerd
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/usernode/usernode/pkg/images"
+	"github.com/usernode/usernode/pkg/node/component"
+	"github.com/usernode/usernode/pkg/supervise"
+)
+
+// CRI registers containerd as a CRI runtime. 1.x runs in both modes;
+// 2.x refuses degraded mode (Render says why).
+var CRI = component.Runtime{
+	Name:     "containerd",
+	Endpoint: "unix://" + DefaultAddress,
+	Degraded: true,
+	New:      func() component.Component { return Component{} },
+}
+
+// Component configures and runs containerd, and imports the node's images.
+type Component struct{}
+
+// Name is the supervisor's name for it.
+func (Component) Name() string { return "containerd" }
+
+// Tools are containerd, its ctr client (image imports) and an OCI runtime.
+func (Component) Tools() []component.Tool {
+	return []component.Tool{
+		{Name: "containerd", Names: []string{"containerd"}, Debian: "containerd"},
+		{Name: "ctr", Names: []string{"ctr"}, Debian: "containerd"},
+		{Name: "oci-runtime", Names: []string{"runc", "crun"}, Debian: "runc"},
+	}
+}
+
+// Steps writes containerd.toml for the containerd found and the node's
+// mode, starts containerd, then imports each image archive.
+func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
+	bin := env.Bin("containerd")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, bin, "--version").CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("%s --version: %v: %s", bin, err, strings.TrimSpace(string(out)))
+	}
+	v, err := ParseVersionOutput(string(out))
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := Render(Options{Version: v, Degraded: env.Degraded, OCIRuntime: env.Bin("oci-runtime"),
+		CNIBinDir: env.Bin("cni-plugins"), SandboxImage: images.PauseRef})
+	if err != nil {
+		return nil, fmt.Errorf("containerd config: %w", err)
+	}
+	if err := env.WriteFile(DefaultConfigPath, cfg); err != nil {
+		return nil, err
+	}
+	steps := []supervise.Step{{Name: "containerd", Argv: []string{bin, "--config", DefaultConfigPath},
+		Ready: &supervise.Probe{Unix: DefaultAddress}}}
+	for i, img := range env.Images {
+		steps = append(steps, supervise.Step{Name: fmt.Sprintf("image-import-%d", i), Oneshot: true,
+			Argv: []string{env.Bin("ctr"), "--address", DefaultAddress, "--namespace", "k8s.io", "images", "import", img}})
+	}
+	return steps, nil
+}

@@ -1,0 +1,77 @@
+package controlplane
+
+import (
+	"github.com/usernode/usernode/pkg/node/component"
+	"github.com/usernode/usernode/pkg/supervise"
+)
+
+// BootstrapPath is where the objects applied once kube-apiserver is ready
+// are written.
+const BootstrapPath = "/etc/usernode/bootstrap.yaml"
+
+// Component runs etcd and the control plane: kube-apiserver (then the
+// bootstrap objects), kube-controller-manager and kube-scheduler.
+type Component struct{}
+
+// Name is the component's.
+func (Component) Name() string { return "control-plane" }
+
+// Tools are the control plane's binaries, and kubectl, which applies the
+// bootstrap objects.
+func (Component) Tools() []component.Tool {
+	var t []component.Tool
+	for _, n := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
+		t = append(t, component.Tool{Name: n, Names: []string{n}, Built: true})
+	}
+	return t
+}
+
+// OptionsFor is the control plane of env's cluster.
+func OptionsFor(env *component.Env) Options {
+	c := env.Cluster
+	kcs := env.Kubeconfigs
+	return Options{Version: c.KubernetesVersion, ClusterName: c.Name, NodeName: env.Node.Name, NodeIP: env.Node.IP,
+		PKI: env.PKI, Kubeconfigs: &kcs, ServiceCIDR: c.ServiceCIDR, ClusterCIDR: c.PodCIDR,
+		NodeCIDRMaskSize: c.NodeCIDRMaskSize, ClusterDomain: c.DNSDomain}
+}
+
+// Steps writes the bootstrap objects and returns the control plane's
+// steps, each ready when its health endpoint answers.
+func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
+	o := OptionsFor(env)
+	etcd, err := EtcdFlags(o)
+	if err != nil {
+		return nil, err
+	}
+	api, err := APIServerFlags(o)
+	if err != nil {
+		return nil, err
+	}
+	cm, err := ControllerManagerFlags(o)
+	if err != nil {
+		return nil, err
+	}
+	sched, err := SchedulerFlags(o)
+	if err != nil {
+		return nil, err
+	}
+	boot, err := RenderBootstrap()
+	if err != nil {
+		return nil, err
+	}
+	if err := env.WriteFile(BootstrapPath, boot); err != nil {
+		return nil, err
+	}
+	ps := env.PKI
+	return []supervise.Step{
+		{Name: "etcd", Argv: append([]string{env.Bin("etcd")}, etcd...),
+			Ready: &supervise.Probe{URL: EtcdClientURL + "/health", CA: ps.EtcdCA.Cert, Cert: ps.APIServerEtcdClient.Cert, Key: ps.APIServerEtcdClient.Key}},
+		{Name: "kube-apiserver", Argv: append([]string{env.Bin("kube-apiserver")}, api...),
+			Ready: &supervise.Probe{URL: env.Cluster.NodeAPIServer(env.Node) + APIServerReadyzPath, CA: ps.CA.Cert, Cert: ps.Admin.Cert, Key: ps.Admin.Key}},
+		{Name: "bootstrap-rbac", Oneshot: true, Argv: []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin, "apply", "--server-side", "-f", BootstrapPath}},
+		{Name: "kube-controller-manager", Argv: append([]string{env.Bin("kube-controller-manager")}, cm...),
+			Ready: &supervise.Probe{URL: ControllerManagerHealthURL, Insecure: true}},
+		{Name: "kube-scheduler", Argv: append([]string{env.Bin("kube-scheduler")}, sched...),
+			Ready: &supervise.Probe{URL: SchedulerHealthURL, Insecure: true}},
+	}, nil
+}

@@ -1,0 +1,33 @@
+package coredns
+
+import (
+	"github.com/usernode/usernode/pkg/node/component"
+	"github.com/usernode/usernode/pkg/node/kubeconfig"
+	"github.com/usernode/usernode/pkg/supervise"
+)
+
+// Component is the cluster's DNS.
+type Component struct{}
+
+// Name is the component's.
+func (Component) Name() string { return "coredns" }
+
+// Tools are CoreDNS and kubectl (which applies its objects).
+func (Component) Tools() []component.Tool {
+	return []component.Tool{
+		{Name: "coredns", Names: []string{"coredns"}, Built: true},
+		{Name: "kubectl", Names: []string{"kubectl"}, Built: true},
+	}
+}
+
+// OptionsFor is CoreDNS on env's node, serving env's cluster.
+func OptionsFor(env *component.Env) Options {
+	return Options{NodeName: env.Node.Name, NodeIP: env.Node.IP, ServiceIP: env.Cluster.DNSIP,
+		ClusterDomain: env.Cluster.DNSDomain, Kubeconfig: env.Kubeconfigs.CoreDNS,
+		Binary: env.Bin("coredns"), Kubectl: env.Bin("kubectl"), AdminKubeconfig: env.Kubeconfigs.Admin, Dir: kubeconfig.DefaultDir}
+}
+
+// Steps writes the Corefile and CoreDNS's objects; see Steps.
+func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
+	return steps(OptionsFor(env), env.WriteFile)
+}

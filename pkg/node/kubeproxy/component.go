@@ -1,0 +1,44 @@
+package kubeproxy
+
+import (
+	"github.com/usernode/usernode/pkg/node/component"
+	"github.com/usernode/usernode/pkg/supervise"
+)
+
+// Component runs kube-proxy.
+type Component struct{}
+
+// Name is the supervisor's name for it.
+func (Component) Name() string { return "kube-proxy" }
+
+// Tools are kube-proxy and the iptables it programs rules with.
+func (Component) Tools() []component.Tool {
+	return []component.Tool{
+		{Name: "kube-proxy", Names: []string{"kube-proxy"}, Built: true},
+		{Name: "iptables", Names: []string{"iptables"}, Debian: "iptables"},
+	}
+}
+
+// OptionsFor is kube-proxy on env's node.
+func OptionsFor(env *component.Env) Options {
+	return Options{Version: env.Cluster.KubernetesVersion, NodeName: env.Node.Name, NodeIP: env.Node.IP,
+		ClusterCIDR: env.Cluster.PodCIDR, KubeconfigPath: env.Kubeconfigs.KubeProxy}
+}
+
+// Steps writes kube-proxy.yaml and starts kube-proxy.
+func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
+	o := OptionsFor(env)
+	cfg, err := Render(o)
+	if err != nil {
+		return nil, err
+	}
+	flags, err := Flags(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := env.WriteFile(DefaultConfigPath, cfg); err != nil {
+		return nil, err
+	}
+	return []supervise.Step{{Name: "kube-proxy", Argv: append([]string{env.Bin("kube-proxy")}, flags...),
+		Ready: &supervise.Probe{URL: "http://" + HealthzBindAddress + "/healthz"}}}, nil
+}
