@@ -1,0 +1,213 @@
+package node
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/usernode/usernode/pkg/cluster"
+	"github.com/usernode/usernode/pkg/node/component"
+)
+
+// render resolves cfg, plans the node under a temporary root as `up` does
+// inside the node, runs the in-process steps (the CNI's), and returns
+// every file written and every argv, as text.
+func render(t *testing.T, cfg cluster.Config) (root string, files map[string]string, argv string) {
+	t.Helper()
+	cluster.SetDefaults(&cfg)
+	cl, err := cfg.Resolve(cluster.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.KubernetesVersion = "v1.37.2"
+	root = t.TempDir()
+	// containerd's config format follows `containerd --version`; this
+	// stands in for the binary's answer.
+	ctd := filepath.Join(t.TempDir(), "containerd")
+	if err := os.WriteFile(ctd, []byte("#!/bin/sh\necho containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	comps, _, err := Components(cl.Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bins := component.Binaries{}
+	for _, tool := range Tools(comps) {
+		bins[tool.Name] = "/bin/" + tool.Name
+	}
+	bins["containerd"] = ctd
+	steps, err := Plan(cl, Build{Binaries: bins, Root: root, API: FixedPodCIDR(FirstNodeCIDR(cl))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range steps {
+		names = append(names, s.Name)
+		if s.Run != nil {
+			if err := s.Run(context.Background()); err != nil {
+				t.Fatalf("%s: %v", s.Name, err)
+			}
+		}
+		argv += strings.Join(s.Argv, " ") + "\n"
+		if s.Ready != nil {
+			argv += s.Ready.URL + "\n"
+		}
+	}
+	want := []string{"containerd", "image-import-0", "image-import-1", "etcd", "kube-apiserver", "bootstrap-rbac",
+		"kube-controller-manager", "kube-scheduler", "coredns-objects", "coredns", "kubelet", "cni", "kube-proxy"}
+	if !slices.Equal(names, want) {
+		t.Errorf("steps %v, want %v", names, want)
+	}
+	files = map[string]string{}
+	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasSuffix(p, ".tar") {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		rel, _ := filepath.Rel(root, p)
+		files["/"+rel] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, files, argv
+}
+
+func certIPs(t *testing.T, pemText string) []string {
+	t.Helper()
+	blk, _ := pem.Decode([]byte(pemText))
+	if blk == nil {
+		t.Fatal("no PEM")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, ip := range c.IPAddresses {
+		out = append(out, ip.String())
+	}
+	return out
+}
+
+// Every renderer takes its values from the one model: change the service
+// CIDR, the pod CIDR, the node's subnet and the domain once, render the
+// whole node, and every file and flag carries the new values and none of
+// the defaults.
+func TestEveryRendererFollowsTheModel(t *testing.T) {
+	_, def, defArgv := render(t, cluster.Config{})
+	for _, v := range []string{"10.96.0.10", "10.0.2.100", "10.88.0.0/24", "cluster.local"} {
+		if !strings.Contains(defArgv+strings.Join(mapValues(def), ""), v) {
+			t.Fatalf("default render does not carry %s: the test would prove nothing", v)
+		}
+	}
+
+	_, files, argv := render(t, cluster.Config{NodeSubnet: "10.0.5.0/24", Cluster: cluster.ClusterConfig{
+		ServiceCIDR: "10.100.0.0/16", PodCIDR: "10.244.0.0/16", DNSDomain: "corp.internal"}})
+	want := map[string][]string{
+		"/etc/usernode/kubelet.yaml":          {"- 10.100.0.10", "clusterDomain: corp.internal"},
+		"/etc/usernode/kube-proxy.yaml":       {"clusterCIDR: 10.244.0.0/16", "- 10.0.5.100/32"},
+		"/etc/usernode/Corefile":              {"bind 10.0.5.100", "kubernetes corp.internal in-addr.arpa"},
+		"/etc/usernode/coredns.yaml":          {"clusterIP: 10.100.0.10", "- 10.0.5.100"},
+		"/etc/cni/net.d/10-usernode.conflist": {`"subnet": "10.244.0.0/24"`},
+	}
+	for path, subs := range want {
+		for _, s := range subs {
+			if !strings.Contains(files[path], s) {
+				t.Errorf("%s lacks %q:\n%s", path, s, files[path])
+			}
+		}
+	}
+	for _, flag := range []string{"--node-ip=10.0.5.100", "--advertise-address=10.0.5.100",
+		"--service-cluster-ip-range=10.100.0.0/16", "--cluster-cidr=10.244.0.0/16",
+		"--service-account-issuer=https://kubernetes.default.svc.corp.internal"} {
+		if !strings.Contains(argv, flag) {
+			t.Errorf("no step has %s:\n%s", flag, argv)
+		}
+	}
+	for _, kc := range []string{"admin", "kubelet", "controller-manager", "scheduler", "kube-proxy", "coredns"} {
+		if f := files["/etc/usernode/"+kc+".kubeconfig"]; !strings.Contains(f, "server: https://127.0.0.1:6443") {
+			t.Errorf("%s.kubeconfig does not name the local API server:\n%s", kc, f)
+		}
+	}
+	api := certIPs(t, files["/var/lib/usernode/pki/apiserver.crt"])
+	for _, ip := range []string{"10.100.0.1", "10.0.5.100", "127.0.0.1"} {
+		if !slices.Contains(api, ip) {
+			t.Errorf("apiserver cert IPs %v lack %s", api, ip)
+		}
+	}
+	if kl := certIPs(t, files["/var/lib/usernode/pki/kubelet.crt"]); !slices.Contains(kl, "10.0.5.100") {
+		t.Errorf("kubelet cert IPs %v lack the node IP", kl)
+	}
+	// Nothing anywhere still says a default.
+	for _, old := range []string{"10.96.", "10.0.2.", "10.88.", "cluster.local"} {
+		if strings.Contains(argv, old) {
+			t.Errorf("a step still carries %s:\n%s", old, argv)
+		}
+		for path, text := range files {
+			if strings.Contains(text, old) {
+				t.Errorf("%s still carries %s", path, old)
+			}
+		}
+	}
+}
+
+// The host IP the API is reached at beyond loopback is named by the API
+// server's certificate.
+func TestHostIPInAPIServerCert(t *testing.T) {
+	cfg := cluster.Config{HostIP: "127.0.0.1"}
+	cluster.SetDefaults(&cfg)
+	cl, err := cfg.Resolve(cluster.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.API.Host = cl.Self().Subnet.Addr().Next().Next() // any non-loopback address
+	cl.KubernetesVersion = "v1.37.2"
+	root := t.TempDir()
+	_, err = Plan(cl, Build{Binaries: component.Binaries{"containerd": "/bin/false"}, Root: root, API: FixedPodCIDR(FirstNodeCIDR(cl))})
+	// containerd's version cannot be read from /bin/false, but the PKI is
+	// written before any component.
+	if err == nil || !strings.Contains(err.Error(), "containerd") {
+		t.Fatalf("want containerd's version error, got %v", err)
+	}
+	b, _ := os.ReadFile(filepath.Join(root, PKIDir, "apiserver.crt"))
+	if ips := certIPs(t, string(b)); !slices.Contains(ips, cl.API.Host.String()) {
+		t.Errorf("apiserver cert IPs %v lack the host IP %s", ips, cl.API.Host)
+	}
+}
+
+// A worker runs no control plane.
+func TestRoles(t *testing.T) {
+	cl := cluster.DefaultCluster()
+	n := *cl.Self()
+	n.Role = cluster.Worker
+	comps, rt, err := Components(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, c := range comps {
+		names = append(names, c.Name())
+	}
+	if !slices.Equal(names, []string{"containerd", "kubelet", "cni", "kube-proxy"}) || rt.Name != "containerd" {
+		t.Errorf("worker components %v (runtime %s)", names, rt.Name)
+	}
+	n.CRI = "cri-o"
+	if _, _, err := Components(&n); err == nil || !strings.Contains(err.Error(), "known are containerd") {
+		t.Errorf("unknown runtime: %v", err)
+	}
+}
+
+func mapValues(m map[string]string) []string {
+	var out []string
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
