@@ -2,8 +2,8 @@
 # The seed's "hard way", for comparison with `usernode up`: the same
 # binaries, started by hand under Debian's RootlessKit (1.1) with
 # slirp4netns, the copy-ups the task page asks for and the builtin port
-# driver, from a config dir that usernode's own generators wrote
-# (`benchup` in gen mode, bench/up/gen.go): PKI, kubeconfigs,
+# driver, from files that usernode's own composition wrote (`benchup` in
+# gen mode, bench/up/gen.go, through node.Plan): PKI, kubeconfigs,
 # containerd.toml, kubelet.yaml, kube-proxy.yaml, the CNI conflist, the
 # Corefile and CoreDNS's objects, each component's flags (one per line in
 # NAME.args) and the two images as OCI archives (no registry is reachable).
@@ -13,9 +13,9 @@
 #   HW_STATE=~/.local/share/usernode-hardway/NAME HW_BIN=/opt/usernode-k8s \
 #   HW_API_PORT=36444 HW_KUBELET_PORT=40251 bench/up/hardway.sh
 #
-# HW_STATE holds conf/ (from gen mode) and, kept across runs, var/lib/*
-# (etcd, containerd, kubelet, cni, the PKI) and var/log/usernode (the
-# components' logs). It prints "hardway: STEP EPOCH" as it goes.
+# HW_STATE holds etc/ (from gen mode) and, kept across runs, var/lib/*
+# (etcd, containerd, kubelet, cni, the PKI and images) and var/log/usernode
+# (the components' logs). It prints "hardway: STEP EPOCH" as it goes.
 #
 # Order, as one would write it by hand: containerd, etcd and kube-apiserver
 # at once (kube-apiserver retries etcd by itself); the images once
@@ -41,7 +41,6 @@ fi
 
 say() { echo "hardway: $1 $(date +%s.%N)"; }
 say namespace
-conf=$HW_STATE/conf
 
 # The copy-ups made /etc, /run, /var/lib and /var/log tmpfs with symlinks
 # to the host's entries; replace what the node writes with its own dirs,
@@ -64,8 +63,8 @@ own /run/containerd
 # /run/netns too: if the host has one (ip netns made it), the copy-up's
 # symlink to it is root's and containerd cannot make pods' netns there.
 own /run/netns
-cp "$conf"/etc/usernode/* /etc/usernode/
-cp "$conf"/etc/cni/net.d/* /etc/cni/net.d/
+cp "$HW_STATE"/etc/usernode/* /etc/usernode/
+cp "$HW_STATE"/etc/cni/net.d/* /etc/cni/net.d/
 # The node routes for its pods (the bridge plugin would set it too).
 echo 1 >/proc/sys/net/ipv4/ip_forward
 
@@ -104,7 +103,7 @@ set +f
 
 until [ -S /run/containerd/containerd.sock ]; do sleep 0.02; done
 say containerd
-for img in "$conf"/images/*.tar; do
+for img in /var/lib/usernode/images/*.tar; do
 	ctr --address /run/containerd/containerd.sock --namespace k8s.io images import "$img" >/dev/null
 done
 say images

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usernode/usernode/pkg/node"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -241,7 +242,7 @@ func podSpec(name string) *corev1.Pod {
 		Spec: corev1.PodSpec{
 			TerminationGracePeriodSeconds: &zero,
 			Containers: []corev1.Container{{
-				Name: "bb", Image: busyboxRef, ImagePullPolicy: corev1.PullNever,
+				Name: "bb", Image: node.BusyboxRef, ImagePullPolicy: corev1.PullNever,
 				Command: []string{"sleep", "3600"},
 			}},
 		},

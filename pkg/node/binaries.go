@@ -146,8 +146,9 @@ func findDir(t component.Tool) string {
 
 var errNoVersion = errors.New("no version in output")
 
-// binaryVersion runs `bin --version` and returns the vX.Y.Z it prints.
-func binaryVersion(bin string) (string, error) {
+// BinaryVersion runs a Kubernetes binary's `--version` and returns the
+// vX.Y.Z it prints.
+func BinaryVersion(bin string) (string, error) {
 	out, err := exec.Command(bin, "--version").CombinedOutput()
 	if err != nil {
 		return "", fmt.Errorf("%s --version: %v: %s", bin, err, strings.TrimSpace(string(out)))

@@ -75,7 +75,7 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 	if err != nil {
 		return nil, err
 	}
-	v, err := binaryVersion(bins["kubelet"])
+	v, err := BinaryVersion(bins["kubelet"])
 	if err != nil {
 		return nil, err
 	}
