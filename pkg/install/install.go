@@ -22,6 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usernode/usernode/internal/atomicfile"
+
 	"github.com/usernode/usernode/internal/procenv"
 )
 
@@ -195,12 +197,7 @@ func Install(o Options, dir string, sc Systemctl) (Result, error) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return res, err
 		}
-		tmp := res.Path + ".tmp"
-		if err := os.WriteFile(tmp, unit, 0o644); err != nil {
-			return res, err
-		}
-		if err := os.Rename(tmp, res.Path); err != nil {
-			os.Remove(tmp)
+		if err := atomicfile.Write(res.Path, unit, 0o644); err != nil {
 			return res, err
 		}
 		res.Changed = true

@@ -23,6 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/usernode/usernode/internal/atomicfile"
+
 	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/internal/procenv"
 )
@@ -330,10 +332,9 @@ func (s *Supervisor) writeStatus() {
 		return
 	}
 	b, _ := json.MarshalIndent(s.Snapshot(), "", "  ")
-	tmp := s.plan.StatusFile + ".tmp"
-	if os.WriteFile(tmp, b, 0o600) == nil {
-		os.Rename(tmp, s.plan.StatusFile)
-	}
+	// Best effort: a status that cannot be written only makes
+	// `usernode status` stale.
+	_ = atomicfile.Write(s.plan.StatusFile, b, 0o600)
 }
 
 // ReadStatus reads a status file written by a supervisor.

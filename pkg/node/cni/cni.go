@@ -17,6 +17,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+
+	"github.com/usernode/usernode/internal/atomicfile"
 )
 
 const (
@@ -190,13 +192,8 @@ func Install(confDir string, o Options) (string, error) {
 		}
 	}
 	path := filepath.Join(confDir, FileName)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		return "", err
-	}
 	// containerd watches the directory: it must never see half a file.
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(path, b, 0o644); err != nil {
 		return "", err
 	}
 	return path, nil

@@ -16,6 +16,8 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/usernode/usernode/internal/atomicfile"
+
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
@@ -78,7 +80,7 @@ func (e *Env) WriteFile(inside string, b []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return err
 	}
-	return WriteFileAtomic(p, b, 0o600)
+	return atomicfile.Write(p, b, 0o600)
 }
 
 // Bin is a tool's path; Tools made sure it is there.
@@ -147,29 +149,4 @@ func (r Registry[T]) Lookup(kind, name string) (T, error) {
 	}
 	var zero T
 	return zero, fmt.Errorf("unknown %s %q: known are %s", kind, name, strings.Join(r.Names(), ", "))
-}
-
-// WriteFileAtomic writes b to path through a temporary file and a rename:
-// readers (containerd watching /etc/cni/net.d, a status reader) never see
-// half a file, and a crash leaves the old one.
-func WriteFileAtomic(path string, b []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(b)
-	if err == nil {
-		err = f.Chmod(mode)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp)
-	}
-	return err
 }

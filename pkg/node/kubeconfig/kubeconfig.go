@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"strconv"
 
+	"github.com/usernode/usernode/internal/atomicfile"
+
 	clientcmdv1 "k8s.io/client-go/tools/clientcmd/api/v1"
 	"sigs.k8s.io/yaml"
 
@@ -328,29 +330,5 @@ func indexOf(list []any, name string) int {
 	return -1
 }
 
-// writeFile replaces path atomically; the temp file is 0600 from its
-// creation, so the key inside is never readable by others.
-func writeFile(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
-}
+// writeFile replaces path atomically, 0600 from the start: it holds a key.
+func writeFile(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }

@@ -40,7 +40,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
 	"math/big"
 	"net"
 	"net/netip"
@@ -49,6 +48,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/usernode/usernode/internal/atomicfile"
 )
 
 const (
@@ -512,7 +513,7 @@ func (e *ensurer) serviceAccount() {
 	if have, err := os.ReadFile(sa.Public); err == nil && bytes.Equal(have, want) {
 		return
 	}
-	if err := writeFile(sa.Public, want, 0o644); err != nil {
+	if err := atomicfile.Write(sa.Public, want, 0o644); err != nil {
 		e.fail("sa", err)
 		return
 	}
@@ -605,7 +606,7 @@ func writePair(p Pair, cert *x509.Certificate, key crypto.Signer) error {
 	if err := writeKey(p.Key, key); err != nil {
 		return err
 	}
-	return writeFile(p.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644)
+	return atomicfile.Write(p.Cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644)
 }
 
 func writeKey(path string, key crypto.Signer) error {
@@ -619,35 +620,7 @@ func writeKey(path string, key crypto.Signer) error {
 	if err != nil {
 		return err
 	}
-	return writeFile(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
-}
-
-// writeFile replaces path atomically: a reader (or a crash) sees the old
-// file or the new one, never half of one. The temp file is created with
-// the final mode, so a key is never readable by others, even briefly.
-func writeFile(path string, data []byte, mode fs.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
+	return atomicfile.Write(path, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}), 0o600)
 }
 
 // CAPEM returns the cluster CA certificate, for kubeconfigs and the
