@@ -3,9 +3,9 @@ package doctor
 import (
 	"context"
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
+
+	"github.com/usernode/usernode/internal/version"
 )
 
 // tool is a binary doctor looks for, with its package names.
@@ -13,50 +13,6 @@ type tool struct {
 	name           string
 	debian, fedora string
 	min            string // oldest supported version, "" for any
-}
-
-var versionRE = regexp.MustCompile(`\bv?(\d+)\.(\d+)(?:\.(\d+))?`)
-
-// parseVersion finds the version in a --version output: on the first line
-// ("containerd github.com/containerd/containerd 1.6.20~ds1 ..." → 1.6.20)
-// or a "Version:" line (CRI-O). Other lines are licence text whose numbers
-// ("GPL 3.0") are not versions.
-func parseVersion(out string) string {
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	var m []string
-	for i, l := range lines {
-		if i == 0 || strings.HasPrefix(strings.ToLower(strings.TrimSpace(l)), "version") {
-			if m = versionRE.FindStringSubmatch(l); m != nil {
-				break
-			}
-		}
-	}
-	if m == nil {
-		return ""
-	}
-	v := m[1] + "." + m[2]
-	if m[3] != "" {
-		v += "." + m[3]
-	}
-	return v
-}
-
-// versionLess compares dotted numeric versions.
-func versionLess(a, b string) bool {
-	as, bs := strings.Split(a, "."), strings.Split(b, ".")
-	for i := 0; i < len(as) || i < len(bs); i++ {
-		var x, y int
-		if i < len(as) {
-			x, _ = strconv.Atoi(as[i])
-		}
-		if i < len(bs) {
-			y, _ = strconv.Atoi(bs[i])
-		}
-		if x != y {
-			return x < y
-		}
-	}
-	return false
 }
 
 type toolFound struct {
@@ -83,7 +39,7 @@ func (r *run) findTool(ctx context.Context, t tool) (toolFound, bool) {
 	}
 	f := toolFound{tool: t, path: p}
 	out, err := r.sys.Exec(ctx, r.sys.path(p), "--version")
-	f.version = parseVersion(out)
+	f.version = version.Find(out)
 	if f.version == "" {
 		f.err = err
 	}
@@ -100,7 +56,7 @@ func (r *run) checkAlternatives(ctx context.Context, what, why string, tools []t
 			continue
 		}
 		found = append(found, f.String())
-		if t.min != "" && f.version != "" && versionLess(f.version, t.min) {
+		if t.min != "" && f.version != "" && version.Less(f.version, t.min) {
 			old = append(old, fmt.Sprintf("%s %s is older than %s", t.name, f.version, t.min))
 		}
 	}

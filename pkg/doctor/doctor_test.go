@@ -444,24 +444,6 @@ func TestOldCRI(t *testing.T) {
 	assertResult(t, r, want{status: Warn, found: "containerd 1.3.9 is older than 1.4", debian: "apt-get install -y containerd"})
 }
 
-func TestParseVersion(t *testing.T) {
-	for in, want := range map[string]string{
-		versions["containerd"]:                    "1.6.20",
-		versions["iptables"]:                      "1.8.9",
-		versions["pasta"]:                         "",
-		"crio version 1.22.0\nVersion:  1.22.0\n": "1.22.0",
-		"INFO[0000] starting\nVersion:        1.28.1\nGitCommit: x": "1.28.1",
-		"": "",
-	} {
-		if got := parseVersion(in); got != want {
-			t.Errorf("parseVersion(%q) = %q, want %q", in, got, want)
-		}
-	}
-	if !versionLess("1.3.9", "1.4") || versionLess("1.22.0", "1.22") || !versionLess("1.9", "1.22") {
-		t.Error("versionLess")
-	}
-}
-
 func TestTrialError(t *testing.T) {
 	h := thisVM()
 	h.trial = errors.New("newuidmap: write to uid_map failed: Operation not permitted")

@@ -6,7 +6,6 @@
 package node
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/usernode/usernode/internal/version"
 
 	"github.com/usernode/usernode/pkg/node/component"
 )
@@ -153,15 +154,8 @@ func BinaryVersion(bin string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%s --version: %v: %s", bin, err, strings.TrimSpace(string(out)))
 	}
-	for _, f := range strings.Fields(string(out)) {
-		if strings.HasPrefix(f, "v1.") {
-			return f, nil
-		}
+	if v := version.Find(string(out)); v != "" {
+		return "v" + v, nil
 	}
 	return "", fmt.Errorf("%s --version: %w: %q", bin, errNoVersion, out)
-}
-
-func execCommand(ctx context.Context, bin string, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()
-	return string(out), err
 }

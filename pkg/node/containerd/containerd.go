@@ -16,8 +16,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"regexp"
-	"strconv"
+
+	"github.com/usernode/usernode/internal/version"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -95,19 +95,15 @@ type Options struct {
 	OptPath    string // default /var/lib/containerd/opt
 }
 
-// versionRE takes the numbers off "1.6.20~ds1", "v2.2.1", "1.7.24-0ubuntu1".
-var versionRE = regexp.MustCompile(`^v?(\d+)\.(\d+)(?:\.(\d+))?`)
-
+// ver is what the config depends on: the major and minor release.
 type ver struct{ major, minor int }
 
 func parseVersion(s string) (ver, error) {
-	m := versionRE.FindStringSubmatch(s)
-	if m == nil {
-		return ver{}, fmt.Errorf("containerd version %q: want MAJOR.MINOR[.PATCH]", s)
+	v, err := version.Parse(s)
+	if err != nil {
+		return ver{}, fmt.Errorf("containerd %w", err)
 	}
-	major, _ := strconv.Atoi(m[1])
-	minor, _ := strconv.Atoi(m[2])
-	return ver{major, minor}, nil
+	return ver{int(v.Major()), int(v.Minor())}, nil
 }
 
 // ParseVersionOutput returns the version in the output of `containerd
