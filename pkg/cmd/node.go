@@ -92,6 +92,9 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 				fmt.Fprintf(c.ErrOrStderr(), "usernode: running in the background; try: kubectl --kubeconfig %s get nodes\n", node.PathsOf(cfg).Kubeconfig())
 				return nil
 			}
+			if o.SandboxOpt, err = sandboxOpt(cfg, c.ErrOrStderr()); err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			return node.Up(ctx, o, c.ErrOrStderr(), notifyReady)

@@ -26,6 +26,8 @@ import (
 type Options struct {
 	Sandbox sandbox.Config
 	BinDir  string
+	// SandboxOpt is what the sandbox runs with (drivers, log); Up sets Ready.
+	SandboxOpt sandbox.Opt
 	// ReadyTimeout bounds the wait for the node to be Ready.
 	ReadyTimeout time.Duration
 	// WriteKubeconfig, if set, is a kubeconfig file to merge the node's
@@ -133,7 +135,8 @@ func Up(ctx context.Context, o Options, log io.Writer, ready func()) error {
 		}
 		return watchNodePorts(ctx, cs, st.PortSocket, log)
 	}
-	code, err := sandbox.RunWithHooks(ctx, cfg, log, sandbox.Hooks{Ready: hook})
+	o.SandboxOpt.Ready = hook
+	code, err := sandbox.Run(ctx, cfg, o.SandboxOpt)
 	if err != nil {
 		return err
 	}
