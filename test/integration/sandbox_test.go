@@ -396,15 +396,6 @@ func TestSandboxNetwork(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func httpGet(url string) (string, error) {
 	c := http.Client{Timeout: 3 * time.Second}
 	resp, err := c.Get(url)
@@ -423,7 +414,7 @@ func TestSandboxPorts(t *testing.T) {
 	u := testutil.Integration(t)
 	env := u.NewEnv(t)
 	bin := testutil.Binary(t)
-	p1, p2 := freePort(t), freePort(t)
+	p1, p2 := testutil.FreePort(t, "tcp"), testutil.FreePort(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Busy polling off here: the node tests run the forwarder's default.
@@ -495,8 +486,8 @@ func TestSandboxKeepSourceIP(t *testing.T) {
 	u := testutil.Integration(t)
 	env := u.NewEnv(t)
 	bin := testutil.Binary(t)
-	hip := hostIP(t)
-	p := freePort(t)
+	hip := testutil.HostIPv4(t).String()
+	p := testutil.FreePort(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const serve = `mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho\necho "$REMOTE_ADDR"\n' >/tmp/www/cgi-bin/ip && chmod +x /tmp/www/cgi-bin/ip && exec busybox httpd -f -p 8080 -h /tmp/www`
