@@ -7,10 +7,14 @@ import (
 	_ "github.com/usernode/usernode/internal/pause" // started as /pause in every pod sandbox
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/pkg/cmd"
+	"github.com/usernode/usernode/pkg/sandbox"
 )
 
 func main() {
 	// Namespace entry points re-exec this binary under their own argv[0].
+	// The sandbox's get this build's drivers as values, here, before one
+	// of them runs.
+	sandbox.RegisterEntries(cmd.SandboxEntries())
 	if reexec.Init() {
 		return
 	}

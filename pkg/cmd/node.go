@@ -69,9 +69,13 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 				l.Infof("running in the background; try: kubectl --kubeconfig %s get nodes", node.PathsOf(sb).Kubeconfig())
 				return nil
 			}
+			opt, err := sandboxOpt(cl.Options.Net, l)
+			if err != nil {
+				return err
+			}
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			return node.Up(ctx, cl, l, notifyReady)
+			return node.Up(ctx, cl, opt, notifyReady)
 		},
 	}
 	cf.add(c.Flags(), cluster.AllFlags)

@@ -13,21 +13,10 @@ import (
 	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/port/api"
-	"github.com/usernode/usernode/pkg/port/builtin"
 	"github.com/usernode/usernode/pkg/sandbox"
 )
 
 func init() {
-	// The sandbox knows only "none" on its own; the CLI brings every driver
-	// and the built-in port forwarder.
-	sandbox.NetworkDriver = network.New
-	sandbox.Ports = &sandbox.PortDriver{
-		NewForwarder: func(netns string, o sandbox.PortOptions) (port.Forwarder, error) {
-			return builtin.New(netns, builtin.Options{BusyPoll: o.BusyPoll, KeepSourceIP: o.KeepSourceIP})
-		},
-		Serve:  api.Serve,
-		Client: func(sock string) sandbox.PortClient { return api.NewClient(sock) },
-	}
 	register(portCommand)
 }
 
@@ -107,9 +96,6 @@ func parsePorts(specs []string) ([]port.Spec, error) {
 			return nil, err
 		}
 		out = append(out, p)
-	}
-	if len(out) > 0 && sandbox.Ports == nil {
-		return nil, fmt.Errorf("-p: port forwarding is not available in this build")
 	}
 	return out, nil
 }

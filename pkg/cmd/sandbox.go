@@ -47,7 +47,11 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				if cfg.Ports, err = parsePorts(ports); err != nil {
 					return err
 				}
-				code, err := sandbox.Run(context.Background(), cfg, c.ErrOrStderr())
+				opt, err := sandboxOpt(cfg.Net, newLogger(c))
+				if err != nil {
+					return err
+				}
+				code, err := sandbox.Run(context.Background(), cfg, opt)
 				if err != nil {
 					return err
 				}

@@ -100,9 +100,11 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 	return &Spec{Cluster: cl, Binaries: bins}, nil
 }
 
-// Up runs cl's node in the foreground until ctx ends or the node stops.
-// ready is called once the node is Ready.
-func Up(ctx context.Context, cl *cluster.Cluster, l *log.Logger, ready func()) error {
+// Up runs cl's node in the foreground until ctx ends or the node stops,
+// in a sandbox with opt's drivers and logger. ready is called once the
+// node is Ready.
+func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func()) error {
+	l := opt.Log
 	cfg, err := SandboxConfig(cl, os.Getenv)
 	if err != nil {
 		return err
@@ -143,7 +145,8 @@ func Up(ctx context.Context, cl *cluster.Cluster, l *log.Logger, ready func()) e
 		}
 		return watchNodePorts(ctx, cs, st.PortSocket, l)
 	}
-	code, err := sandbox.RunWithHooks(ctx, cfg, l.Writer(), sandbox.Hooks{Ready: hook})
+	opt.Ready = hook
+	code, err := sandbox.Run(ctx, cfg, opt)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/pkg/cgroup"
 	"github.com/usernode/usernode/pkg/mounts"
@@ -23,21 +25,18 @@ const (
 	initEntry     = "usernode-sandbox-init"
 )
 
-func init() {
-	reexec.Register(agentEntry, agentMain)
-	reexec.Register(initEntry, initMain)
-}
-
 // die reports a setup failure to the process above and exits.
 func die(ch *channel, err error) {
 	if ch != nil {
 		ch.send(msg{Kind: "error", Error: err.Error()})
 	}
-	fmt.Fprintln(os.Stderr, "usernode:", err)
+	log.New(os.Stderr, 0).Infof("%v", err)
 	os.Exit(125)
 }
 
-func agentMain() {
+// agentMain is the agent: it builds the node's mounts, starts init and
+// serves the port forwarder with e's driver.
+func agentMain(e Entries) {
 	// init is started with a parent-death signal, which the kernel sends
 	// when the *thread* that started it ends; Go ends a thread whenever a
 	// goroutine that locked it returns (the port forwarder does, entering
@@ -117,12 +116,15 @@ func agentMain() {
 		die(up, err)
 	}
 	if portL != nil {
-		f, err := Ports.NewForwarder(fmt.Sprintf("/proc/self/fd/%d", netns.Fd()), ac.PortOptions)
+		if e.Ports == nil {
+			kill(errors.New("port forwarder: this program registered no port driver (sandbox.RegisterEntries)"))
+		}
+		f, err := e.Ports.NewForwarder(fmt.Sprintf("/proc/self/fd/%d", netns.Fd()), ac.PortOptions)
 		if err != nil {
 			kill(fmt.Errorf("port forwarder: %w", err))
 		}
 		defer f.Close()
-		go Ports.Serve(portL, f)
+		go e.Ports.Serve(portL, f)
 	}
 	if err := up.send(msg{Kind: "init", PID: initPID}); err != nil {
 		kill(err)
@@ -233,8 +235,9 @@ func setupMounts(c *Config, resolv []byte) error {
 	return mounts.Propagate("/", unix.MS_SHARED)
 }
 
-// initMain is pid 1 of the node.
-func initMain() {
+// initMain is pid 1 of the node; it configures the node's side of the
+// network with e's driver.
+func initMain(e Entries) {
 	up := newChannel(os.NewFile(3, "sync"))
 	ac := readConfig(up)
 	if err := setupNodeMounts(ac.Cgroup.Mode == cgroup.Full); err != nil {
@@ -244,7 +247,7 @@ func initMain() {
 	if err != nil {
 		die(up, err)
 	}
-	_, child, err := NetworkDriver(ac.Net)
+	child, err := e.childOf(ac.Net)
 	if err != nil {
 		die(up, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/pkg/cgroup"
 	"github.com/usernode/usernode/pkg/network"
@@ -25,207 +25,330 @@ import (
 // SIGTERM before the whole node is killed.
 const DefaultStopTimeout = 10 * time.Second
 
-// Run builds the sandbox, runs cfg.Command as the node's first process and
-// tears everything down when it exits or when the supervisor is told to
-// stop. It returns the command's exit code. Progress goes to log.
-func Run(ctx context.Context, cfg Config, log io.Writer) (int, error) {
-	return RunWithHooks(ctx, cfg, log, Hooks{})
-}
-
-// Hooks let a caller act on the host side of a running sandbox.
-type Hooks struct {
+// Opt is what Run builds the sandbox with, passed in by the program rather
+// than found in globals, as RootlessKit's parent.Opt: its drivers, the
+// hook that runs once the node is up, and where the progress lines go.
+type Opt struct {
+	// Network is the driver that Config.Net names (network.Lookup gives
+	// it). The zero value serves "none" only.
+	Network network.Driver
+	// Ports is the port forwarder, the one this program gave
+	// RegisterEntries. Nil runs the node without one, and Config.Ports
+	// must then be empty.
+	Ports *PortDriver
 	// Ready runs once the sandbox is up, until the sandbox ends (its ctx
 	// is then cancelled). An error from it stops the sandbox, and Run
 	// returns it.
 	Ready func(ctx context.Context, st *State) error
+	// Log gets the progress lines and warnings; nil discards them.
+	Log *log.Logger
 }
 
-// RunWithHooks is Run with hooks.
-func RunWithHooks(ctx context.Context, cfg Config, log io.Writer, hooks Hooks) (int, error) {
-	if os.Geteuid() == 0 {
-		return 0, errors.New("refusing to run as root: a rootless node runs as a regular user (run usernode as that user)")
+// Run builds the sandbox, runs cfg.Command as the node's first process and
+// tears everything down when it exits or when the supervisor is told to
+// stop. It returns the command's exit code.
+func Run(ctx context.Context, cfg Config, opt Opt) (int, error) {
+	r := &run{ctx: ctx, cfg: cfg, opt: opt, log: opt.Log, ready: opt.Log.Phase("ready")}
+	defer r.teardown()
+	// Each step needs what the ones before it made, and registers its own
+	// undoing as it goes: a start that stops at any step leaves nothing.
+	steps := []func() error{
+		r.preflight, r.takeLock, r.prepareCgroups, r.portSocket,
+		r.startAgent, r.startNetwork, r.publish, r.addPorts,
 	}
-	start := time.Now()
-	phase := func(name string, since time.Time) {
-		fmt.Fprintf(log, "usernode: %-10s %6.0fms\n", name, float64(time.Since(since).Microseconds())/1000)
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return 0, err
+		}
 	}
-	m, err := userns.CurrentMapping()
-	if err != nil {
-		return 0, err
-	}
-	if err := mkPrivateDir(cfg.StateDir); err != nil {
-		return 0, err
-	}
-	netParent, _, err := NetworkDriver(cfg.Net)
-	if err != nil {
-		return 0, err
-	}
-	lk, err := acquire(cfg.RuntimeDir)
-	if err != nil {
-		return 0, err
-	}
-	defer lk.release()
+	r.ready(fmt.Sprintf("node %q", r.cfg.Name), fmt.Sprintf("init pid %d", r.initPID),
+		fmt.Sprintf("%s cgroups", r.cg.Mode), "net "+r.cfg.Net)
+	return r.wait()
+}
 
-	cg := cgroup.Host{UID: os.Getuid(), PID: "self"}.Detect()
-	var nodeCgroup string
-	if cg.Mode == cgroup.Full {
-		if nodeCgroup, err = cgroup.Prepare(cg.Dir, cg.Controllers); err != nil {
-			cg.Mode, cg.Reason = cgroup.Degraded, err.Error()
-			nodeCgroup = ""
+// run is one Run: what each step made, for the steps after it and for the
+// teardown.
+type run struct {
+	ctx   context.Context
+	cfg   Config
+	opt   Opt
+	log   *log.Logger
+	ready func(detail ...string)
+
+	mapping    *userns.Mapping
+	net        network.Parent
+	cg         cgroup.Info
+	nodeCgroup string
+	portSock   string
+	portFile   *os.File
+	ch         *channel
+	agent      *exec.Cmd
+	agentGone  chan struct{} // closed once the agent is reaped
+	agentCode  int           // valid once agentGone is closed
+	initPID    int
+	netCfg     *network.Config
+	state      *State
+
+	// undo is what teardown runs after the agent is gone, last first.
+	undo []func()
+}
+
+func (r *run) onTeardown(f func()) { r.undo = append(r.undo, f) }
+
+// teardown undoes whatever the steps did, after a failure as after a clean
+// stop. The agent goes first: its death takes init with it, and init's
+// death every other process of the node, so nothing uses the network
+// helper, the cgroup or the runtime dir any more when their turn comes.
+func (r *run) teardown() {
+	if r.agent != nil {
+		r.agent.Process.Signal(syscall.SIGKILL) // a no-op once it has exited
+		<-r.agentGone
+	}
+	for i := len(r.undo) - 1; i >= 0; i-- {
+		r.undo[i]()
+	}
+}
+
+// preflight fails on a wrong setup before anything exists that would need
+// undoing. Only the state dir is made here, and it is meant to stay.
+func (r *run) preflight() error {
+	if os.Geteuid() == 0 {
+		return errors.New("refusing to run as root: a rootless node runs as a regular user (run usernode as that user)")
+	}
+	// Without its entry points, the re-exec that should become the agent
+	// would run this program's main again, in a new user namespace.
+	if registered == nil {
+		return errors.New("sandbox: this program registered no sandbox entry points: call sandbox.RegisterEntries in main, before reexec.Init")
+	}
+	if r.opt.Ports != nil && registered.Ports == nil {
+		return errors.New("sandbox: Opt.Ports is set but sandbox.RegisterEntries got no port driver, so the agent could not forward")
+	}
+	if r.opt.Ports == nil && len(r.cfg.Ports) > 0 {
+		return errors.New("port forwarding is not available in this program (no sandbox.Opt.Ports)")
+	}
+	var err error
+	if r.mapping, err = userns.CurrentMapping(); err != nil {
+		return err
+	}
+	if err := mkPrivateDir(r.cfg.StateDir); err != nil {
+		return err
+	}
+	r.net, err = parentOf(r.opt.Network, r.cfg.Net)
+	return err
+}
+
+// takeLock holds the runtime dir against a second supervisor. Its release
+// also empties the dir, so it is the last thing undone: every file a later
+// step leaves there (state.json, the sockets) goes with it.
+func (r *run) takeLock() error {
+	lk, err := acquire(r.cfg.RuntimeDir)
+	if err != nil {
+		return err
+	}
+	r.onTeardown(lk.release)
+	return nil
+}
+
+// prepareCgroups gives the node a subtree of its own when the host
+// delegates one, and otherwise tells the user that pod limits will not
+// hold: degraded mode is a supported way to run, not an error.
+func (r *run) prepareCgroups() error {
+	r.cg = cgroup.Host{UID: os.Getuid(), PID: "self"}.Detect()
+	if r.cg.Mode == cgroup.Full {
+		dir, err := cgroup.Prepare(r.cg.Dir, r.cg.Controllers)
+		if err != nil {
+			r.cg.Mode, r.cg.Reason = cgroup.Degraded, err.Error()
 		} else {
-			// Runs once the agent is gone, and with it every process of
+			r.nodeCgroup = dir
+			// Undone once the agent is gone, and with it every process of
 			// the node (init's death ends its pid namespace): the pods'
 			// cgroups are left empty, and a later `up` from a scope (which
 			// systemd does not trim) starts clean.
-			defer func() {
-				if err := cgroup.RemoveTree(nodeCgroup); err != nil {
-					fmt.Fprintf(log, "usernode: removing the node's cgroup: %v\n", err)
+			r.onTeardown(func() {
+				if err := cgroup.RemoveTree(dir); err != nil {
+					r.log.Infof("removing the node's cgroup: %v", err)
 				}
-			}()
+			})
 		}
 	}
-	if cg.Mode == cgroup.Degraded {
-		fmt.Fprintf(log, "usernode: WARNING: DEGRADED MODE: %s.\nusernode: pod resource limits will NOT be enforced.", cg.Reason)
-		if cg.Fix != "" {
-			fmt.Fprintf(log, " To fix: %s.", cg.Fix)
+	if r.cg.Mode == cgroup.Degraded {
+		r.log.Warnf("DEGRADED MODE: %s.", r.cg.Reason)
+		fix := ""
+		if r.cg.Fix != "" {
+			fix = fmt.Sprintf(" To fix: %s.", r.cg.Fix)
 		}
-		fmt.Fprintln(log)
+		r.log.Infof("pod resource limits will NOT be enforced.%s", fix)
 	}
+	return nil
+}
 
-	var portFile *os.File
-	var portSock string
-	if Ports != nil {
-		portSock = filepath.Join(cfg.RuntimeDir, "port.sock")
-		l, err := net.Listen("unix", portSock)
-		if err != nil {
-			return 0, err
-		}
-		if err := os.Chmod(portSock, 0o600); err != nil {
-			return 0, err
-		}
-		ul := l.(*net.UnixListener)
-		// The agent serves the socket; our copy must not unlink it.
-		ul.SetUnlinkOnClose(false)
-		portFile, err = ul.File()
-		ul.Close()
-		if err != nil {
-			return 0, err
-		}
-		defer portFile.Close()
+// portSocket makes the port API's socket here, in the host's view of the
+// runtime dir, and keeps it as a file for the agent, which serves it: the
+// agent's /run is a fresh tmpfs.
+func (r *run) portSocket() error {
+	if r.opt.Ports == nil {
+		return nil
 	}
+	r.portSock = filepath.Join(r.cfg.RuntimeDir, "port.sock")
+	l, err := net.Listen("unix", r.portSock)
+	if err != nil {
+		return err
+	}
+	ul := l.(*net.UnixListener)
+	// Our copy closes here; the agent's keeps serving the path.
+	ul.SetUnlinkOnClose(false)
+	defer ul.Close()
+	if err := os.Chmod(r.portSock, 0o600); err != nil {
+		return err
+	}
+	f, err := ul.File()
+	if err != nil {
+		return err
+	}
+	r.portFile = f
+	r.onTeardown(func() { f.Close() })
+	return nil
+}
 
+// startAgent starts the agent in its new user namespace; the agent makes
+// init in the node's namespaces, and the step ends when init's pid comes
+// back. From here the agent exists, and teardown kills it.
+func (r *run) startAgent() error {
 	ch, childEnd, err := socketpair()
 	if err != nil {
-		return 0, err
+		return err
 	}
-	defer ch.Close()
-	ac := agentConfig{Config: cfg, Cgroup: cg, NodeCgroup: nodeCgroup, Ports: portFile != nil}
-	agent := reexec.Command(agentEntry)
-	agent.Env = append(os.Environ(), fmt.Sprintf("%s=%d", supervisorEnv, os.Getpid()))
-	agent.Stdin, agent.Stdout, agent.Stderr = os.Stdin, os.Stdout, os.Stderr
-	agent.ExtraFiles = []*os.File{childEnd}
-	if portFile != nil {
-		agent.ExtraFiles = append(agent.ExtraFiles, portFile)
+	r.ch = ch
+	r.onTeardown(func() { ch.Close() })
+	a := reexec.Command(agentEntry)
+	a.Env = append(os.Environ(), fmt.Sprintf("%s=%d", supervisorEnv, os.Getpid()))
+	a.Stdin, a.Stdout, a.Stderr = os.Stdin, os.Stdout, os.Stderr
+	a.ExtraFiles = []*os.File{childEnd}
+	if r.portFile != nil {
+		a.ExtraFiles = append(a.ExtraFiles, r.portFile)
 	}
-	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	t := time.Now()
-	err = userns.Start(agent, unix.CLONE_NEWUSER|unix.CLONE_NEWNS|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC, m)
+	a.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	done := r.log.Phase("sandbox")
+	err = userns.Start(a, unix.CLONE_NEWUSER|unix.CLONE_NEWNS|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC, r.mapping)
 	childEnd.Close()
 	if err != nil {
-		return 0, err
+		return err
 	}
-	ch.send(msg{Kind: "config", Config: &ac})
-	exited := make(chan int, 1)
+	r.agent, r.agentGone = a, make(chan struct{})
 	go func() {
-		agent.Wait()
-		exited <- exitCode(agent.ProcessState)
+		a.Wait()
+		r.agentCode = exitCode(a.ProcessState)
+		close(r.agentGone)
 	}()
-	// From here on a failure must take the namespaces down with it.
-	var netRunning network.Parent
-	fail := func(err error) (int, error) {
-		agent.Process.Signal(syscall.SIGKILL)
-		<-exited
-		if netRunning != nil {
-			netRunning.Close()
-		}
-		return 0, err
+	ac := agentConfig{Config: r.cfg, Cgroup: r.cg, NodeCgroup: r.nodeCgroup, Ports: r.portFile != nil}
+	if err := r.ch.send(msg{Kind: "config", Config: &ac}); err != nil {
+		return fmt.Errorf("setting up the sandbox: %w", err)
 	}
-
-	im, err := ch.recv("init")
+	im, err := r.ch.recv("init")
 	if err != nil {
-		return fail(fmt.Errorf("setting up the sandbox: %w", err))
+		return fmt.Errorf("setting up the sandbox: %w", err)
 	}
-	phase("sandbox", t)
-	t = time.Now()
-	netDir := filepath.Join(cfg.RuntimeDir, "net")
+	r.initPID = im.PID
+	done()
+	return nil
+}
+
+// startNetwork attaches the node's interface from the host side, then has
+// init configure the inside; the node has its network once init says so.
+func (r *run) startNetwork() error {
+	done := r.log.Phase("network")
+	netDir := filepath.Join(r.cfg.RuntimeDir, "net")
 	if err := mkPrivateDir(netDir); err != nil {
-		return fail(err)
+		return err
 	}
-	netCfg, err := netParent.Start(ctx, network.NS{
-		PID:      im.PID,
-		UserNS:   fmt.Sprintf("/proc/%d/ns/user", agent.Process.Pid),
-		NetNS:    fmt.Sprintf("/proc/%d/ns/net", im.PID),
+	// Before Start: a Start that fails half-way may have left a helper
+	// running, and Close stops whatever it started.
+	r.onTeardown(func() { r.net.Close() })
+	netCfg, err := r.net.Start(r.ctx, network.NS{
+		PID:      r.initPID,
+		UserNS:   fmt.Sprintf("/proc/%d/ns/user", r.agent.Process.Pid),
+		NetNS:    fmt.Sprintf("/proc/%d/ns/net", r.initPID),
 		StateDir: netDir,
-	}, cfg.NetOptions)
+	}, r.cfg.NetOptions)
 	if err != nil {
-		return fail(fmt.Errorf("network driver %s: %w", cfg.Net, err))
+		return fmt.Errorf("network driver %s: %w", r.cfg.Net, err)
 	}
-	netRunning = netParent
-	defer netParent.Close()
-	if err := ch.send(msg{Kind: "net", Net: netCfg}); err != nil {
-		return fail(err)
+	if err := r.ch.send(msg{Kind: "net", Net: netCfg}); err != nil {
+		return err
 	}
-	if _, err := ch.recv("ready"); err != nil {
-		return fail(fmt.Errorf("configuring the node's network: %w", err))
+	if _, err := r.ch.recv("ready"); err != nil {
+		return fmt.Errorf("configuring the node's network: %w", err)
 	}
-	phase("network", t)
-	st := &State{Name: cfg.Name, Supervisor: os.Getpid(), Agent: agent.Process.Pid, Init: im.PID,
-		Cgroup: cg, Network: netCfg, StateDir: cfg.StateDir, PortSocket: portSock}
-	if err := writeState(cfg.RuntimeDir, st); err != nil {
-		return fail(err)
+	r.netCfg = netCfg
+	done()
+	return nil
+}
+
+// publish writes state.json, by which `enter`, `status`, `port` and the
+// Ready hook find the node. The lock's release removes it again.
+func (r *run) publish() error {
+	r.state = &State{Name: r.cfg.Name, Supervisor: os.Getpid(), Agent: r.agent.Process.Pid, Init: r.initPID,
+		Cgroup: r.cg, Network: r.netCfg, StateDir: r.cfg.StateDir, PortSocket: r.portSock}
+	return writeState(r.cfg.RuntimeDir, r.state)
+}
+
+// addPorts forwards the config's ports before the node counts as ready, so
+// that a port that cannot be had fails the start instead of a later
+// request.
+func (r *run) addPorts() error {
+	if len(r.cfg.Ports) == 0 {
+		return nil
 	}
-	for _, p := range cfg.Ports {
-		if err := Ports.Client(portSock).Add(ctx, p); err != nil {
-			return fail(fmt.Errorf("forwarding %s %s:%d -> %d: %w", p.Proto, p.HostIP, p.HostPort, p.ChildPort, err))
+	c := r.opt.Ports.Client(r.portSock)
+	for _, p := range r.cfg.Ports {
+		if err := c.Add(r.ctx, p); err != nil {
+			return fmt.Errorf("forwarding %s %s:%d -> %d: %w", p.Proto, p.HostIP, p.HostPort, p.ChildPort, err)
 		}
 	}
-	fmt.Fprintf(log, "usernode: ready      %6.0fms (node %q, init pid %d, %s cgroups, net %s)\n",
-		float64(time.Since(start).Microseconds())/1000, cfg.Name, im.PID, cg.Mode, cfg.Net)
+	return nil
+}
 
+// wait runs the node until its first process ends. A signal, the end of
+// ctx or a failing Ready hook stops it: SIGTERM first, so the node can
+// shut down in order, then SIGKILL once StopTimeout has passed.
+func (r *run) wait() (int, error) {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sigs)
 	hookErr := make(chan error, 1)
-	if hooks.Ready != nil {
-		hctx, hcancel := context.WithCancel(ctx)
+	if r.opt.Ready != nil {
+		hctx, hcancel := context.WithCancel(r.ctx)
 		defer hcancel()
-		go func() { hookErr <- hooks.Ready(hctx, st) }()
+		go func() { hookErr <- r.opt.Ready(hctx, r.state) }()
 	}
 	var stopErr error
 	var deadline <-chan time.Time
+	stop := func() {
+		if deadline == nil {
+			r.agent.Process.Signal(syscall.SIGTERM)
+			deadline = time.After(r.cfg.StopTimeout)
+		}
+	}
+	ctxDone := r.ctx.Done()
 	for {
 		select {
-		case code := <-exited:
-			return code, stopErr
+		case <-r.agentGone:
+			return r.agentCode, stopErr
 		case err := <-hookErr:
 			if err != nil && deadline == nil {
 				stopErr = err
-				agent.Process.Signal(syscall.SIGTERM)
-				deadline = time.After(cfg.StopTimeout)
+				stop()
 			}
 		case <-sigs:
-			if deadline == nil {
-				agent.Process.Signal(syscall.SIGTERM)
-				deadline = time.After(cfg.StopTimeout)
-			}
-		case <-ctx.Done():
-			if deadline == nil {
-				agent.Process.Signal(syscall.SIGTERM)
-				deadline = time.After(cfg.StopTimeout)
-			}
+			stop()
+		case <-ctxDone:
+			// A done ctx stays ready: without this the loop would spin
+			// for as long as the node takes to stop.
+			ctxDone = nil
+			stop()
 		case <-deadline:
-			fmt.Fprintf(log, "usernode: the node did not stop within %s; killing it\n", cfg.StopTimeout)
-			agent.Process.Signal(syscall.SIGKILL)
+			r.log.Infof("the node did not stop within %s; killing it", r.cfg.StopTimeout)
+			r.agent.Process.Signal(syscall.SIGKILL)
 		}
 	}
 }

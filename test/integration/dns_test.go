@@ -38,8 +38,8 @@ func dnsQueryTCP(name string) string {
 // over TCP.
 func TestDNS(t *testing.T) {
 	u := testutil.Integration(t)
-	bins := k8sBin(t)
-	c := &cluster{t: t, env: u.NewEnv(t), name: "dnstest", kubectlBin: filepath.Join(bins, "kubectl"), api: freePort(t), klt: freePort(t)}
+	bins := testutil.K8sBin(t)
+	c := &cluster{t: t, env: u.NewEnv(t), name: "dnstest", kubectlBin: filepath.Join(bins, "kubectl"), api: int(testutil.FreePort(t, "tcp")), klt: int(testutil.FreePort(t, "tcp"))}
 	c.kubeconfig = filepath.Join(c.env.DataHome, "usernode", c.name, "kubeconfig")
 	// Registered first: a node that failed halfway through up is stopped too.
 	t.Cleanup(func() {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -316,6 +317,64 @@ func TestSandboxBadInput(t *testing.T) {
 	})
 }
 
+// A start that fails once the agent and init exist must undo all of it:
+// no process, no mount, and nothing left in the runtime dir (state.json,
+// the port socket, the lock). Two failure points: the network step (its
+// helper missing) and the last step (a published port taken).
+func TestSandboxFailedStartLeavesNothing(t *testing.T) {
+	u := testutil.Integration(t)
+	bin := testutil.Binary(t)
+	check := func(t *testing.T, env *testutil.Env, want string, args ...string) {
+		t.Helper()
+		mountsBefore := mountCount(t)
+		procsBefore, _ := testutil.ProcsOf(u.UID)
+		args = append(append([]string{"sandbox", "run", "--name", "tf"}, args...), "--", "sleep", "600")
+		r := env.Run(t, time.Minute, bin, args...)
+		if r.Code == 0 || !strings.Contains(r.Stderr, want) {
+			t.Fatalf("want a failure naming %q: %s", want, r)
+		}
+		if !strings.Contains(r.Stderr, "usernode: sandbox ") {
+			t.Fatalf("the start failed before the agent and init existed, not where this test looks:\n%s", r.Stderr)
+		}
+		if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 5*time.Second); len(left) > 0 {
+			t.Errorf("processes left: %v", left)
+		}
+		if got := mountCount(t); got != mountsBefore {
+			t.Errorf("host mount table had %d lines, now %d", mountsBefore, got)
+		}
+		ents, _ := os.ReadDir(filepath.Join(env.RuntimeDir, "usernode", "tf"))
+		for _, e := range ents {
+			t.Errorf("left in the runtime dir: %s", e.Name())
+		}
+	}
+	t.Run("network helper missing", func(t *testing.T) {
+		// Only the ID-mapping helpers on PATH: the namespaces are made,
+		// then slirp4netns is not found.
+		env := u.NewEnv(t)
+		dir := u.TempDir(t)
+		for _, h := range []string{"newuidmap", "newgidmap"} {
+			p, err := exec.LookPath(h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(p, filepath.Join(dir, h)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		env.Extra = []string{"PATH=" + dir}
+		check(t, env, "apt-get install slirp4netns", "--net", "slirp4netns")
+	})
+	t.Run("published port taken", func(t *testing.T) {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		taken := l.Addr().(*net.TCPAddr).Port
+		check(t, u.NewEnv(t), fmt.Sprintf("forwarding tcp 127.0.0.1:%d", taken), "--net", "none", "-p", fmt.Sprintf("127.0.0.1:%d:80", taken))
+	})
+}
+
 // The sandbox hands the node's netns to each driver and configures the
 // inside; the drivers' own suite (pkg/network/testsuite) covers the rest.
 func TestSandboxNetwork(t *testing.T) {
@@ -337,15 +396,6 @@ func TestSandboxNetwork(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func httpGet(url string) (string, error) {
 	c := http.Client{Timeout: 3 * time.Second}
 	resp, err := c.Get(url)
@@ -364,7 +414,7 @@ func TestSandboxPorts(t *testing.T) {
 	u := testutil.Integration(t)
 	env := u.NewEnv(t)
 	bin := testutil.Binary(t)
-	p1, p2 := freePort(t), freePort(t)
+	p1, p2 := testutil.FreePort(t, "tcp"), testutil.FreePort(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Busy polling off here: the node tests run the forwarder's default.
@@ -436,8 +486,8 @@ func TestSandboxKeepSourceIP(t *testing.T) {
 	u := testutil.Integration(t)
 	env := u.NewEnv(t)
 	bin := testutil.Binary(t)
-	hip := hostIP(t)
-	p := freePort(t)
+	hip := testutil.HostIPv4(t).String()
+	p := testutil.FreePort(t, "tcp")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	const serve = `mkdir -p /tmp/www/cgi-bin && printf '#!/bin/sh\necho\necho "$REMOTE_ADDR"\n' >/tmp/www/cgi-bin/ip && chmod +x /tmp/www/cgi-bin/ip && exec busybox httpd -f -p 8080 -h /tmp/www`

@@ -16,16 +16,6 @@ import (
 	"github.com/usernode/usernode/internal/testutil"
 )
 
-// k8sBin is the directory of Kubernetes binaries the node tests use; make
-// test builds them (make k8s) and sets it.
-func k8sBin(t *testing.T) string {
-	d := os.Getenv("USERNODE_K8S_BIN")
-	if d == "" {
-		t.Skip("needs the Kubernetes binaries: run `make k8s K8S_OUTDIR=DIR` and set USERNODE_K8S_BIN=DIR (make test does both)")
-	}
-	return d
-}
-
 type cluster struct {
 	t          *testing.T
 	env        *testutil.Env
@@ -73,23 +63,6 @@ func (c *cluster) up() testutil.Result {
 
 func (c *cluster) down(args ...string) testutil.Result {
 	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), append([]string{"down", "--name", c.name}, args...)...)
-}
-
-func hostIP(t *testing.T) string {
-	ifs, _ := net.Interfaces()
-	for _, i := range ifs {
-		if i.Flags&net.FlagLoopback != 0 || i.Flags&net.FlagUp == 0 {
-			continue
-		}
-		addrs, _ := i.Addrs()
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !strings.HasPrefix(n.IP.String(), "10.0.3.") {
-				return n.IP.String()
-			}
-		}
-	}
-	t.Fatal("no non-loopback IPv4 address on the host")
-	return ""
 }
 
 const workload = `apiVersion: v1
@@ -146,8 +119,8 @@ spec:
 // stops cleanly and comes back with its state.
 func TestUp(t *testing.T) {
 	u := testutil.Integration(t)
-	bins := k8sBin(t)
-	c := &cluster{t: t, env: u.NewEnv(t), name: "t5", kubectlBin: filepath.Join(bins, "kubectl"), api: freePort(t), klt: freePort(t)}
+	bins := testutil.K8sBin(t)
+	c := &cluster{t: t, env: u.NewEnv(t), name: "t5", kubectlBin: filepath.Join(bins, "kubectl"), api: int(testutil.FreePort(t, "tcp")), klt: int(testutil.FreePort(t, "tcp"))}
 	c.kubeconfig = filepath.Join(c.env.DataHome, "usernode", c.name, "kubeconfig")
 	procsBefore, _ := testutil.ProcsOf(u.UID)
 	mountsBefore := mountCount(t)
@@ -241,7 +214,7 @@ func TestUp(t *testing.T) {
 	// logs the client's address, and the answer comes back through the
 	// DNAT and the forwarder.
 	t.Run("the client's address reaches the pod (--keep-source-ip)", func(t *testing.T) {
-		hip, hp := hostIP(t), freePort(t)
+		hip, hp := testutil.HostIPv4(t).String(), testutil.FreePort(t, "tcp")
 		if r := c.env.Run(t, 30*time.Second, testutil.Binary(t), "port", "add", "--name", c.name, fmt.Sprintf("%s:%d:%d", hip, hp, nodePort+1)); r.Code != 0 {
 			t.Fatalf("port add: %s", r)
 		}
@@ -268,7 +241,7 @@ func TestUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer lo.Close()
-		pub, err := net.Listen("tcp", hostIP(t)+":0")
+		pub, err := net.Listen("tcp", testutil.HostIPv4(t).String()+":0")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -440,7 +413,7 @@ func realUID(pid int) int {
 // no process, runtime state or port behind.
 func TestUpBadInput(t *testing.T) {
 	u := testutil.Integration(t)
-	bins := k8sBin(t)
+	bins := testutil.K8sBin(t)
 	bin := testutil.Binary(t)
 	check := func(t *testing.T, env *testutil.Env, args []string, wants ...string) {
 		t.Helper()
@@ -489,13 +462,13 @@ func TestUpBadInput(t *testing.T) {
 		}
 		defer l.Close()
 		p := l.Addr().(*net.TCPAddr).Port
-		check(t, u.NewEnv(t), []string{"--bin-dir", bins, "--api-port", fmt.Sprint(p), "--kubelet-port", fmt.Sprint(freePort(t))},
+		check(t, u.NewEnv(t), []string{"--bin-dir", bins, "--api-port", fmt.Sprint(p), "--kubelet-port", fmt.Sprint(testutil.FreePort(t, "tcp"))},
 			fmt.Sprintf("127.0.0.1:%d", p), "already in use", "--api-port")
 	})
 	t.Run("containerd missing", func(t *testing.T) {
 		env := u.NewEnv(t)
 		env.Extra = []string{"PATH=" + filepath.Join(env.DataHome, "empty")}
-		check(t, env, []string{"--bin-dir", bins, "--api-port", fmt.Sprint(freePort(t)), "--kubelet-port", fmt.Sprint(freePort(t))},
+		check(t, env, []string{"--bin-dir", bins, "--api-port", fmt.Sprint(testutil.FreePort(t, "tcp")), "--kubelet-port", fmt.Sprint(testutil.FreePort(t, "tcp"))},
 			"containerd", "apt-get install containerd")
 	})
 	t.Run("no binaries", func(t *testing.T) {

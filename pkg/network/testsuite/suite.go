@@ -160,11 +160,7 @@ func (h *host) run(t *testing.T, u *testutil.User, a args) Result {
 
 func newHost(t *testing.T, name string) *host {
 	h := &host{bin: testutil.SelfCopy(t), tcpToken: "hello-from-host", loopToken: "hello-from-host-loopback"}
-	ip, err := HostIP()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.addr = serve(t, net.JoinHostPort(ip, "0"), h.tcpToken)
+	h.addr = serve(t, net.JoinHostPort(testutil.HostIPv4(t).String(), "0"), h.tcpToken)
 	_, p, _ := net.SplitHostPort(serve(t, "127.0.0.1:0", h.loopToken))
 	fmt.Sscan(p, &h.loopPort)
 	ns, why := hostNameserver(), "the host's own resolver does not answer"
@@ -196,25 +192,6 @@ func serve(t *testing.T, addr, token string) string {
 		}
 	}()
 	return l.Addr().String()
-}
-
-// HostIP is the host's address on the interface of its default route: the
-// address a node reaches the host at.
-func HostIP() (string, error) {
-	c, err := net.Dial("udp", "192.0.2.255:9") // no packet is sent
-	if err == nil {
-		defer c.Close()
-		if a := c.LocalAddr().(*net.UDPAddr); !a.IP.IsLoopback() {
-			return a.IP.String(), nil
-		}
-	}
-	ifs, _ := net.InterfaceAddrs()
-	for _, a := range ifs {
-		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
-			return n.IP.String(), nil
-		}
-	}
-	return "", fmt.Errorf("the host has no non-loopback IPv4 address")
 }
 
 func hostNameserver() string {

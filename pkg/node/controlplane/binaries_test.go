@@ -1,31 +1,18 @@
 package controlplane
 
 import (
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-)
 
-// k8sBin is the directory of the built binaries (hack/build-k8s.sh prints
-// it). The tests that run them are skipped without it.
-func k8sBin(t *testing.T) string {
-	t.Helper()
-	if testing.Short() {
-		t.Skip("runs the Kubernetes binaries")
-	}
-	dir := os.Getenv("USERNODE_K8S_BIN")
-	if dir == "" {
-		t.Skip("USERNODE_K8S_BIN (the directory hack/build-k8s.sh prints) is not set")
-	}
-	return dir
-}
+	"github.com/usernode/usernode/internal/testutil"
+)
 
 // Each component parses its whole command line before --version makes it
 // exit, so an unknown or malformed flag fails here.
 func TestBinariesAcceptFlags(t *testing.T) {
-	dir := k8sBin(t)
+	dir := testutil.K8sBin(t)
 	o := topo(Options{NodeName: "dev"})
 	for name, fn := range map[string]func(Options) ([]string, error){
 		"etcd":                    EtcdFlags,

@@ -1,7 +1,6 @@
 package coredns
 
 import (
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -13,18 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usernode/usernode/internal/testutil"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 )
-
-func freePort(t *testing.T) uint16 {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
 
 // The CoreDNS that `make k8s` builds links every plugin the Corefile
 // names, loads the Corefile, serves /health, and is not ready while its
@@ -34,10 +24,7 @@ func TestCoreDNSLoadsIt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs coredns")
 	}
-	dir := os.Getenv("USERNODE_K8S_BIN")
-	if dir == "" {
-		t.Skip("USERNODE_K8S_BIN (the directory hack/build-k8s.sh prints) is not set")
-	}
+	dir := testutil.K8sBin(t)
 	bin := filepath.Join(dir, "coredns")
 
 	out, err := exec.Command(bin, "-plugins").Output()
@@ -63,8 +50,8 @@ func TestCoreDNSLoadsIt(t *testing.T) {
 	if err := kubeconfig.Write(kc, kubeconfig.New(kubeconfig.Options{Name: "none", Server: "https://127.0.0.1:1"})); err != nil {
 		t.Fatal(err)
 	}
-	health, ready := "127.0.0.1:"+strconv.Itoa(int(freePort(t))), "127.0.0.1:"+strconv.Itoa(int(freePort(t)))
-	cf, err = Corefile(topo(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("127.0.0.1"), Port: freePort(t),
+	health, ready := "127.0.0.1:"+strconv.Itoa(int(testutil.FreePort(t, "tcp"))), "127.0.0.1:"+strconv.Itoa(int(testutil.FreePort(t, "tcp")))
+	cf, err = Corefile(topo(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("127.0.0.1"), Port: testutil.FreePort(t, "tcp"),
 		HealthAddr: health, ReadyAddr: ready, Kubeconfig: kc}))
 	if err != nil {
 		t.Fatal(err)

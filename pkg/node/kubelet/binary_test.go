@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/usernode/usernode/internal/testutil"
 )
 
 // The kubelet loads and validates the config before it reads its
@@ -16,10 +18,7 @@ func TestKubeletValidatesIt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the kubelet")
 	}
-	bin := os.Getenv("USERNODE_K8S_BIN")
-	if bin == "" {
-		t.Skip("USERNODE_K8S_BIN (the directory hack/build-k8s.sh prints) is not set")
-	}
+	bin := testutil.K8sBin(t)
 	// Not t.TempDir(): its parent is 0700, and nobody must read the file.
 	dir, err := os.MkdirTemp("", "usernode-kubelet-test")
 	if err != nil {

@@ -8,6 +8,8 @@ import (
 
 	kubeproxyv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	"sigs.k8s.io/yaml"
+
+	"github.com/usernode/usernode/internal/testutil"
 )
 
 // kube-proxy itself loads, validates and defaults the file, then writes
@@ -16,10 +18,7 @@ func TestKubeProxyLoadsIt(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs kube-proxy")
 	}
-	bin := os.Getenv("USERNODE_K8S_BIN")
-	if bin == "" {
-		t.Skip("USERNODE_K8S_BIN (the directory hack/build-k8s.sh prints) is not set")
-	}
+	bin := testutil.K8sBin(t)
 	dir := t.TempDir()
 	b, err := Render(topo(Options{NodeName: "dev"}))
 	if err != nil {

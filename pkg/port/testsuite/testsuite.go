@@ -165,24 +165,6 @@ func (s *suite) forwarder(t *testing.T, idle time.Duration) port.Forwarder {
 	return f
 }
 
-// freePort finds a host port nobody uses (for proto).
-func freePort(t *testing.T, proto string) uint16 {
-	if proto == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return uint16(c.LocalAddr().(*net.UDPAddr).Port)
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return uint16(l.Addr().(*net.TCPAddr).Port)
-}
-
 // tcpServer serves handle for each connection inside the namespace.
 func (s *suite) tcpServer(t *testing.T, handle func(net.Conn)) uint16 {
 	return serveTCP(t, s.ns, "127.0.0.1:0", handle)
@@ -210,7 +192,7 @@ func serveTCP(t *testing.T, ns *nsnet.NS, addr string, handle func(net.Conn)) ui
 func echo(c net.Conn) { io.Copy(c, c) }
 
 func (s *suite) add(t *testing.T, f port.Forwarder, proto string, child uint16) port.Spec {
-	sp := port.Spec{Proto: proto, HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: freePort(t, proto), ChildPort: child}
+	sp := port.Spec{Proto: proto, HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: testutil.FreePort(t, proto), ChildPort: child}
 	if err := f.Add(context.Background(), sp); err != nil {
 		t.Fatal(err)
 	}
@@ -509,7 +491,7 @@ func (s *suite) inUse(t *testing.T) {
 // "not kept" would look the same). The client reads the server's answer,
 // so the replies' way back is checked too.
 func (s *suite) sourceIP(t *testing.T, caps Caps) {
-	hip := hostIPv4(t)
+	hip := testutil.HostIPv4(t)
 	f := s.forwarder(t, 0)
 	seen := make(chan string, 1)
 	answer := func(c net.Conn) {
@@ -522,7 +504,7 @@ func (s *suite) sourceIP(t *testing.T, caps Caps) {
 	}
 	check := func(what string, client netip.Addr, child uint16, want string) {
 		t.Helper()
-		sp := port.Spec{Proto: "tcp", HostIP: client, HostPort: freePort(t, "tcp"), ChildPort: child}
+		sp := port.Spec{Proto: "tcp", HostIP: client, HostPort: testutil.FreePort(t, "tcp"), ChildPort: child}
 		if err := f.Add(context.Background(), sp); err != nil {
 			t.Fatal(err)
 		}
@@ -552,7 +534,7 @@ func (s *suite) sourceIP(t *testing.T, caps Caps) {
 	}
 	// UDP: the server answers each datagram with the address it came from.
 	child := s.udpServer(t, func(_ []byte, from netip.AddrPort) []byte { return []byte(from.Addr().Unmap().String()) })
-	sp := port.Spec{Proto: "udp", HostIP: hip, HostPort: freePort(t, "udp"), ChildPort: child}
+	sp := port.Spec{Proto: "udp", HostIP: hip, HostPort: testutil.FreePort(t, "udp"), ChildPort: child}
 	if err := f.Add(context.Background(), sp); err != nil {
 		t.Fatal(err)
 	}
@@ -583,20 +565,6 @@ func linkUp(name, cidr string) error {
 		return err
 	}
 	return netlink.LinkSetUp(l)
-}
-
-// hostIPv4 is an IPv4 address of this host that is not loopback.
-func hostIPv4(t *testing.T) netip.Addr {
-	addrs, _ := net.InterfaceAddrs()
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() && !ip.IsLoopback() {
-				return ip.Unmap()
-			}
-		}
-	}
-	t.Skip("no non-loopback IPv4 address on this host: the source-IP check needs one")
-	return netip.Addr{}
 }
 
 // podBehindDNAT makes what kube-proxy makes for a NodePort: a "pod"
@@ -636,7 +604,7 @@ func (s *suite) podBehindDNAT(t *testing.T, handle func(net.Conn)) uint16 {
 	t.Cleanup(pns.Close)
 	podPort := serveTCP(t, pns, "10.77.0.2:0", handle)
 
-	nodePort := freePort(t, "tcp")
+	nodePort := testutil.FreePort(t, "tcp")
 	// Like kube-proxy: DNAT in output, and traffic from 127.0.0.1
 	// masqueraded (with route_localnet so that it may leave lo at all).
 	rules := fmt.Sprintf("table ip nodeport {\n chain out { type nat hook output priority -100; tcp dport %d dnat to 10.77.0.2:%d; }\n"+
@@ -676,7 +644,7 @@ func (s *suite) api(t *testing.T) {
 	cl := api.NewClient(sock)
 	ctx := context.Background()
 	child := s.tcpServer(t, echo)
-	sp := port.Spec{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: freePort(t, "tcp"), ChildPort: child}
+	sp := port.Spec{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: testutil.FreePort(t, "tcp"), ChildPort: child}
 	if err := cl.Add(ctx, sp); err != nil {
 		t.Fatal(err)
 	}
