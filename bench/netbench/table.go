@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/usernode/usernode/internal/procenv"
+
 	"github.com/usernode/usernode/bench/internal/host"
 )
 
@@ -269,7 +271,7 @@ func rootMain() {
 
 	args := append([]string{"--reuid=" + *user, "--regid=" + *user, "--init-groups", bin}, os.Args[1:]...)
 	c := exec.Command("setpriv", args...)
-	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", modeEnv + "=runner", "NETBENCH_ROOTFD=1", "HOME=/tmp", "LANG=C.UTF-8"}
+	c.Env = []string{"PATH=" + procenv.Path, modeEnv + "=runner", "NETBENCH_ROOTFD=1", "HOME=/tmp", "LANG=C.UTF-8"}
 	c.Dir = "/"
 	reqR, reqW, _ := os.Pipe()
 	respR, respW, _ := os.Pipe()

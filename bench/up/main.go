@@ -37,6 +37,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/usernode/usernode/internal/procenv"
 )
 
 //go:embed hardway.sh
@@ -104,7 +106,7 @@ func (a account) runtimeDir() string { return fmt.Sprintf("/run/user/%d", a.uid)
 
 func asUser(env []string, argv ...string) *exec.Cmd {
 	args := []string{"--reuid=" + strconv.Itoa(acct.uid), "--regid=" + strconv.Itoa(acct.gid), "--init-groups",
-		"env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"env", "-i", "PATH=" + procenv.Path,
 		"HOME=" + acct.home, "USER=" + acct.name, "LOGNAME=" + acct.name, "XDG_RUNTIME_DIR=" + acct.runtimeDir(), "LANG=C.UTF-8"}
 	args = append(append(args, env...), argv...)
 	c := exec.Command("setpriv", args...)

@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/usernode/usernode/internal/procenv"
 )
 
 // DefaultUser is the account `make test-user` creates.
@@ -117,7 +119,7 @@ func (u *User) NewEnv(t testing.TB) *Env {
 // Vars returns the environment variables of the session.
 func (e *Env) Vars() []string {
 	env := []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"PATH=" + procenv.Path,
 		"HOME=" + e.User.Home,
 		"USER=" + e.User.Name,
 		"LOGNAME=" + e.User.Name,

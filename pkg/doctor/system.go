@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usernode/usernode/internal/procenv"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/usernode/usernode/pkg/userns"
@@ -127,7 +129,7 @@ func hostExec(ctx context.Context, path string, args ...string) (string, error) 
 	var out bytes.Buffer
 	c := exec.CommandContext(ctx, path, args...)
 	c.Stdout, c.Stderr = &out, &out
-	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C"}
+	c.Env = []string{"PATH=" + procenv.Path, "LANG=C"}
 	err := c.Run()
 	return out.String(), err
 }

@@ -5,6 +5,8 @@ import (
 	"os"
 	"os/exec"
 	"syscall"
+
+	"github.com/usernode/usernode/internal/procenv"
 )
 
 // execCmd starts the node's first process without os/exec's Wait, because
@@ -28,7 +30,7 @@ func (c *execCmd) start() (int, error) {
 	}
 	env := c.env
 	if env == nil {
-		env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root", "LOGNAME=root"}
+		env = []string{"PATH=" + procenv.Path, "HOME=/root", "USER=root", "LOGNAME=root"}
 		if t := os.Getenv("TERM"); t != "" {
 			env = append(env, "TERM="+t)
 		}

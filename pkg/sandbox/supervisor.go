@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/usernode/usernode/internal/procenv"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/usernode/usernode/internal/log"
@@ -386,7 +388,7 @@ func Enter(runtimeDir string, argv []string) (*exec.Cmd, error) {
 	// The node's own environment, not the caller's: the caller's
 	// XDG_RUNTIME_DIR and the like name host paths the node cannot see
 	// (ctr inside would pick them up).
-	c.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "USER=root", "LOGNAME=root"}
+	c.Env = []string{"PATH=" + procenv.Path, "HOME=/root", "USER=root", "LOGNAME=root"}
 	if t := os.Getenv("TERM"); t != "" {
 		c.Env = append(c.Env, "TERM="+t)
 	}
