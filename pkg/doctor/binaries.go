@@ -3,7 +3,16 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+
+	"github.com/usernode/usernode/pkg/network"
+	"github.com/usernode/usernode/pkg/network/drivers"
+	"github.com/usernode/usernode/pkg/node"
+	"github.com/usernode/usernode/pkg/node/cni"
+	"github.com/usernode/usernode/pkg/node/component"
+	"github.com/usernode/usernode/pkg/node/containerd"
+	"github.com/usernode/usernode/pkg/node/kubeproxy"
 
 	"github.com/usernode/usernode/internal/version"
 )
@@ -77,29 +86,66 @@ func (r *run) checkAlternatives(ctx context.Context, what, why string, tools []t
 	return Result{Status: Pass, Found: strings.Join(found, ", ")}
 }
 
+// The lists below come from the registries `up` builds the node from, so
+// doctor checks for exactly what the node can run.
+
+// toolAlternatives are t's executables, each with its package: the first
+// is t's own; an alternative (crun for runc) ships in a package of its
+// own name.
+func toolAlternatives(t component.Tool) []tool {
+	var out []tool
+	for i, n := range t.Names {
+		alt := tool{name: n, debian: n, fedora: n, min: t.Min}
+		if i == 0 {
+			alt.debian, alt.fedora = t.Debian, t.Fedora
+		}
+		out = append(out, alt)
+	}
+	return out
+}
+
 func checkCRI(ctx context.Context, r *run) Result {
+	var tools []tool
+	var names []string
+	for _, rt := range node.Runtimes {
+		tools = append(tools, toolAlternatives(rt.Daemon)...)
+		names = append(names, fmt.Sprintf("%s (>= %s)", rt.Name, rt.Daemon.Min))
+	}
 	return r.checkAlternatives(ctx, "CRI runtime",
-		"The kubelet runs pods through a CRI runtime; usernode configures containerd (>= 1.4) or CRI-O (>= 1.22) for rootless mode.",
-		[]tool{{"containerd", "containerd", "containerd", "1.4"}, {"crio", "cri-o", "cri-o", "1.22"}})
+		"The kubelet runs pods through a CRI runtime; usernode configures "+strings.Join(names, " or ")+" for rootless mode.", tools)
 }
 
 func checkOCI(ctx context.Context, r *run) Result {
 	return r.checkAlternatives(ctx, "OCI runtime", "The CRI runtime starts containers with an OCI runtime.",
-		[]tool{{"runc", "runc", "runc", ""}, {"crun", "crun", "crun", ""}})
+		toolAlternatives(containerd.OCIRuntime))
+}
+
+// netHelpers are the user-mode network stacks among the network drivers:
+// the ones a node can use without anything set up by root. The default
+// driver's comes first, as the one to install.
+func netHelpers() []tool {
+	var tools []tool
+	names := append([]string{drivers.Default}, slices.DeleteFunc(network.Names(), func(n string) bool { return n == drivers.Default })...)
+	for _, n := range names {
+		d, err := network.Lookup(n)
+		if err != nil || d.Helper == "" || d.OwnAddress {
+			continue
+		}
+		tools = append(tools, tool{name: d.Helper, debian: d.Package, fedora: d.Package})
+	}
+	return tools
 }
 
 func checkNetDriver(ctx context.Context, r *run) Result {
-	return r.checkAlternatives(ctx, "network driver", "The node's network namespace reaches the outside through a user-mode network stack.",
-		[]tool{{"slirp4netns", "slirp4netns", "slirp4netns", ""}, {"pasta", "passt", "passt", ""}})
+	return r.checkAlternatives(ctx, "network driver", "The node's network namespace reaches the outside through a user-mode network stack.", netHelpers())
 }
 
 func checkIPTables(ctx context.Context, r *run) Result {
 	return r.checkAlternatives(ctx, "iptables", "kube-proxy (iptables mode) and the CNI portmap plugin program NAT rules inside the node's namespace.",
-		[]tool{{"iptables", "iptables", "iptables-nft", ""}})
+		toolAlternatives(kubeproxy.IPTables))
 }
 
-var cniDirs = []string{"/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni"}
-var cniPlugins = []string{"bridge", "host-local", "loopback", "portmap"}
+var cniDirs, cniPlugins = cni.PluginsTool.Dirs, cni.PluginsTool.Names
 
 func checkCNI(_ context.Context, r *run) Result {
 	var found, missing []string

@@ -18,6 +18,9 @@ import (
 	"context"
 	"fmt"
 	"strings"
+
+	"github.com/usernode/usernode/pkg/node"
+	"github.com/usernode/usernode/pkg/node/containerd"
 )
 
 // Status is a check's verdict.
@@ -109,13 +112,21 @@ func catalogue() []check {
 		{"kernel.overlay", "kernel", "overlayfs in a user namespace", checkOverlay},
 		{"kernel.tun", "kernel", "/dev/net/tun", checkTun},
 		{"kernel.modules", "kernel", "bridge, veth, vxlan, iptables nat, br_netfilter", checkModules},
-		{"binary.cri", "binaries", "CRI runtime (containerd or CRI-O)", checkCRI},
-		{"binary.oci", "binaries", "OCI runtime (runc or crun)", checkOCI},
-		{"binary.network", "binaries", "network driver (slirp4netns or pasta)", checkNetDriver},
+		{"binary.cri", "binaries", "CRI runtime (" + strings.Join(node.Runtimes.Names(), " or ") + ")", checkCRI},
+		{"binary.oci", "binaries", "OCI runtime (" + strings.Join(containerd.OCIRuntime.Names, " or ") + ")", checkOCI},
+		{"binary.network", "binaries", "network driver (" + helperNames() + ")", checkNetDriver},
 		{"binary.cni", "binaries", "CNI plugins", checkCNI},
 		{"binary.iptables", "binaries", "iptables", checkIPTables},
 		{"trial.namespaces", "trial", "user+network namespace trial", checkTrial},
 	}
+}
+
+func helperNames() string {
+	var names []string
+	for _, t := range netHelpers() {
+		names = append(names, t.name)
+	}
+	return strings.Join(names, " or ")
 }
 
 // IDs lists the check IDs in report order.

@@ -597,3 +597,19 @@ func TestDelegationFailures(t *testing.T) {
 		t.Error("delegation FAIL should only cost full mode")
 	}
 }
+
+// Doctor checks for what the registries say the node runs: the runtimes
+// `up` can configure (CRI-O is not one yet, so it is not offered) and the
+// user-mode network drivers.
+func TestChecksFollowRegistries(t *testing.T) {
+	titles := map[string]string{}
+	for _, c := range catalogue() {
+		titles[c.id] = c.title
+	}
+	if got := titles["binary.cri"]; got != "CRI runtime (containerd)" {
+		t.Errorf("binary.cri title %q", got)
+	}
+	if got := titles["binary.network"]; got != "network driver (slirp4netns or pasta)" {
+		t.Errorf("binary.network title %q", got)
+	}
+}

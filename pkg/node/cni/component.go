@@ -18,7 +18,7 @@ var PluginDirs = []string{"/usr/lib/cni", "/opt/cni/bin", "/usr/libexec/cni"}
 // PluginsTool is the directory of the plugins the bridge network uses
 // (containerd adds loopback itself, but looks for it there too).
 var PluginsTool = component.Tool{Name: "cni-plugins", Dir: true, Dirs: PluginDirs,
-	Names: []string{"bridge", "host-local", "loopback", "portmap"}, Debian: "containernetworking-plugins"}
+	Names: []string{"bridge", "host-local", "loopback", "portmap"}, Debian: "containernetworking-plugins", Fedora: "containernetworking-plugins"}
 
 // BridgeComponent writes the bridge network's config once the node has its
 // pod CIDR.

@@ -100,8 +100,11 @@ type Tool struct {
 	// directories are searched in Dirs.
 	Dir  bool
 	Dirs []string
-	// Debian is the package that ships it, for the error message.
-	Debian string
+	// Debian and Fedora are the packages that ship it, for the fixes
+	// `up` and doctor print.
+	Debian, Fedora string
+	// Min is the oldest version usernode configures ("" for any).
+	Min string
 }
 
 // Binaries are tools' absolute paths by name.
@@ -110,6 +113,8 @@ type Binaries map[string]string
 // Runtime is a CRI runtime usernode can run.
 type Runtime struct {
 	Name string
+	// Daemon is the runtime's own program, which doctor looks for.
+	Daemon Tool
 	// Endpoint is its CRI socket, as the kubelet inside the node dials it.
 	Endpoint string
 	// Degraded says whether it runs without a delegated cgroup tree.

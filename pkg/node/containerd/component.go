@@ -16,10 +16,19 @@ import (
 // 2.x refuses degraded mode (Render says why).
 var CRI = component.Runtime{
 	Name:     "containerd",
+	Daemon:   daemon,
 	Endpoint: "unix://" + DefaultAddress,
 	Degraded: true,
 	New:      func() component.Component { return Component{} },
 }
+
+// daemon is containerd itself: 1.4 is the first release with the seed's
+// rootless settings.
+var daemon = component.Tool{Name: "containerd", Names: []string{"containerd"}, Debian: "containerd", Fedora: "containerd", Min: "1.4"}
+
+// OCIRuntime is the runc-compatible runtime containerd starts containers
+// with.
+var OCIRuntime = component.Tool{Name: "oci-runtime", Names: []string{"runc", "crun"}, Debian: "runc", Fedora: "runc"}
 
 // Component configures and runs containerd, and imports the node's images.
 type Component struct{}
@@ -30,9 +39,9 @@ func (Component) Name() string { return "containerd" }
 // Tools are containerd, its ctr client (image imports) and an OCI runtime.
 func (Component) Tools() []component.Tool {
 	return []component.Tool{
-		{Name: "containerd", Names: []string{"containerd"}, Debian: "containerd"},
-		{Name: "ctr", Names: []string{"ctr"}, Debian: "containerd"},
-		{Name: "oci-runtime", Names: []string{"runc", "crun"}, Debian: "runc"},
+		daemon,
+		{Name: "ctr", Names: []string{"ctr"}, Debian: "containerd", Fedora: "containerd"},
+		OCIRuntime,
 	}
 }
 

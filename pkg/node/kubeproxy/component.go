@@ -5,6 +5,9 @@ import (
 	"github.com/usernode/usernode/pkg/supervise"
 )
 
+// IPTables programs kube-proxy's (and portmap's) rules in the node.
+var IPTables = component.Tool{Name: "iptables", Names: []string{"iptables"}, Debian: "iptables", Fedora: "iptables-nft"}
+
 // Component runs kube-proxy.
 type Component struct{}
 
@@ -15,7 +18,7 @@ func (Component) Name() string { return "kube-proxy" }
 func (Component) Tools() []component.Tool {
 	return []component.Tool{
 		{Name: "kube-proxy", Names: []string{"kube-proxy"}, Built: true},
-		{Name: "iptables", Names: []string{"iptables"}, Debian: "iptables"},
+		IPTables,
 	}
 }
 
