@@ -80,8 +80,9 @@ func fromOS(u *user.User, switched bool) *User {
 	return &User{Name: u.Username, UID: uid, GID: gid, Home: u.HomeDir, switched: switched}
 }
 
-// RuntimeDir is the XDG_RUNTIME_DIR tests hand to the user: a private dir,
-// so parallel test runs and a user's real session do not collide.
+// TempDir is a private dir the user owns (and can reach through root's
+// 0700 temp dirs): tests use it as the user's XDG_RUNTIME_DIR and state
+// dir, so parallel test runs and a user's real session do not collide.
 func (u *User) TempDir(t testing.TB) string {
 	t.Helper()
 	d := t.TempDir()

@@ -16,9 +16,8 @@ type ExitError struct{ Code int }
 
 func (e ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
-// hooks lets other files of this package (and the sandbox child's re-exec
-// entry point) register commands without a central list that every change
-// touches.
+// subcommands lets each file of this package add its commands without a
+// central list that every change touches.
 var subcommands []func() *cobra.Command
 
 func register(f func() *cobra.Command) { subcommands = append(subcommands, f) }
