@@ -23,6 +23,8 @@ type cluster struct {
 	kubeconfig string
 	kubectlBin string
 	api, klt   int
+	// extra are more flags for `up`.
+	extra []string
 }
 
 func (c *cluster) kubectl(args ...string) (string, error) {
@@ -56,9 +58,11 @@ func waitFor(t *testing.T, what string, timeout time.Duration, f func() (bool, s
 
 // up runs with --keep-source-ip: everything else the node test checks
 // must work with the forwarder's policy routing and nft table in place.
+// c.extra adds flags (a non-default cluster model).
 func (c *cluster) up() testutil.Result {
-	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), "up", "-d", "--name", c.name, "--bin-dir", filepath.Dir(c.kubectlBin),
-		"--api-port", fmt.Sprint(c.api), "--kubelet-port", fmt.Sprint(c.klt), "--keep-source-ip")
+	args := []string{"up", "-d", "--name", c.name, "--bin-dir", filepath.Dir(c.kubectlBin),
+		"--api-port", fmt.Sprint(c.api), "--kubelet-port", fmt.Sprint(c.klt), "--keep-source-ip"}
+	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), append(args, c.extra...)...)
 }
 
 func (c *cluster) down(args ...string) testutil.Result {
@@ -122,6 +126,10 @@ func TestUp(t *testing.T) {
 	bins := testutil.K8sBin(t)
 	c := &cluster{t: t, env: u.NewEnv(t), name: "t5", kubectlBin: filepath.Join(bins, "kubectl"), api: int(testutil.FreePort(t, "tcp")), klt: int(testutil.FreePort(t, "tcp"))}
 	c.kubeconfig = filepath.Join(c.env.DataHome, "usernode", c.name, "kubeconfig")
+	// Not the defaults: the node's subnet and the pod CIDR flow from the
+	// command line into the network driver, the certificates, the
+	// controller-manager and the CNI (checked in "model" below).
+	c.extra = []string{"--node-subnet", "10.0.7.0/24", "--pod-cidr", "10.244.0.0/16"}
 	procsBefore, _ := testutil.ProcsOf(u.UID)
 	mountsBefore := mountCount(t)
 
@@ -194,6 +202,25 @@ func TestUp(t *testing.T) {
 	nodePort := 30000 + c.api%2700
 	applyWorkload(t, c, nodePort)
 	waitRunning(t, c, 2)
+
+	// The node's address is its subnet's .100, the controller-manager gave
+	// it a /24 of the pod CIDR, and the CNI hands out pod IPs from exactly
+	// that /24 (it used to write a fixed 10.88.0.0/24 whatever the node
+	// was given).
+	t.Run("model", func(t *testing.T) {
+		if ip := c.mustKubectl("get", "node", c.name, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`); ip != "10.0.7.100" {
+			t.Errorf("node InternalIP %q, want 10.0.7.100", ip)
+		}
+		cidr := c.mustKubectl("get", "node", c.name, "-o", "jsonpath={.spec.podCIDR}")
+		if cidr != "10.244.0.0/24" {
+			t.Errorf("node podCIDR %q, want 10.244.0.0/24", cidr)
+		}
+		for _, ip := range strings.Fields(c.mustKubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={.items[*].status.podIP}")) {
+			if !strings.HasPrefix(ip, "10.244.0.") {
+				t.Errorf("pod IP %s is outside the node's pod CIDR %s", ip, cidr)
+			}
+		}
+	})
 
 	t.Run("workload", func(t *testing.T) {
 		waitFor(t, "NodePort on the host", time.Minute, func() (bool, string) {
@@ -470,6 +497,14 @@ func TestUpBadInput(t *testing.T) {
 		env.Extra = []string{"PATH=" + filepath.Join(env.DataHome, "empty")}
 		check(t, env, []string{"--bin-dir", bins, "--api-port", fmt.Sprint(testutil.FreePort(t, "tcp")), "--kubelet-port", fmt.Sprint(testutil.FreePort(t, "tcp"))},
 			"containerd", "apt-get install containerd")
+	})
+	t.Run("bad model values", func(t *testing.T) {
+		check(t, u.NewEnv(t), []string{"--bin-dir", bins, "--service-cidr", "10.0.0.0/8", "--node-subnet", "10.96.1.0/24"},
+			"cluster.serviceCIDR (--service-cidr) \"10.0.0.0/8\"", "between /12 and /28", "nodeSubnet (--node-subnet)", "overlaps cluster.serviceCIDR")
+		env := u.NewEnv(t)
+		cfg := filepath.Join(env.DataHome, "config.yaml")
+		os.WriteFile(cfg, []byte("cluster:\n  podCIDR: 10.0.0.0/8\n"), 0o644)
+		check(t, env, []string{"--config", cfg, "--bin-dir", bins}, "cluster.podCIDR", "contains cluster.serviceCIDR 10.96.0.0/16")
 	})
 	t.Run("no binaries", func(t *testing.T) {
 		env := u.NewEnv(t)
