@@ -297,8 +297,9 @@ func TestUp(t *testing.T) {
 			t.Fatalf("pod cannot reach the host's %s at all: %q", pub.Addr(), out)
 		}
 		_, p, _ := net.SplitHostPort(lo.Addr().String())
-		if out := try("10.0.2.2:" + p); strings.Contains(out, "reached") {
-			t.Errorf("a pod reached the host's 127.0.0.1:%s through 10.0.2.2", p)
+		// The gateway is the host, at .2 of the node's subnet (--node-subnet).
+		if out := try("10.0.7.2:" + p); strings.Contains(out, "reached") {
+			t.Errorf("a pod reached the host's 127.0.0.1:%s through the gateway 10.0.7.2", p)
 		}
 	})
 
