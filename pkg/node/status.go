@@ -4,6 +4,8 @@ import (
 	"context"
 	"os"
 
+	"github.com/usernode/usernode/internal/log"
+
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/port/api"
@@ -68,7 +70,7 @@ func purgeMain() {
 		os.Exit(1)
 	}
 	if err := os.RemoveAll(os.Args[1]); err != nil {
-		os.Stderr.WriteString("usernode: " + err.Error() + "\n")
+		log.New(os.Stderr, 0).Infof("%v", err)
 		os.Exit(1)
 	}
 }
