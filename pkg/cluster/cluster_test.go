@@ -272,3 +272,19 @@ func TestREADMEListsFields(t *testing.T) {
 		}
 	}
 }
+
+// A persistent flag (`usernode port --name N add ...`) is parsed by the
+// subcommand's flag set, but still counts.
+func TestPersistentFlag(t *testing.T) {
+	parent := pflag.NewFlagSet("port", pflag.ContinueOnError)
+	BindFlags(parent, NodeFlags)
+	child := pflag.NewFlagSet("add", pflag.ContinueOnError)
+	child.AddFlagSet(parent)
+	if err := child.Parse([]string{"--name", "tp"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(Source{Flags: parent})
+	if err != nil || c.Name != "tp" {
+		t.Errorf("name %q, %v", c.Name, err)
+	}
+}

@@ -175,8 +175,11 @@ func applyFlags(c *Config, cmdline *pflag.FlagSet) error {
 	}
 	*c = keep
 	var err error
-	cmdline.Visit(func(f *pflag.Flag) {
-		if fs.Lookup(f.Name) == nil || err != nil {
+	// VisitAll and Changed, not Visit: a persistent flag given to a
+	// subcommand is marked on the shared Flag, but only the subcommand's
+	// own flag set lists it as set.
+	cmdline.VisitAll(func(f *pflag.Flag) {
+		if !f.Changed || fs.Lookup(f.Name) == nil || err != nil {
 			return
 		}
 		if e := fs.Set(f.Name, f.Value.String()); e != nil {
@@ -196,9 +199,9 @@ func Args(cmdline *pflag.FlagSet) ([]string, error) {
 	for _, d := range flagDefs {
 		byName[d.name] = d
 	}
-	cmdline.Visit(func(f *pflag.Flag) {
+	cmdline.VisitAll(func(f *pflag.Flag) {
 		d, ok := byName[f.Name]
-		if !ok {
+		if !ok || !f.Changed {
 			return
 		}
 		v := f.Value.String()
