@@ -76,7 +76,7 @@ func Tools(comps []component.Component) []component.Tool {
 // made afresh by each `up`.
 const (
 	DataDir   = "/var/lib/usernode"
-	PKIDir    = DataDir + "/pki"
+	PKIDir    = pki.DefaultDir
 	ImageDir  = DataDir + "/images"
 	ConfigDir = kubeconfig.DefaultDir
 	LogDir    = "/var/log/usernode"

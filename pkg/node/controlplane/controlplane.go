@@ -59,7 +59,7 @@ const (
 )
 
 // DefaultPKI is the node's layout of certificates.
-var DefaultPKI = pki.Paths("/var/lib/usernode/pki")
+var DefaultPKI = pki.Paths(pki.DefaultDir)
 
 // Options says what the control plane must be told.
 type Options struct {

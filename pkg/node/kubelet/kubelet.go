@@ -43,7 +43,7 @@ const (
 
 var (
 	// DefaultPKI and DefaultKubeconfig are the per-run layout the node uses.
-	DefaultPKI        = pki.Paths("/var/lib/usernode/pki")
+	DefaultPKI        = pki.Paths(pki.DefaultDir)
 	DefaultKubeconfig = kubeconfig.Paths(kubeconfig.DefaultDir).Kubelet
 )
 

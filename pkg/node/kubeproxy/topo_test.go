@@ -1,16 +1,9 @@
 package kubeproxy
 
-import "github.com/usernode/usernode/pkg/cluster"
+import "github.com/usernode/usernode/pkg/node/internal/nodetest"
 
-// topo fills what o leaves of the topology from the default cluster model,
-// as the component does from the model `up` resolves.
+// topo fills what o leaves of the topology from the default model, as the
+// component does from the model `up` resolves.
 func topo(o Options) Options {
-	cl := cluster.DefaultCluster()
-	if !o.NodeIP.IsValid() {
-		o.NodeIP = cl.Self().IP
-	}
-	if !o.ClusterCIDR.IsValid() {
-		o.ClusterCIDR = cl.PodCIDR
-	}
-	return o
+	return nodetest.Fill(o, OptionsFor(nodetest.Env()), "NodeIP", "ClusterCIDR")
 }

@@ -52,6 +52,10 @@ import (
 	"github.com/usernode/usernode/internal/atomicfile"
 )
 
+// DefaultDir is where the node keeps its PKI, as the node sees it: under
+// /var/lib, so it is kept across `up`s.
+const DefaultDir = "/var/lib/usernode/pki"
+
 const (
 	// CAValidity is long because regenerating the CA invalidates every
 	// kubeconfig the user has copied out of the node.

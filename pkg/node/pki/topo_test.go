@@ -2,8 +2,8 @@ package pki
 
 import "github.com/usernode/usernode/pkg/cluster"
 
-// topo fills what o leaves of the topology from the default cluster model,
-// as `up` does from the model it resolves.
+// topo fills what o leaves of the topology from the default model, as
+// `up` does from the model it resolves.
 func topo(o Options) Options {
 	cl := cluster.DefaultCluster()
 	if !o.NodeIP.IsValid() {
