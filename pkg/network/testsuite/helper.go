@@ -31,8 +31,9 @@ const argsEnv = "USERNODE_NETTEST_ARGS"
 type args struct {
 	Driver    string
 	Allow     bool
-	HostTCP   string // ip:port of a server on the host's non-loopback address
-	LoopPort  int    // port of a server on the host's 127.0.0.1
+	Subnet    netip.Prefix // the node's subnet; zero: the driver's default
+	HostTCP   string       // ip:port of a server on the host's non-loopback address
+	LoopPort  int          // port of a server on the host's 127.0.0.1
 	StateDir  string
 	TunBlock  string // bind-mounted over /dev/net/tun when set
 	NoPath    bool   // run the driver with an empty PATH
@@ -138,7 +139,7 @@ func parentMode() int {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cfg, err := p.Start(ctx, network.NS{PID: pid, UserNS: fmt.Sprintf("/proc/%d/ns/user", pid),
-		NetNS: fmt.Sprintf("/proc/%d/ns/net", pid), StateDir: a.StateDir}, network.Options{AllowHostLoopback: a.Allow})
+		NetNS: fmt.Sprintf("/proc/%d/ns/net", pid), StateDir: a.StateDir}, network.Options{AllowHostLoopback: a.Allow, Subnet: a.Subnet})
 	var r Result
 	if err != nil {
 		r.StartErr = err.Error()

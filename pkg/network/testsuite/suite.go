@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -55,6 +56,18 @@ func Run(t *testing.T, name string) {
 			t.Errorf("host's 127.0.0.1 reached through %v by default (got %q); it must not be", r.Config.Gateway, r.HostLoopback)
 		}
 	})
+	if !d.OwnAddress {
+		// The node's subnet comes from the cluster model: the namespace is
+		// its .100, the gateway .2, and everything else still works.
+		t.Run("subnet", func(t *testing.T) {
+			subnet := netip.MustParsePrefix("10.0.9.0/24")
+			r := h.run(t, u, args{Driver: name, Subnet: subnet})
+			h.checkCommon(t, r)
+			if r.Config == nil || r.Config.Address.String() != "10.0.9.100/24" || r.Config.Gateway.String() != "10.0.9.2" {
+				t.Errorf("with subnet %s the driver gave %+v", subnet, r.Config)
+			}
+		})
+	}
 	if d.HostLoopback {
 		t.Run("allow-host-loopback", func(t *testing.T) {
 			r := h.run(t, u, args{Driver: name, Allow: true})
