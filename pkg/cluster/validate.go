@@ -143,14 +143,13 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 		v.fail("kubeletPort", fmt.Sprint(c.KubeletPort), "is also apiPort: each needs its own host port")
 	}
 
-	var o Options
-	o.Net, o.BinDir, o.KeepSourceIP = c.Net, c.BinDir, c.KeepSourceIP
+	o := Options{Net: c.Net, StateDir: c.StateDir, BinDir: c.BinDir, KeepSourceIP: c.KeepSourceIP, WriteKubeconfig: c.WriteKubeconfig}
 	if d, err := time.ParseDuration(c.PortBusyPoll); err != nil || d < 0 {
 		v.fail("portBusyPoll", c.PortBusyPoll, `not a duration such as "50us" ("0" turns it off)`)
 	} else {
 		o.PortBusyPoll = d
 		if d == 0 {
-			o.PortBusyPoll = -1
+			o.PortBusyPoll = -1 // the forwarder's "off"; zero is its default
 		}
 	}
 	if d, err := time.ParseDuration(c.ReadyTimeout); err != nil || d <= 0 {
@@ -158,26 +157,22 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	} else {
 		o.ReadyTimeout = d
 	}
-	o.StateDir = c.StateDir
 	if o.StateDir == "" && env.Getenv != nil {
 		if o.StateDir = DefaultStateDir(c.Name, env.Getenv); o.StateDir == "" {
 			v.fail("stateDir", "", "neither XDG_DATA_HOME nor HOME is set: name a state dir")
 		}
 	}
-	for _, p := range []struct {
-		field string
-		v     *string
-	}{{"stateDir", &o.StateDir}, {"binDir", &o.BinDir}, {"writeKubeconfig", &o.WriteKubeconfig}} {
-		if p.field == "writeKubeconfig" {
-			*p.v = c.WriteKubeconfig
+	// Absolute, so that the detached run and the systemd unit mean the
+	// same files whatever their working directory.
+	for field, p := range map[string]*string{"stateDir": &o.StateDir, "binDir": &o.BinDir, "writeKubeconfig": &o.WriteKubeconfig} {
+		if *p == "" {
+			continue
 		}
-		if *p.v != "" {
-			abs, err := filepath.Abs(*p.v)
-			if err != nil {
-				v.fail(p.field, *p.v, err.Error())
-			}
-			*p.v = abs
+		abs, err := filepath.Abs(*p)
+		if err != nil {
+			v.fail(field, *p, err.Error())
 		}
+		*p = abs
 	}
 	if err := v.err(); err != nil {
 		return nil, err
