@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"path/filepath"
@@ -190,11 +189,29 @@ func (v *validator) fail(field, value, problem string) {
 }
 
 func (v *validator) err() error {
-	if len(v.errs) == 0 {
+	switch len(v.errs) {
+	case 0:
 		return nil
+	case 1:
+		return v.errs[0]
 	}
-	return errors.Join(v.errs...)
+	return &Errors{v.errs}
 }
+
+// Errors are all the bad values of one config, one a line.
+type Errors struct{ Errs []error }
+
+func (e *Errors) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "the config has %d problems:", len(e.Errs))
+	for _, err := range e.Errs {
+		b.WriteString("\n  - " + err.Error())
+	}
+	return b.String()
+}
+
+// Unwrap lets errors.As find each FieldError.
+func (e *Errors) Unwrap() []error { return e.Errs }
 
 func (v *validator) known(field, value, what string, names []string) {
 	if names != nil && !slices.Contains(names, value) {

@@ -10,7 +10,6 @@ import (
 
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
-	"github.com/usernode/usernode/pkg/network/drivers"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/port/api"
 	"github.com/usernode/usernode/pkg/sandbox"
@@ -101,5 +100,5 @@ func parsePorts(specs []string) ([]port.Spec, error) {
 }
 
 func netDriverNames() string {
-	return strings.Join(network.Names(), ", ") + " (default " + drivers.Default + ")"
+	return strings.Join(network.Names(), ", ")
 }
