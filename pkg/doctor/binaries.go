@@ -6,8 +6,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
-	"github.com/usernode/usernode/pkg/network/drivers"
+	_ "github.com/usernode/usernode/pkg/network/drivers" // registers the drivers doctor lists
 	"github.com/usernode/usernode/pkg/node"
 	"github.com/usernode/usernode/pkg/node/cni"
 	"github.com/usernode/usernode/pkg/node/component"
@@ -125,7 +126,7 @@ func checkOCI(ctx context.Context, r *run) Result {
 // driver's comes first, as the one to install.
 func netHelpers() []tool {
 	var tools []tool
-	names := append([]string{drivers.Default}, slices.DeleteFunc(network.Names(), func(n string) bool { return n == drivers.Default })...)
+	names := append([]string{cluster.DefaultNet}, slices.DeleteFunc(network.Names(), func(n string) bool { return n == cluster.DefaultNet })...)
 	for _, n := range names {
 		d, err := network.Lookup(n)
 		if err != nil || d.Helper == "" || d.OwnAddress {

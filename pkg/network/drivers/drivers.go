@@ -9,6 +9,3 @@ import (
 	_ "github.com/usernode/usernode/pkg/network/pasta"
 	_ "github.com/usernode/usernode/pkg/network/slirp4netns"
 )
-
-// Default is the driver used when the user names none.
-const Default = "slirp4netns"
