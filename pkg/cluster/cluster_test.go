@@ -85,6 +85,27 @@ func TestDerived(t *testing.T) {
 	resolve(t, Config{Net: "lxc-user-nic", NodeSubnet: "10.0.3.0/24"})
 }
 
+// On a host that is itself on 10.0.2.0/24 (qemu's or VirtualBox's NAT),
+// the default subnet moves to the first free 10.0.N.0/24; one the user
+// names is refused instead.
+func TestDefaultSubnetAvoidsTheHost(t *testing.T) {
+	e := env
+	e.HostAddrs = append([]netip.Prefix{netip.MustParsePrefix("10.0.2.15/24")}, env.HostAddrs...)
+	c := Default()
+	cl, err := c.Resolve(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 10.0.3.0/24 is the host's lxcbr0 in env: the next free is 10.0.4.0.
+	if got := cl.Self().Subnet.String(); got != "10.0.4.0/24" || cl.Self().IP.String() != "10.0.4.100" {
+		t.Errorf("subnet %s IP %s, want 10.0.4.0/24 and .100", got, cl.Self().IP)
+	}
+	c.NodeSubnet = "10.0.2.0/24"
+	if _, err := c.Resolve(e); err == nil || !strings.Contains(err.Error(), "10.0.4.0/24") {
+		t.Errorf("a named colliding subnet: %v", err)
+	}
+}
+
 // Every bad value gets an error naming its field (and flag) and the fix.
 func TestBadValues(t *testing.T) {
 	for _, c := range []struct {

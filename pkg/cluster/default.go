@@ -19,7 +19,9 @@ const (
 	DefaultNodeCIDRMaskSize = 24
 	DefaultDNSDomain        = "cluster.local"
 	// DefaultNodeSubnet is slirp4netns's own default network: the node is
-	// 10.0.2.100, the gateway (the host) .2 and the DNS forwarder .3.
+	// 10.0.2.100, the gateway (the host) .2 and the DNS forwarder .3. On a
+	// host that is itself on 10.0.2.0/24 (qemu's and VirtualBox's NAT)
+	// Resolve takes the first free 10.0.N.0/24 instead.
 	DefaultNodeSubnet = "10.0.2.0/24"
 	// NodeHostPart is the node's address within its subnet: slirp4netns
 	// always gives the namespace .100.
@@ -38,8 +40,9 @@ func Default() Config {
 	return c
 }
 
-// SetDefaults fills what c leaves empty. The DNS IP, derived from the
-// service CIDR, is filled by Resolve.
+// SetDefaults fills what c leaves empty. What depends on other values or
+// on the host is filled by Resolve: the DNS IP (from the service CIDR) and
+// the node's subnet (DefaultNodeSubnet unless the host uses it).
 func SetDefaults(c *Config) {
 	str := func(p *string, d string) {
 		if *p == "" {
@@ -51,7 +54,6 @@ func SetDefaults(c *Config) {
 	str(&c.CRI, DefaultCRI)
 	str(&c.CNI, DefaultCNI)
 	str(&c.HostIP, DefaultHostIP)
-	str(&c.NodeSubnet, DefaultNodeSubnet)
 	str(&c.PortBusyPoll, DefaultPortBusyPoll)
 	str(&c.ReadyTimeout, DefaultReadyTimeout)
 	if c.Role == "" {

@@ -75,7 +75,7 @@ var flagDefs = []flagDef{
 		bind: portFlag(func(c *Config) *uint16 { return &c.APIPort })},
 	{name: "kubelet-port", field: "kubeletPort", set: UpFlags, usage: "host port for the kubelet's API",
 		bind: portFlag(func(c *Config) *uint16 { return &c.KubeletPort })},
-	{name: "node-subnet", field: "nodeSubnet", set: UpFlags, usage: "the node namespace's network; the node is its .100",
+	{name: "node-subnet", field: "nodeSubnet", set: UpFlags, usage: "the node namespace's network; the node is its .100 (default 10.0.2.0/24, or the first 10.0.N.0/24 the host does not use)",
 		bind: strFlag(func(c *Config) *string { return &c.NodeSubnet })},
 	{name: "service-cidr", field: "cluster.serviceCIDR", set: UpFlags, usage: "Services' range; the cluster DNS is its 10th address",
 		bind: strFlag(func(c *Config) *string { return &c.Cluster.ServiceCIDR })},
@@ -231,7 +231,7 @@ func FileFields() []string {
 		}
 	}
 	c := Default()
-	c.StateDir, c.BinDir, c.WriteKubeconfig, c.KeepSourceIP = "x", "x", "x", true
+	c.StateDir, c.BinDir, c.WriteKubeconfig, c.NodeSubnet, c.KeepSourceIP = "x", "x", "x", "x", true
 	c.Cluster.KubernetesVersion, c.Cluster.DNSIP = "x", "x"
 	b, _ := yaml.Marshal(c)
 	var m map[string]any

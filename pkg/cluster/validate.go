@@ -106,7 +106,14 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 
 	// The node's own network: its .100 is the node; slirp4netns and pasta
 	// put the host at .2 and DNS at .3.
-	n.Subnet = v.prefix("nodeSubnet", c.NodeSubnet, 8, 25)
+	subnet := c.NodeSubnet
+	if subnet == "" {
+		subnet = DefaultNodeSubnet
+		if !slices.Contains(env.OwnAddress, c.Net) {
+			subnet = fmt.Sprintf("10.0.%d.0/24", freeThirdOctet(env.HostAddrs))
+		}
+	}
+	n.Subnet = v.prefix("nodeSubnet", subnet, 8, 25)
 	if n.Subnet.IsValid() {
 		n.IP = nthAddr(n.Subnet, NodeHostPart)
 		for _, other := range []struct {
@@ -256,11 +263,12 @@ func dnsNameOK(s string) bool {
 	return true
 }
 
-// freeThirdOctet suggests a 10.0.N.0/24 none of addrs is in.
+// freeThirdOctet is the first N from 2 whose 10.0.N.0/24 none of addrs
+// (but loopback) is in.
 func freeThirdOctet(addrs []netip.Prefix) int {
 	for n := 2; n < 255; n++ {
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(n), 0}), 24)
-		if !slices.ContainsFunc(addrs, func(a netip.Prefix) bool { return a.Overlaps(p) }) {
+		if !slices.ContainsFunc(addrs, func(a netip.Prefix) bool { return !a.Addr().IsLoopback() && a.Overlaps(p) }) {
 			return n
 		}
 	}
