@@ -92,7 +92,7 @@ func (r *run) findTool(ctx context.Context, t tool) (toolFound, bool) {
 
 // checkAlternatives passes when any of tools is installed, warning when
 // the installed one is older than its minimum.
-func (r *run) checkAlternatives(ctx context.Context, what, why string, tools []tool) Result {
+func (r *run) checkAlternatives(ctx context.Context, why string, tools []tool) Result {
 	var found, old []string
 	for _, t := range tools {
 		f, ok := r.findTool(ctx, t)
@@ -122,23 +122,22 @@ func (r *run) checkAlternatives(ctx context.Context, what, why string, tools []t
 }
 
 func checkCRI(ctx context.Context, r *run) Result {
-	return r.checkAlternatives(ctx, "CRI runtime",
-		"The kubelet runs pods through a CRI runtime; usernode configures containerd (>= 1.4) or CRI-O (>= 1.22) for rootless mode.",
+	return r.checkAlternatives(ctx, "The kubelet runs pods through a CRI runtime; usernode configures containerd (>= 1.4) or CRI-O (>= 1.22) for rootless mode.",
 		[]tool{{"containerd", "containerd", "containerd", "1.4"}, {"crio", "cri-o", "cri-o", "1.22"}})
 }
 
 func checkOCI(ctx context.Context, r *run) Result {
-	return r.checkAlternatives(ctx, "OCI runtime", "The CRI runtime starts containers with an OCI runtime.",
+	return r.checkAlternatives(ctx, "The CRI runtime starts containers with an OCI runtime.",
 		[]tool{{"runc", "runc", "runc", ""}, {"crun", "crun", "crun", ""}})
 }
 
 func checkNetDriver(ctx context.Context, r *run) Result {
-	return r.checkAlternatives(ctx, "network driver", "The node's network namespace reaches the outside through a user-mode network stack.",
+	return r.checkAlternatives(ctx, "The node's network namespace reaches the outside through a user-mode network stack.",
 		[]tool{{"slirp4netns", "slirp4netns", "slirp4netns", ""}, {"pasta", "passt", "passt", ""}})
 }
 
 func checkIPTables(ctx context.Context, r *run) Result {
-	return r.checkAlternatives(ctx, "iptables", "kube-proxy (iptables mode) and the CNI portmap plugin program NAT rules inside the node's namespace.",
+	return r.checkAlternatives(ctx, "kube-proxy (iptables mode) and the CNI portmap plugin program NAT rules inside the node's namespace.",
 		[]tool{{"iptables", "iptables", "iptables-nft", ""}})
 }
 
