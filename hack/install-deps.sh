@@ -6,11 +6,12 @@ set -euo pipefail
 # plugins, iptables, busybox for the local images, and the peers the
 # benchmarks compare against (rootlesskit, socat, iperf3, lxc), and what
 # `make test-vm` builds and boots its Debian VM with (debootstrap, qemu),
-# and shellcheck for `make lint`.
+# and `make lint`'s shellcheck, and gcc for `make test-unit`'s race
+# detector (-race needs cgo).
 pkgs=(uidmap slirp4netns passt lxc iproute2 iptables nftables containerd runc crun
       containernetworking-plugins fuse-overlayfs busybox-static
       rootlesskit socat iperf3 dbus-user-session procps psmisc curl util-linux
-      debootstrap qemu-system-x86 qemu-utils e2fsprogs shellcheck)
+      debootstrap qemu-system-x86 qemu-utils e2fsprogs shellcheck gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
