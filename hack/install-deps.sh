@@ -5,11 +5,13 @@ set -euo pipefail
 # The setuid ID mappers, the network drivers, the CRI and OCI runtimes, CNI
 # plugins, iptables, busybox for the local images, and the peers the
 # benchmarks compare against (rootlesskit, socat, iperf3, lxc), and what
-# `make test-vm` builds and boots its Debian VM with (debootstrap, qemu).
+# `make test-vm` builds and boots its Debian VM with (debootstrap, qemu),
+# and `make lint`'s shellcheck, and gcc for `make test-unit`'s race
+# detector (-race needs cgo).
 pkgs=(uidmap slirp4netns passt lxc iproute2 iptables nftables containerd runc crun
       containernetworking-plugins fuse-overlayfs busybox-static
       rootlesskit socat iperf3 dbus-user-session procps psmisc curl util-linux
-      debootstrap qemu-system-x86 qemu-utils e2fsprogs)
+      debootstrap qemu-system-x86 qemu-utils e2fsprogs shellcheck gcc libc6-dev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -85,7 +85,9 @@ func die(format string, a ...any) {
 func holder() {
 	in := bufio.NewReader(os.Stdin)
 	if lo, err := netlink.LinkByName("lo"); err == nil {
-		netlink.LinkSetUp(lo)
+		if err := netlink.LinkSetUp(lo); err != nil {
+			die("holder: lo up: %v", err)
+		}
 	}
 	if d := os.Getenv("NETBENCH_DRIVER"); d != "" {
 		var cfg network.Config
@@ -115,9 +117,9 @@ func holder() {
 	}
 	waitListen(fmt.Sprintf("127.0.0.1:%d", iperfPort))
 	fmt.Println("ready")
-	io.Copy(io.Discard, in)
+	_, _ = io.Copy(io.Discard, in) // returns when the runner closes stdin
 	for _, k := range kids {
-		k.Process.Kill()
+		_ = k.Process.Kill() // teardown; one already gone is fine
 	}
 }
 
@@ -145,7 +147,7 @@ func echoServer(addr string) {
 		}
 		go func() {
 			defer c.Close()
-			c.(*net.TCPConn).SetNoDelay(true)
+			_ = c.(*net.TCPConn).SetNoDelay(true) // Go's default already; kept explicit
 			b := make([]byte, 512)
 			for {
 				n, err := c.Read(b)
@@ -186,7 +188,9 @@ func agent() {
 	if err := h.Start(); err != nil {
 		die("agent: %v", err)
 	}
-	bufio.NewReader(hout).ReadString('\n')
+	if _, err := bufio.NewReader(hout).ReadString('\n'); err != nil {
+		die("agent: holder not ready: %v", err)
+	}
 	if dir := os.Getenv("NETBENCH_SOCAT_DIR"); dir != "" {
 		for i, sock := range []string{"iperf.sock", "echo.sock"} {
 			c := exec.Command("socat", "TCP-LISTEN:"+hp[i]+",bind=127.0.0.1,fork,reuseaddr", "UNIX-CONNECT:"+filepath.Join(dir, sock))
@@ -194,7 +198,7 @@ func agent() {
 			if err := c.Start(); err != nil {
 				die("socat: %v", err)
 			}
-			defer c.Process.Kill()
+			defer func() { _ = c.Process.Kill() }() // teardown
 			waitListen("127.0.0.1:" + hp[i])
 		}
 	} else {
@@ -214,7 +218,9 @@ func agent() {
 		}
 	}
 	fmt.Println("ready")
-	io.Copy(io.Discard, os.Stdin)
-	hin.Close()
-	h.Wait()
+	_, _ = io.Copy(io.Discard, os.Stdin) // returns when the runner closes stdin
+	// Teardown: EOF on its stdin ends the holder; what it exits with
+	// does not matter any more.
+	_ = hin.Close()
+	_ = h.Wait()
 }

@@ -79,8 +79,10 @@ func connRate(addr string, c int) (float64, error) {
 					time.Sleep(time.Millisecond)
 					continue
 				}
-				conn.Write(b)
-				_, err = conn.Read(b)
+				_, err = conn.Write(b)
+				if err == nil {
+					_, err = conn.Read(b)
+				}
 				conn.Close()
 				if err == nil {
 					n.Add(1)
@@ -102,7 +104,7 @@ func rtt(addr string) (float64, error) {
 		return 0, err
 	}
 	defer conn.Close()
-	conn.(*net.TCPConn).SetNoDelay(true)
+	_ = conn.(*net.TCPConn).SetNoDelay(true) // Go's default already; kept explicit
 	b := []byte{1}
 	var d []float64
 	for i := 0; i < 20000; i++ {
@@ -202,19 +204,22 @@ func startLine(c *exec.Cmd) (func(), error) {
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "ready" {
-		c.Process.Kill()
-		c.Wait()
+		_ = c.Process.Kill()
+		_ = c.Wait() // the kill's signal
 		return nil, fmt.Errorf("%s: not ready (%q, %v)", c.Path, line, err)
 	}
+	// Teardown, from here on best effort: EOF on stdin asks the
+	// process to exit, a kill makes sure of it, and how it exited no
+	// longer matters.
 	return func() {
-		in.Close()
+		_ = in.Close()
 		done := make(chan struct{})
-		go func() { c.Wait(); close(done) }()
+		go func() { _ = c.Wait(); close(done) }()
 		select {
 		case <-done:
 		case <-time.After(3 * time.Second):
 			for _, p := range descendants(c.Process.Pid) {
-				syscall.Kill(p, syscall.SIGKILL)
+				_ = syscall.Kill(p, syscall.SIGKILL)
 			}
 			<-done
 		}
@@ -241,7 +246,7 @@ func setupIngress(name string, tmp string) (*ingress, error) {
 		waitListen(fmt.Sprintf("127.0.0.1:%d", hp1))
 		waitListen(ig.echoAddr)
 		ig.note = "no forwarding, iperf3 and echo servers on the host: the limit"
-		ig.stop = func() { c.Process.Kill(); c.Wait(); e.Process.Kill(); e.Wait() }
+		ig.stop = func() { _ = c.Process.Kill(); _ = c.Wait(); _ = e.Process.Kill(); _ = e.Wait() }
 	case "usernode builtin", "usernode builtin (no busy poll)", "socat":
 		env := []string{fmt.Sprintf("NETBENCH_PORTS=%d,%d", hp1, hp2)}
 		if name == "usernode builtin (no busy poll)" {
@@ -249,7 +254,9 @@ func setupIngress(name string, tmp string) (*ingress, error) {
 		}
 		if name == "socat" {
 			dir := filepath.Join(tmp, "socat")
-			os.MkdirAll(dir, 0o700)
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return nil, err
+			}
 			env = append(env, "NETBENCH_SOCAT_DIR="+dir)
 			ig.note = "socat TCP-LISTEN -> unix socket -> socat in the namespace"
 		} else {
@@ -361,7 +368,11 @@ func setupEgress(name, tmp string) (*egress, error) {
 		return nil, err
 	}
 	state := filepath.Join(tmp, "eg-"+drv)
-	os.MkdirAll(state, 0o700)
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		_ = h.Process.Kill()
+		_ = h.Wait()
+		return nil, err
+	}
 	mtu := 0
 	if drv == "lxc-user-nic" {
 		mtu = 1500
@@ -369,17 +380,18 @@ func setupEgress(name, tmp string) (*egress, error) {
 	cfg, err := p.Start(context.Background(), network.NS{PID: pid, UserNS: fmt.Sprintf("/proc/%d/ns/user", pid),
 		NetNS: fmt.Sprintf("/proc/%d/ns/net", pid), StateDir: state}, network.Options{MTU: mtu})
 	if err != nil {
-		h.Process.Kill()
-		h.Wait()
+		_ = h.Process.Kill()
+		_ = h.Wait()
 		return nil, err
 	}
 	b, _ := json.Marshal(cfg)
-	in.Write(append(b, '\n'))
+	// A failed write shows as the holder never saying "ready", below.
+	_, _ = in.Write(append(b, '\n'))
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil || strings.TrimSpace(line) != "ready" {
-		p.Close()
-		h.Process.Kill()
-		h.Wait()
+		_ = p.Close()
+		_ = h.Process.Kill()
+		_ = h.Wait()
 		return nil, fmt.Errorf("%s: namespace not ready: %q %v", drv, line, err)
 	}
 	e := &egress{name: drv, prefix: []string{"nsenter", "--preserve-credentials", "-U", "-n", "-t", fmt.Sprint(pid)},
@@ -390,6 +402,6 @@ func setupEgress(name, tmp string) (*egress, error) {
 	if drv == "lxc-user-nic" {
 		e.note += " (lxcbr0's), setuid helper exits after setup"
 	}
-	e.stop = func() { in.Close(); p.Close(); h.Process.Kill(); h.Wait() }
+	e.stop = func() { _ = in.Close(); _ = p.Close(); _ = h.Process.Kill(); _ = h.Wait() }
 	return e, nil
 }

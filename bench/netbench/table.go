@@ -43,7 +43,9 @@ func runner() {
 		r := bufio.NewReader(os.NewFile(4, "resp"))
 		rootReq = func(args []string) ([]byte, error) {
 			b, _ := json.Marshal(args)
-			w.Write(append(b, '\n'))
+			if _, err := w.Write(append(b, '\n')); err != nil {
+				return nil, err
+			}
 			line, err := r.ReadBytes('\n')
 			if err != nil {
 				return nil, err
@@ -52,7 +54,9 @@ func runner() {
 				Out []byte
 				Err string
 			}
-			json.Unmarshal(line, &resp)
+			if err := json.Unmarshal(line, &resp); err != nil {
+				return nil, err
+			}
 			if resp.Err != "" {
 				return resp.Out, fmt.Errorf("%s", resp.Err)
 			}
@@ -63,7 +67,7 @@ func runner() {
 	if err != nil {
 		die("%v", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer func() { _ = os.RemoveAll(tmp) }() // best effort; it is under /tmp
 	start := time.Now()
 
 	var igs []*ingress
@@ -85,7 +89,7 @@ func runner() {
 	if err := srv.Start(); err != nil {
 		die("iperf3 server: %v", err)
 	}
-	defer srv.Process.Kill()
+	defer func() { _ = srv.Process.Kill() }() // teardown
 	waitListen(fmt.Sprintf("%s:%d", hip, egressPort))
 	var egs []*egress
 	for _, n := range []string{"host (no namespace)", "root veth (bound)", "slirp4netns", "pasta", "lxc-user-nic"} {
@@ -145,11 +149,12 @@ func runner() {
 			}
 		}
 	}
-	out := os.Stdout
-	fmt.Fprintf(out, "Rootless networking on this machine: %d interleaved rounds, medians; iperf3 and connection-rate runs %d s each.\n", *rounds, *secs)
-	fmt.Fprintf(out, "Kernel %s, %d CPUs. Ratios are against the first row.\n\n", host.Kernel(), host.NumCPU())
-	fmt.Fprintln(out, "### Port forwarding: host 127.0.0.1:PORT -> the node's namespace")
-	fmt.Fprintln(out)
+	// The table is built in memory and written in one go at the end.
+	var out strings.Builder
+	fmt.Fprintf(&out, "Rootless networking on this machine: %d interleaved rounds, medians; iperf3 and connection-rate runs %d s each.\n", *rounds, *secs)
+	fmt.Fprintf(&out, "Kernel %s, %d CPUs. Ratios are against the first row.\n\n", host.Kernel(), host.NumCPU())
+	fmt.Fprintln(&out, "### Port forwarding: host 127.0.0.1:PORT -> the node's namespace")
+	fmt.Fprintln(&out)
 	hdr := "| | "
 	sep := "|---|"
 	for _, m := range ingressMetrics {
@@ -158,8 +163,8 @@ func runner() {
 	}
 	hdr += "peak RSS of the forwarder (MB) |"
 	sep += "---|"
-	fmt.Fprintln(out, hdr)
-	fmt.Fprintln(out, sep)
+	fmt.Fprintln(&out, hdr)
+	fmt.Fprintln(&out, sep)
 	var base []float64
 	for i, ig := range igs {
 		row := "| " + ig.name + " | "
@@ -175,16 +180,16 @@ func runner() {
 		} else {
 			row += "– |"
 		}
-		fmt.Fprintln(out, row)
+		fmt.Fprintln(&out, row)
 	}
-	fmt.Fprintln(out)
+	fmt.Fprintln(&out)
 	for _, ig := range igs {
-		fmt.Fprintf(out, "- %s: %s\n", ig.name, ig.note)
+		fmt.Fprintf(&out, "- %s: %s\n", ig.name, ig.note)
 	}
-	fmt.Fprintln(out)
-	fmt.Fprintf(out, "### Egress: the namespace -> an iperf3 server on the host's %s\n\n", hip)
-	fmt.Fprintln(out, "| | "+egressMetrics[0].name+" (Gbit/s) | "+egressMetrics[1].name+" (Gbit/s) | peak RSS of the helper (MB) |")
-	fmt.Fprintln(out, "|---|---|---|---|")
+	fmt.Fprintln(&out)
+	fmt.Fprintf(&out, "### Egress: the namespace -> an iperf3 server on the host's %s\n\n", hip)
+	fmt.Fprintln(&out, "| | "+egressMetrics[0].name+" (Gbit/s) | "+egressMetrics[1].name+" (Gbit/s) | peak RSS of the helper (MB) |")
+	fmt.Fprintln(&out, "|---|---|---|---|")
 	base = nil
 	for i, e := range egs {
 		row := "| " + e.name + " | "
@@ -200,20 +205,24 @@ func runner() {
 		} else {
 			row += "– |"
 		}
-		fmt.Fprintln(out, row)
+		fmt.Fprintln(&out, row)
 	}
-	fmt.Fprintln(out)
+	fmt.Fprintln(&out)
 	for _, e := range egs {
-		fmt.Fprintf(out, "- %s: %s\n", e.name, e.note)
+		fmt.Fprintf(&out, "- %s: %s\n", e.name, e.note)
 	}
-	fmt.Fprintf(out, "\nTotal time %s.\n", time.Since(start).Round(time.Second))
+	fmt.Fprintf(&out, "\nTotal time %s.\n", time.Since(start).Round(time.Second))
+	if _, err := os.Stdout.WriteString(out.String()); err != nil {
+		die("%v", err)
+	}
 }
 
 func cell(v, base float64, m metric) string {
 	f := "%.2f"
-	if m.unit == "conn/s" {
+	switch m.unit {
+	case "conn/s":
 		f = "%.0f"
-	} else if m.unit == "µs" {
+	case "µs":
 		f = "%.1f"
 	}
 	s := fmt.Sprintf(f, v)
@@ -232,7 +241,9 @@ func rootMain() {
 			die("%v: %v: %s", args, err, out)
 		}
 	}
-	quiet := func(args ...string) { exec.Command(args[0], args[1:]...).Run() }
+	// quiet runs clean-up commands whose failure means there was nothing
+	// to clean up (the namespace or link left by an earlier run is absent).
+	quiet := func(args ...string) { _ = exec.Command(args[0], args[1:]...).Run() }
 	if _, err := net.InterfaceByName("lxcbr0"); err != nil {
 		sh("ip", "link", "add", "lxcbr0", "type", "bridge")
 		sh("ip", "addr", "add", "10.0.3.1/24", "dev", "lxcbr0")
@@ -244,8 +255,13 @@ func rootMain() {
 		if err != nil {
 			die("%v", err)
 		}
-		fmt.Fprintln(f, line)
-		f.Close()
+		_, err = fmt.Fprintln(f, line)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			die("/etc/lxc/lxc-usernet: %v", err)
+		}
 	}
 	const ns = "netbench-veth"
 	quiet("ip", "netns", "del", ns)
@@ -262,12 +278,24 @@ func rootMain() {
 	sh("ip", "-n", ns, "link", "set", "lo", "up")
 	sh("ip", "-n", ns, "route", "add", "default", "via", "10.199.0.1")
 
-	dir, _ := os.MkdirTemp("", "netbench-bin-")
-	os.Chmod(dir, 0o755)
-	defer os.RemoveAll(dir)
+	// A copy of this binary the test user can run (the original may sit
+	// in root's home).
+	dir, err := os.MkdirTemp("", "netbench-bin-")
+	if err != nil {
+		die("%v", err)
+	}
+	defer func() { _ = os.RemoveAll(dir) }() // best effort; it is under /tmp
+	if err := os.Chmod(dir, 0o755); err != nil {
+		die("%v", err)
+	}
 	bin := dir + "/netbench"
-	b, _ := os.ReadFile("/proc/self/exe")
-	os.WriteFile(bin, b, 0o755)
+	b, err := os.ReadFile("/proc/self/exe")
+	if err != nil {
+		die("%v", err)
+	}
+	if err := os.WriteFile(bin, b, 0o755); err != nil {
+		die("%v", err)
+	}
 
 	args := append([]string{"--reuid=" + *user, "--regid=" + *user, "--init-groups", bin}, os.Args[1:]...)
 	c := exec.Command("setpriv", args...)
@@ -280,8 +308,9 @@ func rootMain() {
 	if err := c.Start(); err != nil {
 		die("%v", err)
 	}
-	reqW.Close()
-	respR.Close()
+	// The runner holds its own copies of these pipe ends now.
+	_ = reqW.Close()
+	_ = respR.Close()
 	go func() {
 		r := bufio.NewReader(reqR)
 		for {
@@ -290,7 +319,9 @@ func rootMain() {
 				return
 			}
 			var a []string
-			json.Unmarshal(line, &a)
+			if err := json.Unmarshal(line, &a); err != nil {
+				die("runner request %q: %v", line, err)
+			}
 			full := append([]string{"netns", "exec", ns}, a...)
 			out, err := exec.Command("ip", full...).Output()
 			resp := struct {
@@ -301,11 +332,13 @@ func rootMain() {
 				resp.Err = err.Error()
 			}
 			b, _ := json.Marshal(resp)
-			respW.Write(append(b, '\n'))
+			if _, err := respW.Write(append(b, '\n')); err != nil {
+				return // the runner has gone; c.Wait below reports how
+			}
 		}
 	}()
-	err := c.Wait()
-	respW.Close()
+	err = c.Wait()
+	_ = respW.Close() // the runner has exited: nobody reads it
 	if err != nil {
 		die("runner: %v", err)
 	}

@@ -94,8 +94,8 @@ printf '[Journal]\nStorage=volatile\n' > "$rootfs/etc/systemd/journald.conf.d/vo
 # aid for a throwaway VM that has no network.
 in_root passwd -d root >/dev/null
 
-kernel=$(ls "$rootfs"/boot/vmlinuz-* | sort -V | tail -n1)
-initrd=$(ls "$rootfs"/boot/initrd.img-* | sort -V | tail -n1)
+kernel=$(printf '%s\n' "$rootfs"/boot/vmlinuz-* | sort -V | tail -n1)
+initrd=$(printf '%s\n' "$rootfs"/boot/initrd.img-* | sort -V | tail -n1)
 cp "$kernel" "$work/vmlinuz"
 cp "$initrd" "$work/initrd.img"
 in_root apt-get clean

@@ -21,7 +21,7 @@ mkdir -p "$out"
 overlay=$(mktemp --tmpdir usernode-vm.XXXXXX.qcow2)
 pid=
 cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; fi
   rm -f "$overlay"
 }
 trap cleanup EXIT

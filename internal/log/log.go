@@ -58,7 +58,8 @@ func (l *Logger) line(prefix, format string, args ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, s := range strings.Split(strings.TrimRight(msg, "\n"), "\n") {
-		fmt.Fprint(l.w, Prefix, prefix, s, "\n")
+		// A log line that cannot be written has nowhere else to go.
+		_, _ = fmt.Fprint(l.w, Prefix, prefix, s, "\n")
 	}
 }
 

@@ -20,9 +20,9 @@ import (
 type Mode string
 
 const (
-	// Full: a delegated cgroup v2 subtree; pod limits are enforced.
+	// Full means a delegated cgroup v2 subtree: pod limits are enforced.
 	Full Mode = "full"
-	// Degraded: no writable cgroup v2 tree (hybrid or v1 host, or no
+	// Degraded means no writable cgroup v2 tree (hybrid or v1 host, or no
 	// delegation). The node runs, but containerd runs with
 	// disable_cgroup=true and the kubelet with cgroupsPerQOS=false, so no
 	// pod limit is enforced.

@@ -40,7 +40,9 @@ func TestDetect(t *testing.T) {
 // plain directory tree that shows what they write where.
 func TestPrepareWritesInterfaceFiles(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("41\n42\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte("41\n42\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	node, err := Prepare(dir, []string{"cpu", "memory"})
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +56,9 @@ func TestPrepareWritesInterfaceFiles(t *testing.T) {
 	if node != filepath.Join(dir, "node") {
 		t.Errorf("node = %s", node)
 	}
-	os.WriteFile(filepath.Join(node, "cgroup.controllers"), []byte("cpu memory pids\n"), 0o644)
+	if err := os.WriteFile(filepath.Join(node, "cgroup.controllers"), []byte("cpu memory pids\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if err := EvacuateToInit(node); err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +88,12 @@ func TestRemoveTree(t *testing.T) {
 	}
 	// Prepare clears a stale node tree before making the new one.
 	parent := t.TempDir()
-	os.WriteFile(filepath.Join(parent, "cgroup.procs"), nil, 0o644)
-	os.MkdirAll(filepath.Join(parent, "node", "kubepods", "besteffort"), 0o755)
+	if err := os.WriteFile(filepath.Join(parent, "cgroup.procs"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(parent, "node", "kubepods", "besteffort"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	node, err := Prepare(parent, []string{"memory"})
 	if err != nil {
 		t.Fatal(err)

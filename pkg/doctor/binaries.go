@@ -58,7 +58,7 @@ func (r *run) findTool(ctx context.Context, t tool) (toolFound, bool) {
 
 // checkAlternatives passes when any of tools is installed, warning when
 // the installed one is older than its minimum.
-func (r *run) checkAlternatives(ctx context.Context, what, why string, tools []tool) Result {
+func (r *run) checkAlternatives(ctx context.Context, why string, tools []tool) Result {
 	var found, old []string
 	for _, t := range tools {
 		f, ok := r.findTool(ctx, t)
@@ -112,12 +112,12 @@ func checkCRI(ctx context.Context, r *run) Result {
 		tools = append(tools, toolAlternatives(rt.Daemon)...)
 		names = append(names, fmt.Sprintf("%s (>= %s)", rt.Name, rt.Daemon.Min))
 	}
-	return r.checkAlternatives(ctx, "CRI runtime",
+	return r.checkAlternatives(ctx,
 		"The kubelet runs pods through a CRI runtime; usernode configures "+strings.Join(names, " or ")+" for rootless mode.", tools)
 }
 
 func checkOCI(ctx context.Context, r *run) Result {
-	return r.checkAlternatives(ctx, "OCI runtime", "The CRI runtime starts containers with an OCI runtime.",
+	return r.checkAlternatives(ctx, "The CRI runtime starts containers with an OCI runtime.",
 		toolAlternatives(containerd.OCIRuntime))
 }
 
@@ -138,11 +138,11 @@ func netHelpers() []tool {
 }
 
 func checkNetDriver(ctx context.Context, r *run) Result {
-	return r.checkAlternatives(ctx, "network driver", "The node's network namespace reaches the outside through a user-mode network stack.", netHelpers())
+	return r.checkAlternatives(ctx, "The node's network namespace reaches the outside through a user-mode network stack.", netHelpers())
 }
 
 func checkIPTables(ctx context.Context, r *run) Result {
-	return r.checkAlternatives(ctx, "iptables", "kube-proxy (iptables mode) and the CNI portmap plugin program NAT rules inside the node's namespace.",
+	return r.checkAlternatives(ctx, "kube-proxy (iptables mode) and the CNI portmap plugin program NAT rules inside the node's namespace.",
 		toolAlternatives(kubeproxy.IPTables))
 }
 

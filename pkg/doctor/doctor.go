@@ -26,6 +26,11 @@ import (
 // Status is a check's verdict.
 type Status string
 
+// The statuses, in the words the table prints. Only Fail counts against
+// the node (it makes the summary's mode degraded or blocked, and the CLI
+// exit 1); Warn is worth reading but the node runs; Skip is a check that
+// does not apply on this host (the setting does not exist, or a check it
+// depends on failed); Info reports without judging.
 const (
 	Pass Status = "PASS"
 	Warn Status = "WARN"
@@ -43,6 +48,8 @@ type Fix struct {
 
 func same(s string) *Fix { return &Fix{Debian: s, Fedora: s} }
 
+// For returns the fix for a distribution family ("debian", "fedora");
+// any other family gets Debian's, the one most hosts are close to.
 func (f *Fix) For(family string) string {
 	if family == "fedora" {
 		return f.Fedora
@@ -100,8 +107,8 @@ func catalogue() []check {
 		{"systemd.user-manager", "systemd", "systemd user manager", checkUserManager},
 		{"systemd.linger", "systemd", "lingering (session survives logout)", checkLinger},
 		{"systemd.dbus", "systemd", "D-Bus user session bus", checkDBus},
-		{"subid.subuid", "subid", "/etc/subuid range", func(ctx context.Context, r *run) Result { return checkSubID(r, "subuid") }},
-		{"subid.subgid", "subid", "/etc/subgid range", func(ctx context.Context, r *run) Result { return checkSubID(r, "subgid") }},
+		{"subid.subuid", "subid", "/etc/subuid range", func(_ context.Context, r *run) Result { return checkSubID(r, "subuid") }},
+		{"subid.subgid", "subid", "/etc/subgid range", func(_ context.Context, r *run) Result { return checkSubID(r, "subgid") }},
 		{"subid.helpers", "subid", "newuidmap and newgidmap", checkIDMapHelpers},
 		{"sysctl.unprivileged_userns_clone", "sysctl", "kernel.unprivileged_userns_clone", checkUsernsClone},
 		{"sysctl.max_user_namespaces", "sysctl", "user.max_user_namespaces", checkMaxUserNS},
@@ -146,6 +153,9 @@ type Report struct {
 	family  string
 }
 
+// ReportUser is the account the checks ran as: the checks answer for
+// that user (its subordinate IDs, its systemd user manager), so a report
+// read elsewhere says whose it was.
 type ReportUser struct {
 	Name string `json:"name"`
 	UID  int    `json:"uid"`

@@ -416,7 +416,9 @@ func TestOverlayFallback(t *testing.T) {
 	h.open = nil
 	h.stat["/proc/sys/kernel/osrelease"] = FileInfo{}
 	dir2 := writeTree(t, map[string]string{"proc/sys/kernel/osrelease": "5.4.0\n", "usr/bin/fuse-overlayfs": ""})
-	os.Chmod(filepath.Join(dir2, "usr/bin/fuse-overlayfs"), 0o755)
+	if err := os.Chmod(filepath.Join(dir2, "usr/bin/fuse-overlayfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	h.tree = dir2
 	h.env = map[string]string{"PATH": "/usr/bin"}
 	r, _ = Run(context.Background(), h.system(t), "kernel.overlay").Get("kernel.overlay")
@@ -489,18 +491,24 @@ func TestOutputs(t *testing.T) {
 	}
 
 	var tb bytes.Buffer
-	rep.WriteTable(&tb, false)
+	if err := rep.WriteTable(&tb, false); err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(tb.String(), "\x1b[") || !strings.Contains(tb.String(), "  FAIL  cgroup v2 at /sys/fs/cgroup\n") || !strings.Contains(tb.String(), "degraded mode") {
 		t.Errorf("table:\n%s", tb.String())
 	}
 	tb.Reset()
-	rep.WriteTable(&tb, true)
+	if err := rep.WriteTable(&tb, true); err != nil {
+		t.Fatal(err)
+	}
 	if !strings.Contains(tb.String(), "\x1b[31;1mFAIL\x1b[0m") {
-		t.Error("coloured table has no red FAIL")
+		t.Error("colored table has no red FAIL")
 	}
 
 	var sc bytes.Buffer
-	rep.WriteScript(&sc)
+	if err := rep.WriteScript(&sc); err != nil {
+		t.Fatal(err)
+	}
 	s := sc.String()
 	if !strings.HasPrefix(s, "#!/bin/sh\n") || !strings.Contains(s, "\nset -eu\n") {
 		t.Errorf("script header:\n%s", s)
@@ -520,7 +528,9 @@ func TestScriptDedupesAndQuotes(t *testing.T) {
 	h.user = "evil$(id)\nuser"
 	rep := Run(context.Background(), h.system(t), "subid.subuid", "subid.subgid")
 	var sc bytes.Buffer
-	rep.WriteScript(&sc)
+	if err := rep.WriteScript(&sc); err != nil {
+		t.Fatal(err)
+	}
 	s := sc.String()
 	if n := strings.Count(s, "usermod "); n != 1 {
 		t.Errorf("usermod appears %d times, want once:\n%s", n, s)

@@ -7,13 +7,6 @@ import (
 	"strconv"
 )
 
-func (r *run) runtimeDir() string {
-	if d := r.sys.getenv("XDG_RUNTIME_DIR"); d != "" {
-		return d
-	}
-	return "/run/user/" + strconv.Itoa(r.sys.UID)
-}
-
 func checkRuntimeDir(_ context.Context, r *run) Result {
 	s := r.sys
 	d := s.getenv("XDG_RUNTIME_DIR")

@@ -39,7 +39,9 @@ func readTar(t *testing.T, b []byte) map[string][]byte {
 // files asked for.
 func TestWriteArchive(t *testing.T) {
 	src := filepath.Join(t.TempDir(), "pause")
-	os.WriteFile(src, []byte("ELF..."), 0o755)
+	if err := os.WriteFile(src, []byte("ELF..."), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	img := Image{Ref: "registry.k8s.io/pause:3.10", Entrypoint: []string{"/pause"}, Files: []File{
 		{Path: "/pause", Mode: 0o755, Source: src},
 		{Path: "/bin", Mode: fs.ModeDir | 0o755},
@@ -49,7 +51,9 @@ func TestWriteArchive(t *testing.T) {
 	if err := WriteArchive(&a, img); err != nil {
 		t.Fatal(err)
 	}
-	WriteArchive(&b, img)
+	if err := WriteArchive(&b, img); err != nil {
+		t.Fatal(err)
+	}
 	if !bytes.Equal(a.Bytes(), b.Bytes()) {
 		t.Error("two builds of the same image differ; image IDs would churn")
 	}
@@ -69,7 +73,9 @@ func TestWriteArchive(t *testing.T) {
 	var index struct {
 		Manifests []descriptor `json:"manifests"`
 	}
-	json.Unmarshal(files["index.json"], &index)
+	if err := json.Unmarshal(files["index.json"], &index); err != nil {
+		t.Fatal(err)
+	}
 	if len(index.Manifests) != 1 || index.Manifests[0].Annotations["io.containerd.image.name"] != img.Ref || index.Manifests[0].Annotations["org.opencontainers.image.ref.name"] != "3.10" {
 		t.Fatalf("index = %s", files["index.json"])
 	}
@@ -77,14 +83,18 @@ func TestWriteArchive(t *testing.T) {
 		Config descriptor   `json:"config"`
 		Layers []descriptor `json:"layers"`
 	}
-	json.Unmarshal(blob(index.Manifests[0].Digest), &man)
+	if err := json.Unmarshal(blob(index.Manifests[0].Digest), &man); err != nil {
+		t.Fatal(err)
+	}
 	var cfg struct {
 		Config struct{ Entrypoint []string }
 		Rootfs struct {
 			DiffIDs []string `json:"diff_ids"`
 		}
 	}
-	json.Unmarshal(blob(man.Config.Digest), &cfg)
+	if err := json.Unmarshal(blob(man.Config.Digest), &cfg); err != nil {
+		t.Fatal(err)
+	}
 	if len(cfg.Config.Entrypoint) != 1 || cfg.Config.Entrypoint[0] != "/pause" || cfg.Rootfs.DiffIDs[0] != man.Layers[0].Digest {
 		t.Errorf("config = %+v", cfg)
 	}

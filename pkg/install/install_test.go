@@ -96,13 +96,17 @@ func TestRenderVerifies(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "usernode")
-	os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755)
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	b, err := Render(Options{Binary: bin, Name: "verify", Args: []string{"--bin-dir=" + dir}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	unit := filepath.Join(dir, UnitName("verify"))
-	os.WriteFile(unit, b, 0o644)
+	if err := os.WriteFile(unit, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command(sa, "verify", "--man=no", unit).CombinedOutput()
 	// Hosts without systemd as PID 1 still parse the file; what matters is
 	// that nothing about this unit is reported.

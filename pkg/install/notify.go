@@ -29,4 +29,4 @@ func Notify(state string) error {
 // NotifyReady tells systemd the node is Ready; `systemctl --user start`
 // returns then. Errors are ignored: the unit's start timeout reports a
 // notification that never arrives.
-func NotifyReady() { Notify("READY=1\nSTATUS=node Ready") }
+func NotifyReady() { _ = Notify("READY=1\nSTATUS=node Ready") }

@@ -8,13 +8,25 @@ import (
 
 func TestCopyTree(t *testing.T) {
 	src, dst := t.TempDir(), t.TempDir()
-	os.MkdirAll(filepath.Join(src, "ssl", "certs"), 0o755)
-	os.WriteFile(filepath.Join(src, "hosts"), []byte("127.0.0.1 localhost\n"), 0o644)
-	os.WriteFile(filepath.Join(src, "ssl", "certs", "ca.pem"), []byte("PEM"), 0o444)
-	os.Symlink("../proc/self/mounts", filepath.Join(src, "mtab"))
-	os.Mkdir(filepath.Join(src, "ro"), 0o555)
+	if err := os.MkdirAll(filepath.Join(src, "ssl", "certs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "hosts"), []byte("127.0.0.1 localhost\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "ssl", "certs", "ca.pem"), []byte("PEM"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../proc/self/mounts", filepath.Join(src, "mtab")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(src, "ro"), 0o555); err != nil {
+		t.Fatal(err)
+	}
 	secret := filepath.Join(src, "shadow")
-	os.WriteFile(secret, []byte("x"), 0o000)
+	if err := os.WriteFile(secret, []byte("x"), 0o000); err != nil {
+		t.Fatal(err)
+	}
 
 	skipped, err := CopyTree(src, dst)
 	if err != nil {

@@ -110,8 +110,8 @@ func (s Spec) Validate() error {
 	if s.HostPort == 0 || s.ChildPort == 0 {
 		return fmt.Errorf("port %s: ports must be 1-65535", s)
 	}
-	if min := UnprivilegedPortStart(); int(s.HostPort) < min {
-		return fmt.Errorf("port %s: host port %d is privileged (below net.ipv4.ip_unprivileged_port_start=%d) and a rootless node cannot bind it: use a host port >= %d, or as root lower it with `sysctl net.ipv4.ip_unprivileged_port_start=%d`", s, s.HostPort, min, min, s.HostPort)
+	if start := UnprivilegedPortStart(); int(s.HostPort) < start {
+		return fmt.Errorf("port %s: host port %d is privileged (below net.ipv4.ip_unprivileged_port_start=%d) and a rootless node cannot bind it: use a host port >= %d, or as root lower it with `sysctl net.ipv4.ip_unprivileged_port_start=%d`", s, s.HostPort, start, start, s.HostPort)
 	}
 	return nil
 }

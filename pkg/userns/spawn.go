@@ -37,18 +37,19 @@ func Start(cmd *exec.Cmd, flags uintptr, m *Mapping) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	cmd.SysProcAttr.Cloneflags |= flags
+	// w is a pipe end: closing it frees it and cannot lose anything.
 	if err := cmd.Start(); err != nil {
-		w.Close()
+		_ = w.Close()
 		return fmt.Errorf("creating namespaces: %w%s", err, cloneHint(err))
 	}
 	if err := m.Apply(cmd.Process.Pid); err != nil {
-		w.Close() // EOF: the child exits
+		_ = w.Close() // EOF: the child exits
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
 		return err
 	}
 	_, err = w.Write([]byte{1})
-	w.Close()
+	_ = w.Close()
 	return err
 }
 
@@ -99,10 +100,12 @@ func WaitMapped() error {
 	f := os.NewFile(uintptr(fd), "userns-map")
 	buf := make([]byte, 1)
 	n, _ := f.Read(buf)
-	f.Close()
+	_ = f.Close() // a pipe's read end, read from; the exec below closes it anyway
 	if n != 1 {
 		return fmt.Errorf("the parent failed to map IDs into the new user namespace")
 	}
-	os.Unsetenv(mapFDEnv)
+	if err := os.Unsetenv(mapFDEnv); err != nil {
+		return err
+	}
 	return syscall.Exec("/proc/self/exe", os.Args, os.Environ())
 }

@@ -36,13 +36,15 @@ func Trial(ctx context.Context) error {
 	if err := Start(cmd, unix.CLONE_NEWUSER|unix.CLONE_NEWNET, m); err != nil {
 		return err
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	var werr error
+	done := make(chan struct{})
+	go func() { werr = cmd.Wait(); close(done) }()
 	select {
-	case err = <-done:
+	case <-done:
+		err = werr
 	case <-ctx.Done():
 		_ = cmd.Process.Kill()
-		<-done
+		<-done // Wait's error is the kill's; ctx's says why
 		return ctx.Err()
 	}
 	if err != nil {
@@ -68,7 +70,9 @@ func trialChild() {
 	// Becoming the highest subordinate ID proves the whole range is mapped,
 	// not only the caller's own uid.
 	var top int
-	fmt.Sscan(os.Getenv("_USERNODE_TRIAL_MAX"), &top)
+	if _, err := fmt.Sscan(os.Getenv("_USERNODE_TRIAL_MAX"), &top); err != nil {
+		fail("bad _USERNODE_TRIAL_MAX=%q: %v", os.Getenv("_USERNODE_TRIAL_MAX"), err)
+	}
 	if err := unix.Setresgid(top, top, top); err != nil {
 		fail("setgid(%d) to the top of the subgid range: %v", top, err)
 	}

@@ -4,6 +4,7 @@
 package drivers
 
 import (
+	// Imported for their init functions, which register each driver.
 	_ "github.com/usernode/usernode/pkg/network/lxcusernic"
 	_ "github.com/usernode/usernode/pkg/network/none"
 	_ "github.com/usernode/usernode/pkg/network/pasta"

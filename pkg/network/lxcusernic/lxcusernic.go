@@ -26,7 +26,11 @@ import (
 )
 
 const (
-	Name          = "lxc-user-nic"
+	// Name is how users pick this driver (--network lxc-user-nic) and how
+	// it is registered with pkg/network.
+	Name = "lxc-user-nic"
+	// DefaultBridge is the bridge Debian's lxc-net service creates, and so
+	// the one root most likely allowed in lxc-usernet.
 	DefaultBridge = "lxcbr0"
 	ifname        = "eth0"
 )
@@ -60,12 +64,19 @@ func FindHelper() (string, error) {
 	return "", &network.HelperMissingError{Driver: Name, Binary: "lxc-user-nic", Package: "liblxc-common"}
 }
 
+// Parent attaches the namespace to a host bridge through lxc-user-nic and
+// remembers the host end so that Close can delete it.
 type Parent struct {
+	// Bridge is the host bridge the veth's host end joins.
 	Bridge string
 
 	bin, lxcPath, netns, hostIf string
 }
 
+// Start checks up front what lxc-user-nic would refuse late (the helper,
+// the lxc-usernet entry, the bridge and its address), picks a free
+// address on the bridge's subnet, and has lxc-user-nic create the veth
+// pair with eth0 in ns. The namespace side is configured by Child.
 func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options) (*network.Config, error) {
 	bin, err := FindHelper()
 	if err != nil {
@@ -216,8 +227,12 @@ func Allowed(path string, u *user.User, bridge string) error {
 	return fmt.Errorf("network driver %s: %s does not allow user %s to attach veth devices to %s: as root add the line `%s veth %s 10`", Name, path, u.Username, bridge, u.Username, bridge)
 }
 
+// Child configures eth0 inside the namespace: lxc-user-nic only moves the
+// device in.
 type Child struct{}
 
+// Configure brings up lo, then gives eth0 the address, MTU and default
+// route through the bridge that Parent.Start chose.
 func (Child) Configure(cfg *network.Config) error {
 	if err := nsutil.LoUp(); err != nil {
 		return err

@@ -19,7 +19,11 @@ import (
 )
 
 const (
-	Name       = "pasta"
+	// Name is how users pick this driver (--network pasta) and how it is
+	// registered with pkg/network.
+	Name = "pasta"
+	// DefaultMTU is pasta's maximum, the same as slirp4netns's: fewer,
+	// larger packets through the user-space copy.
 	DefaultMTU = 65520
 	ifname     = "eth0"
 )
@@ -30,10 +34,15 @@ func init() {
 		New: func() (network.Parent, network.Child) { return &Parent{}, Child{} }})
 }
 
+// Parent runs pasta on the host side.
 type Parent struct {
 	helper *nsutil.Helper
 }
 
+// Start runs pasta against ns's network namespace, in its foreground mode
+// so that it stays the supervisor's child, and returns once pasta has
+// written its PID file: pasta writes it after configuring the namespace's
+// side, where it would otherwise daemonize.
 func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options) (*network.Config, error) {
 	bin, err := network.LookHelper(Name, "pasta", "passt")
 	if err != nil {
@@ -52,7 +61,9 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 	// slirp4netns's layout keeps the host's addresses reachable.
 	address, gateway, dns := network.Layout(opts.Subnet)
 	pidFile := filepath.Join(ns.StateDir, "pasta.pid")
-	os.Remove(pidFile)
+	// A PID file left by an earlier run would read as ready at once. Not
+	// there is the usual case; anything else shows when pasta writes it.
+	_ = os.Remove(pidFile)
 	args := []string{"--foreground", "--quiet", "--stderr", "--config-net",
 		"--ipv4-only",
 		// usernode forwards ports itself (pkg/port); pasta must not bind
@@ -83,15 +94,15 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 		if st, err := os.Stat(pidFile); err == nil && st.Size() > 0 {
 			break
 		} else if err != nil && !errors.Is(err, os.ErrNotExist) {
-			p.Close()
+			_ = p.Close() // always nil
 			return nil, err
 		}
 		select {
 		case <-h.Done():
-			p.Close()
+			_ = p.Close()
 			return nil, fmt.Errorf("network driver %s: %w", Name, h.Exited())
 		case <-wctx.Done():
-			p.Close()
+			_ = p.Close()
 			return nil, fmt.Errorf("network driver %s: not ready: %w (log: %s)", Name, wctx.Err(), h.LogTail())
 		case <-time.After(5 * time.Millisecond):
 		}
@@ -100,6 +111,8 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 		DNS: []netip.Addr{dns}, MTU: mtu, Extra: map[string]string{"pid": fmt.Sprint(cmd.Process.Pid)}}, nil
 }
 
+// Close interrupts pasta (SIGINT, its clean exit), kills it if it is
+// still there 2 s later, and returns once it has exited.
 func (p *Parent) Close() error {
 	if p.helper != nil {
 		p.helper.Stop(func() { _ = p.helper.Cmd.Process.Signal(os.Interrupt) })
@@ -107,8 +120,11 @@ func (p *Parent) Close() error {
 	return nil
 }
 
+// Child only brings up lo: pasta --config-net configured the interface.
 type Child struct{}
 
+// Configure brings up lo and waits up to 5 s for the interface to carry
+// the address pasta gave it, so that what runs next has a network.
 func (Child) Configure(cfg *network.Config) error {
 	if err := nsutil.LoUp(); err != nil {
 		return err

@@ -17,6 +17,8 @@ import (
 )
 
 const (
+	// Name is how users pick this driver (--network slirp4netns, the
+	// default) and how it is registered with pkg/network.
 	Name = "slirp4netns"
 	// DefaultMTU is slirp4netns's maximum: the largest MTU cuts the per-
 	// packet cost of its user-space stack, which is what limits throughput.
@@ -36,6 +38,10 @@ type Parent struct {
 	exitW  *os.File
 }
 
+// Start runs slirp4netns against ns's network namespace and returns once
+// slirp4netns reports on its ready fd that the TAP device is configured
+// (or after 10 s, or when it exits). The exit fd it also gets is held
+// open until Close.
 func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options) (*network.Config, error) {
 	bin, err := network.LookHelper(Name, "slirp4netns", "slirp4netns")
 	if err != nil {
@@ -86,23 +92,26 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 	defer readyR.Close()
 	exitR, exitW, err := os.Pipe()
 	if err != nil {
-		readyW.Close()
+		_ = readyW.Close() // a pipe end: closing frees it, nothing to lose
 		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.ExtraFiles = []*os.File{readyW, exitR}
 	h, err := nsutil.StartHelper(Name, cmd, filepath.Join(ns.StateDir, "slirp4netns.log"))
-	readyW.Close()
-	exitR.Close()
+	// The child has its own copies of these pipe ends now; the parent's
+	// close only frees the descriptor and cannot fail in a way that
+	// matters.
+	_ = readyW.Close()
+	_ = exitR.Close()
 	if err != nil {
-		exitW.Close()
+		_ = exitW.Close()
 		return nil, err
 	}
 	p.helper, p.exitW = h, exitW
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := h.WaitReady(wctx, readyR); err != nil {
-		p.Close()
+		_ = p.Close() // always nil; the wait's error is the one to report
 		return nil, fmt.Errorf("network driver %s: %w", Name, err)
 	}
 	cfg := &network.Config{Driver: Name, Interface: ifname, Address: address, Gateway: gateway,
@@ -116,10 +125,12 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 // Close closes the exit fd, which slirp4netns takes as the order to quit.
 func (p *Parent) Close() error {
 	if p.helper != nil {
-		p.helper.Stop(func() { p.exitW.Close() })
+		p.helper.Stop(func() { _ = p.exitW.Close() })
 	}
 	if p.exitW != nil {
-		p.exitW.Close()
+		// Again after Stop, for a Start that failed before the helper
+		// ran; closing a pipe twice only returns os.ErrClosed.
+		_ = p.exitW.Close()
 	}
 	return nil
 }
@@ -127,6 +138,8 @@ func (p *Parent) Close() error {
 // Child only brings up lo: slirp4netns --configure did the rest.
 type Child struct{}
 
+// Configure brings up lo and waits up to 5 s for the TAP device to carry
+// the address slirp4netns gave it, so that what runs next has a network.
 func (Child) Configure(cfg *network.Config) error {
 	if err := nsutil.LoUp(); err != nil {
 		return err

@@ -63,7 +63,8 @@ func Main(run func() int) {
 	case "parent":
 		os.Exit(parentMode())
 	case "child":
-		os.Exit(childMode())
+		childMode()
+		os.Exit(0)
 	case "tunblock":
 		os.Exit(tunblockMode())
 	}
@@ -79,8 +80,10 @@ func getArgs() args {
 	return a
 }
 
+// emit hands r to the test on stdout. If the write fails the test reads
+// no result and fails saying so; there is nowhere else to report it.
 func emit(r Result) {
-	json.NewEncoder(os.Stdout).Encode(r)
+	_ = json.NewEncoder(os.Stdout).Encode(r)
 }
 
 // selfNS starts the test binary in mode with new namespaces, mapping only
@@ -134,7 +137,10 @@ func parentMode() int {
 		return 0
 	}
 	if a.NoPath {
-		os.Setenv("PATH", "")
+		if err := os.Setenv("PATH", ""); err != nil {
+			emit(Result{StartErr: "test setup: empty PATH: " + err.Error()})
+			return 0
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -143,18 +149,21 @@ func parentMode() int {
 	var r Result
 	if err != nil {
 		r.StartErr = err.Error()
-		in.Close()
+		_ = in.Close() // EOF tells the child Start failed
 	} else {
-		json.NewEncoder(in).Encode(cfg)
-		in.Close()
+		// A failed write shows as the child's missing answer, below.
+		_ = json.NewEncoder(in).Encode(cfg)
+		_ = in.Close()
 		if err := json.NewDecoder(out).Decode(&r); err != nil {
 			r.ConfigureErr = "test: child said nothing: " + err.Error()
 		}
 		r.Config = cfg
 	}
-	p.Close()
-	child.Process.Kill()
-	child.Wait()
+	// What the test checks of Close is Leftover, below: the helpers gone.
+	_ = p.Close()
+	// Teardown: the child is killed, so Wait's error is that signal.
+	_ = child.Process.Kill()
+	_ = child.Wait()
 	r.Leftover = children(os.Getpid())
 	emit(r)
 	return 0
@@ -183,11 +192,13 @@ func children(pid int) []string {
 	return left
 }
 
-func childMode() int {
+// childMode configures the namespace's side and probes it; it reports
+// every failure in its Result, so its exit status is always 0.
+func childMode() {
 	a := getArgs()
 	var cfg network.Config
 	if err := json.NewDecoder(bufio.NewReader(os.Stdin)).Decode(&cfg); err != nil {
-		return 0 // the parent's Start failed
+		return // the parent's Start failed
 	}
 	var r Result
 	_, c, err := network.New(a.Driver)
@@ -197,7 +208,7 @@ func childMode() int {
 	if err != nil {
 		r.ConfigureErr = err.Error()
 		emit(r)
-		return 0
+		return
 	}
 	links, _ := netlink.LinkList()
 	for _, l := range links {
@@ -226,7 +237,7 @@ func childMode() int {
 	if l, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
 		go func() {
 			if c, err := l.Accept(); err == nil {
-				c.Write([]byte("own\n"))
+				_, _ = c.Write([]byte("own\n")) // readLine reports what arrived
 				c.Close()
 			}
 		}()
@@ -235,7 +246,6 @@ func childMode() int {
 		r.OwnLoopback = err.Error()
 	}
 	emit(r)
-	return 0
 }
 
 func readLine(addr string, timeout time.Duration) string {
@@ -271,7 +281,7 @@ func dnsQuery(server string) string {
 	defer c.Close()
 	buf := make([]byte, 1500)
 	for try := 0; try < 3; try++ {
-		c.Write(q)
+		_, _ = c.Write(q) // a failed send is a lost query: the next try resends
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		n, err := c.Read(buf)
 		if err != nil {

@@ -175,7 +175,9 @@ func newHost(t *testing.T, name string) *host {
 	h := &host{bin: testutil.SelfCopy(t), tcpToken: "hello-from-host", loopToken: "hello-from-host-loopback"}
 	h.addr = serve(t, net.JoinHostPort(testutil.HostIPv4(t).String(), "0"), h.tcpToken)
 	_, p, _ := net.SplitHostPort(serve(t, "127.0.0.1:0", h.loopToken))
-	fmt.Sscan(p, &h.loopPort)
+	if _, err := fmt.Sscan(p, &h.loopPort); err != nil {
+		t.Fatal(err)
+	}
 	ns, why := hostNameserver(), "the host's own resolver does not answer"
 	if name == "lxc-user-nic" {
 		// This driver's DNS is lxc-net's dnsmasq on the bridge address.
@@ -200,7 +202,7 @@ func serve(t *testing.T, addr, token string) string {
 			if err != nil {
 				return
 			}
-			c.Write([]byte(token + "\n"))
+			_, _ = c.Write([]byte(token + "\n")) // the reader checks the token
 			c.Close()
 		}
 	}()
@@ -243,12 +245,19 @@ func setupLXC(t *testing.T, u *testutil.User) {
 		}
 	}
 	if !bytes.Contains(have, []byte(line)) {
-		os.MkdirAll("/etc/lxc", 0o755)
+		if err := os.MkdirAll("/etc/lxc", 0o755); err != nil {
+			t.Fatal(err)
+		}
 		f, err := os.OpenFile("/etc/lxc/lxc-usernet", os.O_APPEND|os.O_WRONLY|os.O_CREATE, 0o644)
 		if err != nil {
 			t.Fatal(err)
 		}
-		fmt.Fprintln(f, line)
-		f.Close()
+		_, err = fmt.Fprintln(f, line)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatalf("allow the test user in /etc/lxc/lxc-usernet: %v", err)
+		}
 	}
 }

@@ -33,7 +33,7 @@ type errorBody struct {
 // Handler returns the HTTP handler for f.
 func Handler(f port.Forwarder) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+path, func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+path, func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, f.List())
 	})
 	mux.HandleFunc("POST "+path, func(w http.ResponseWriter, r *http.Request) {
@@ -73,7 +73,9 @@ func readSpec(w http.ResponseWriter, r *http.Request) (port.Spec, bool) {
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	json.NewEncoder(w).Encode(v)
+	// The status is sent; a failed body write means the client went away
+	// and there is no one left to tell.
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // Serve answers API requests on l until l is closed. It returns nil then.
@@ -130,14 +132,18 @@ func (c *Client) do(ctx context.Context, method string, body any, out any) error
 	return nil
 }
 
+// Add asks the running node to forward s; the node's error (port in use,
+// already forwarded) comes back as this call's error.
 func (c *Client) Add(ctx context.Context, s port.Spec) error {
 	return c.do(ctx, http.MethodPost, s, nil)
 }
 
+// Remove asks the running node to stop forwarding s.
 func (c *Client) Remove(ctx context.Context, s port.Spec) error {
 	return c.do(ctx, http.MethodDelete, s, nil)
 }
 
+// List returns the ports the running node forwards, in the node's order.
 func (c *Client) List(ctx context.Context) ([]port.Spec, error) {
 	var out []port.Spec
 	err := c.do(ctx, http.MethodGet, nil, &out)

@@ -120,7 +120,7 @@ func New(netnsPath string, opts Options) (*Forwarder, error) {
 	for range min(runtime.GOMAXPROCS(0), maxLoops) {
 		l, err := newLoop(opts.BusyPoll)
 		if err != nil {
-			f.Close()
+			_ = f.Close() // the loop's error is the one worth reporting
 			return nil, fmt.Errorf("port forwarder: %w", err)
 		}
 		f.loops = append(f.loops, l)
@@ -130,7 +130,11 @@ func New(netnsPath string, opts Options) (*Forwarder, error) {
 
 var _ port.Forwarder = (*Forwarder)(nil)
 
-func (f *Forwarder) Add(ctx context.Context, s port.Spec) error {
+// Add starts forwarding s: it binds the host port at once, so a port in
+// use fails here, not on the first connection. A TCP port goes to one of
+// the loops in turn; a UDP port gets a goroutine reading the host socket.
+// Nothing here blocks, so the context is not used.
+func (f *Forwarder) Add(_ context.Context, s port.Spec) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -185,7 +189,7 @@ func listenErr(s port.Spec, err error) error {
 }
 
 // Remove stops listening and ends the port's connections and flows.
-func (f *Forwarder) Remove(ctx context.Context, s port.Spec) error {
+func (f *Forwarder) Remove(_ context.Context, s port.Spec) error {
 	k := key{s.Proto, netip.AddrPortFrom(s.HostIP, s.HostPort)}
 	f.mu.Lock()
 	fw, ok := f.ports[k]
@@ -199,6 +203,9 @@ func (f *Forwarder) Remove(ctx context.Context, s port.Spec) error {
 	return nil
 }
 
+// List returns the forwarded ports, sorted by host port, protocol and host
+// IP so that callers (the port API, `usernode port ls`) print a stable
+// order.
 func (f *Forwarder) List() []port.Spec {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -219,6 +226,8 @@ func (f *Forwarder) List() []port.Spec {
 	return out
 }
 
+// Close stops every port, ending its connections and flows, and then the
+// loops. The Forwarder refuses Add afterwards.
 func (f *Forwarder) Close() error {
 	f.mu.Lock()
 	ports := f.ports

@@ -202,7 +202,9 @@ func bindSource(fd int, client netip.AddrPort) error {
 	if client.Port() == 0 {
 		// Picked at connect(2), unique per destination, so many TCP
 		// connections from one client address do not run out of ports.
-		unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		// Without it (kernels before 4.2) bind picks the port, as it
+		// did before the option: fewer ports, still correct.
+		_ = unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
 	}
 	return unix.Bind(fd, &unix.SockaddrInet4{Addr: client.Addr().As4(), Port: int(client.Port())})
 }

@@ -32,7 +32,9 @@ func listenTCP(ap netip.AddrPort) (int, error) {
 	if err != nil {
 		return -1, err
 	}
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	// Best effort: without it a port re-added while old connections are in
+	// TIME_WAIT may not bind, and Bind says so.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return -1, err
@@ -49,13 +51,13 @@ func listenTCP(ap netip.AddrPort) (int, error) {
 func (p *tcpPort) event(_ int32, _ uint32) {
 	for range 64 {
 		fd, _, err := unix.Accept4(p.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		switch {
-		case err == nil:
+		switch err {
+		case nil:
 			p.open(fd)
-		case err == unix.EAGAIN:
+		case unix.EAGAIN:
 			return
-		case err == unix.EINTR || err == unix.ECONNABORTED:
-		case err == unix.EMFILE || err == unix.ENFILE || err == unix.ENOBUFS || err == unix.ENOMEM:
+		case unix.EINTR, unix.ECONNABORTED:
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM:
 			// Out of fds: stop accepting for a moment instead of spinning
 			// on a listener that stays readable.
 			p.pause(50 * time.Millisecond)
@@ -76,7 +78,10 @@ func (p *tcpPort) pause(d time.Duration) {
 		p.l.post(func() {
 			if p.paused && p.conns != nil {
 				p.paused = false
-				p.l.add(p.fd, unix.EPOLLIN, p)
+				// The listener was registered before; adding it back
+				// fails only if the kernel is out of memory, and then
+				// the port stays paused, as before this error was named.
+				_ = p.l.add(p.fd, unix.EPOLLIN, p)
 			}
 		})
 	})
@@ -95,7 +100,8 @@ func (p *tcpPort) close() {
 // open starts relaying an accepted client to a new connection inside the
 // namespace.
 func (p *tcpPort) open(cfd int) {
-	unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	// TCP_NODELAY is latency tuning; a socket without it still relays.
+	_ = unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	// Two syscalls a connection saved on the usual, loopback, ports.
 	client, local := netip.Addr{}, p.loopback
 	if !local {
@@ -111,7 +117,7 @@ func (p *tcpPort) open(cfd int) {
 		reset(cfd)
 		return
 	}
-	unix.SetsockoptInt(ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	_ = unix.SetsockoptInt(ufd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	if p.target.Addr().IsLoopback() {
 		unpace(ufd)
 	}
@@ -164,7 +170,7 @@ func (p *tcpPort) open(cfd int) {
 // ~15 to ~21 Gbit/s with reno on its local sockets. reno is always
 // allowed to unprivileged users; if it were refused the default stays.
 func unpace(fd int) {
-	unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, "reno")
+	_ = unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, "reno")
 }
 
 // boundSendBuffer fixes the send buffer of a socket towards a client on
@@ -176,7 +182,9 @@ func unpace(fd int) {
 // on the client's sockets), and reno backed off; iperf3 -P4 ns->host went
 // from ~15 to ~21 Gbit/s with the bound, -P1 lost a few percent.
 func boundSendBuffer(fd int) {
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20) // clamped to wmem_max
+	// Clamped to wmem_max, never refused for the size; if it fails the
+	// socket keeps autotuning.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 4<<20)
 }
 
 // peer is the client's address of an accepted socket, and whether the
@@ -203,7 +211,9 @@ func sockaddrAddr(sa unix.Sockaddr) netip.Addr {
 
 // reset closes fd with an RST instead of a FIN.
 func reset(fd int) {
-	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	// If SO_LINGER cannot be set the close is a FIN instead: the
+	// connection still ends.
+	_ = unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
 	unix.Close(fd)
 }
 
@@ -294,7 +304,9 @@ func (d *dir) pump(l *loop) error {
 			return err
 		}
 		if d.eof {
-			unix.Shutdown(d.dst, unix.SHUT_WR)
+			// Passes the FIN on. It fails only if the peer is gone
+			// (ENOTCONN), which the other direction reports.
+			_ = unix.Shutdown(d.dst, unix.SHUT_WR)
 			d.done = true
 			return nil
 		}

@@ -29,11 +29,13 @@ func TestLocalClientUnpaced(t *testing.T) {
 	rc, _ := a.(*net.TCPConn).SyscallConn()
 	var local bool
 	var cc string
-	rc.Control(func(fd uintptr) {
+	if cerr := rc.Control(func(fd uintptr) {
 		_, local = peer(int(fd))
 		unpace(int(fd))
 		cc, err = unix.GetsockoptString(int(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION)
-	})
+	}); cerr != nil {
+		t.Fatal(cerr)
+	}
 	if !local {
 		t.Errorf("a client on 127.0.0.1 is not taken as local")
 	}

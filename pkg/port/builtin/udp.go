@@ -44,7 +44,9 @@ func (u *udpForward) serve() {
 			continue
 		}
 		fl.last.Store(time.Now().UnixNano())
-		fl.c.Write(buf[:n])
+		// UDP: a datagram the namespace side cannot take is dropped, as a
+		// network would; the flow stays for the next one.
+		_, _ = fl.c.Write(buf[:n])
 	}
 }
 

@@ -78,17 +78,22 @@ func Main(run func() int) {
 	case "holder":
 		// The node's network namespace: lo up, then wait to be killed.
 		if lo, err := netlink.LinkByName("lo"); err == nil {
-			netlink.LinkSetUp(lo)
+			// Best effort: a test that needs lo fails on its own.
+			_ = netlink.LinkSetUp(lo)
 		}
-		os.Stdout.Write([]byte("ready\n"))
-		io.Copy(io.Discard, os.Stdin)
+		// The parent waits for this line and fails if it does not come.
+		_, _ = os.Stdout.Write([]byte("ready\n"))
+		// Returns when the test closes stdin or goes away.
+		_, _ = io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}
 	os.Exit(2)
 }
 
-// Run runs the suite for the driver called name.
-func Run(t *testing.T, name string, caps Caps, newF Factory) {
+// Run runs the suite against the forwarders newF makes. The driver's name
+// is for the reader of the call; the suite tells its runs apart by the
+// test's name, which it re-runs as the unprivileged test user.
+func Run(t *testing.T, _ string, caps Caps, newF Factory) {
 	if os.Getenv(stageEnv) != "agent" {
 		outer(t)
 		return
@@ -148,7 +153,8 @@ func holder(t *testing.T) string {
 	if err := h.Start(); err != nil {
 		t.Fatalf("network namespace: %v", err)
 	}
-	t.Cleanup(func() { in.Close(); h.Process.Kill(); h.Wait() })
+	// Teardown: the holder is killed, so Wait's error is that signal.
+	t.Cleanup(func() { _ = in.Close(); _ = h.Process.Kill(); _ = h.Wait() })
 	b := make([]byte, 6)
 	if _, err := io.ReadFull(out, b); err != nil {
 		t.Fatal(err)
@@ -161,7 +167,11 @@ func (s *suite) forwarder(t *testing.T, idle time.Duration) port.Forwarder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
+	t.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			t.Errorf("close the forwarder: %v", err)
+		}
+	})
 	return f
 }
 
@@ -189,7 +199,9 @@ func serveTCP(t *testing.T, ns *nsnet.NS, addr string, handle func(net.Conn)) ui
 	return uint16(l.Addr().(*net.TCPAddr).Port)
 }
 
-func echo(c net.Conn) { io.Copy(c, c) }
+// echo returns what c sends until c closes; the client checks what came
+// back, so a failed copy shows there.
+func echo(c net.Conn) { _, _ = io.Copy(c, c) }
 
 func (s *suite) add(t *testing.T, f port.Forwarder, proto string, child uint16) port.Spec {
 	sp := port.Spec{Proto: proto, HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: testutil.FreePort(t, proto), ChildPort: child}
@@ -263,7 +275,8 @@ func (s *suite) udpServer(t *testing.T, reply func(b []byte, from netip.AddrPort
 			if err != nil {
 				return
 			}
-			c.WriteToUDPAddrPort(reply(buf[:n], from), from)
+			// A lost reply is a lost datagram: the client resends.
+			_, _ = c.WriteToUDPAddrPort(reply(buf[:n], from), from)
 		}
 	}()
 	return uint16(c.LocalAddr().(*net.UDPAddr).Port)
@@ -293,7 +306,7 @@ func (s *suite) udpIntegrity(t *testing.T) {
 			if try == 20 {
 				t.Fatalf("datagram %d: no echo after 20 tries", seq)
 			}
-			c.Write(buf)
+			_, _ = c.Write(buf) // a failed send is a loss: the next try resends
 			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 			n, err := c.Read(in)
 			if err != nil {
@@ -334,7 +347,10 @@ func (s *suite) tcpConcurrent(t *testing.T) {
 			defer wg.Done()
 			msg := fmt.Sprintf("hello %d\n", i)
 			c.SetDeadline(time.Now().Add(30 * time.Second))
-			c.Write([]byte(msg))
+			if _, err := c.Write([]byte(msg)); err != nil {
+				errs <- fmt.Errorf("connection %d: %v", i, err)
+				return
+			}
 			b := make([]byte, len(msg))
 			if _, err := io.ReadFull(c, b); err != nil || string(b) != msg {
 				errs <- fmt.Errorf("connection %d: %q, %v", i, b, err)
@@ -350,14 +366,21 @@ func (s *suite) tcpConcurrent(t *testing.T) {
 
 func (s *suite) tcpShortFDs(t *testing.T) {
 	f := s.forwarder(t, 0)
-	sp := s.add(t, f, "tcp", s.tcpServer(t, func(c net.Conn) { b := make([]byte, 1); io.ReadFull(c, b); c.Write(b) }))
+	sp := s.add(t, f, "tcp", s.tcpServer(t, func(c net.Conn) {
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(c, b); err == nil {
+			_, _ = c.Write(b) // the client checks the byte came back
+		}
+	}))
 	before := fdCount()
 	for i := 0; i < 10000; i++ {
 		c, err := net.Dial("tcp", hostAddr(sp))
 		if err != nil {
 			t.Fatalf("connection %d: %v", i, err)
 		}
-		c.Write([]byte{'x'})
+		if _, err := c.Write([]byte{'x'}); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
 		b := make([]byte, 1)
 		if _, err := io.ReadFull(c, b); err != nil {
 			t.Fatalf("connection %d: %v", i, err)
@@ -385,7 +408,9 @@ func (s *suite) udpIdle(t *testing.T) {
 		}
 		defer c.Close()
 		msg := fmt.Sprintf("client %d", i)
-		c.Write([]byte(msg))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			t.Fatalf("client %d: %v", i, err)
+		}
 		c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		b := make([]byte, 100)
 		n, err := c.Read(b)
@@ -496,7 +521,7 @@ func (s *suite) sourceIP(t *testing.T, caps Caps) {
 	seen := make(chan string, 1)
 	answer := func(c net.Conn) {
 		seen <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-		c.Write([]byte("ok"))
+		_, _ = c.Write([]byte("ok")) // the client checks it got "ok"
 	}
 	want := "127.0.0.1"
 	if caps.PreservesSourceIP {
@@ -543,7 +568,9 @@ func (s *suite) sourceIP(t *testing.T, caps Caps) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	c.Write([]byte("x"))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatalf("UDP: %v", err)
+	}
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	b := make([]byte, 64)
 	n, err := c.Read(b)
@@ -659,7 +686,9 @@ func (s *suite) api(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Write([]byte("x"))
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Errorf("forwarding a port added through the API: %v", err)
 	}

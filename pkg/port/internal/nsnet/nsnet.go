@@ -54,7 +54,7 @@ func Open(path string) (*NS, error) {
 		// instead of reusing one that sits in the wrong namespace.
 		runtime.LockOSThread()
 		err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-		f.Close()
+		_ = f.Close() // opened read-only: nothing to lose
 		if err != nil {
 			started <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
@@ -164,8 +164,9 @@ func (n *NS) DialUDP(addr netip.AddrPort, before func(fd int) error) (*net.UDPCo
 }
 
 // Listen makes a listening socket in the namespace (for tests and tools:
-// the forwarder itself only dials).
-func (n *NS) Listen(network, addr string) (net.Listener, error) {
+// the forwarder itself only dials). It takes net.Listen's arguments but
+// always listens on TCP, the only stream protocol forwarded.
+func (n *NS) Listen(_, addr string) (net.Listener, error) {
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, err
@@ -175,7 +176,9 @@ func (n *NS) Listen(network, addr string) (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	// Best effort: without it an address in TIME_WAIT may not bind, and
+	// Bind says so.
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
 	if err := unix.Bind(fd, sa); err != nil {
 		unix.Close(fd)
 		return nil, err
@@ -231,7 +234,7 @@ func Do(path string, fn func() error) error {
 			return
 		}
 		err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-		f.Close()
+		_ = f.Close() // opened read-only: nothing to lose
 		if err != nil {
 			errc <- fmt.Errorf("enter network namespace %s: %w", path, err)
 			return
