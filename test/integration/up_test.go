@@ -500,8 +500,8 @@ func TestUpBadInput(t *testing.T) {
 			"containerd", "apt-get install containerd")
 	})
 	t.Run("bad model values", func(t *testing.T) {
-		check(t, u.NewEnv(t), []string{"--bin-dir", bins, "--service-cidr", "10.0.0.0/8", "--node-subnet", "10.96.1.0/24"},
-			"cluster.serviceCIDR (--service-cidr) \"10.0.0.0/8\"", "between /12 and /28", "nodeSubnet (--node-subnet)", "overlaps cluster.serviceCIDR")
+		check(t, u.NewEnv(t), []string{"--bin-dir", bins, "--service-cidr", "10.0.0.0/8", "--node-subnet", "10.88.1.0/24"},
+			"2 problems", "cluster.serviceCIDR (--service-cidr) \"10.0.0.0/8\"", "between /12 and /28", "nodeSubnet (--node-subnet)", "overlaps cluster.podCIDR 10.88.0.0/16")
 		env := u.NewEnv(t)
 		cfg := filepath.Join(env.DataHome, "config.yaml")
 		os.WriteFile(cfg, []byte("cluster:\n  podCIDR: 10.0.0.0/8\n"), 0o644)
