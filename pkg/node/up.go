@@ -122,6 +122,14 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 	timeout := cl.Options.ReadyTimeout
 	start := time.Now()
 	hook := func(ctx context.Context, st *sandbox.State) error {
+		// A driver that takes its address from the host (lxc-user-nic, from
+		// the bridge's network) decides the node's IP; the others were given
+		// the model's subnet and report the same address.
+		if st.Network != nil {
+			if a := st.Network.Address; a.IsValid() && a.Addr() != n.IP {
+				n.IP, n.Subnet = a.Addr(), a.Masked()
+			}
+		}
 		// The node reads its spec from the runtime dir, which the sandbox
 		// only creates (and cleans) when it starts; the node side waits
 		// for the file.
