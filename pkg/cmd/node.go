@@ -52,6 +52,10 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 			if err != nil {
 				return err
 			}
+			if v := l.V(1); v.Enabled() {
+				b, _ := json.MarshalIndent(cl, "", "  ")
+				v.Infof("the cluster model, resolved from the config file and the flags:\n%s", b)
+			}
 			if detach && os.Getenv(node.ForegroundEnv) == "" {
 				sb, err := node.SandboxConfig(cl, os.Getenv)
 				if err != nil {
