@@ -87,19 +87,21 @@ stop() { # one by one, newest first: kube-apiserver hangs if etcd goes first
 }
 trap stop TERM INT
 
-# Flags one per line: split on newlines only, no globbing.
-flags() { cat "/etc/usernode/$1.args"; }
-nl='
-'
+# start_flags NAME BINARY: start NAME with the flags gen wrote, one per line
+# in /etc/usernode/NAME.args. Each line is one argument as it stands (no
+# splitting on spaces, no globbing); empty lines are skipped.
+start_flags() {
+	name=$1 bin=$2
+	set --
+	while IFS= read -r arg || [ -n "$arg" ]; do
+		if [ -n "$arg" ]; then set -- "$@" "$arg"; fi
+	done <"/etc/usernode/$name.args"
+	start "$name" "$bin" "$@"
+}
 
-set -f
-IFS=$nl
 start containerd containerd --config /etc/usernode/containerd.toml
-start etcd "$HW_BIN/etcd" $(flags etcd)
-start kube-apiserver "$HW_BIN/kube-apiserver" $(flags kube-apiserver)
-IFS=' 	
-'
-set +f
+start_flags etcd "$HW_BIN/etcd"
+start_flags kube-apiserver "$HW_BIN/kube-apiserver"
 
 until [ -S /run/containerd/containerd.sock ]; do sleep 0.02; done
 say containerd
@@ -124,16 +126,11 @@ if [ -x "$HW_BIN/coredns" ]; then
 	say coredns-objects
 fi
 
-set -f
-IFS=$nl
-start kube-controller-manager "$HW_BIN/kube-controller-manager" $(flags kube-controller-manager)
-start kube-scheduler "$HW_BIN/kube-scheduler" $(flags kube-scheduler)
-start kubelet "$HW_BIN/kubelet" $(flags kubelet)
-start kube-proxy "$HW_BIN/kube-proxy" $(flags kube-proxy)
+start_flags kube-controller-manager "$HW_BIN/kube-controller-manager"
+start_flags kube-scheduler "$HW_BIN/kube-scheduler"
+start_flags kubelet "$HW_BIN/kubelet"
+start_flags kube-proxy "$HW_BIN/kube-proxy"
 if [ -n "$dns" ]; then start coredns "$HW_BIN/coredns" -conf /etc/usernode/Corefile; fi
-IFS=' 	
-'
-set +f
 say started
 
 # Until a signal (stop exits) or every component has ended.

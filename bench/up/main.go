@@ -69,7 +69,7 @@ func main() {
 		fs.StringVar(&o.BinDir, "bin-dir", "/opt/usernode-k8s", "Kubernetes binaries")
 		fs.IntVar(&o.APIPort, "api-port", 6443, "host port of kube-apiserver")
 		fs.StringVar(&o.Pause, "pause", "", "static binary for the pause image")
-		fs.Parse(os.Args[1:])
+		_ = fs.Parse(os.Args[1:]) // ExitOnError: it exits rather than return an error
 		if err := gen(o); err != nil {
 			die("gen: %v", err)
 		}
@@ -142,9 +142,10 @@ type side struct {
 	state      string // hard way: HW_STATE
 
 	// while a start is running
-	cmd    *exec.Cmd
-	out    *syncBuf
-	exited chan error
+	cmd     *exec.Cmd
+	out     *syncBuf
+	exited  chan struct{} // closed once cmd has been waited for
+	waitErr error         // what Wait returned, once exited is closed
 }
 
 type result struct {
@@ -169,7 +170,9 @@ func run() error {
 	if err := os.MkdirAll(acct.runtimeDir(), 0o700); err != nil {
 		return err
 	}
-	os.Chown(acct.runtimeDir(), acct.uid, acct.gid)
+	if err := os.Chown(acct.runtimeDir(), acct.uid, acct.gid); err != nil {
+		return err
+	}
 	if _, err := os.Stat(filepath.Join(*binDir, "kubelet")); err != nil {
 		return fmt.Errorf("no kubelet in -bin-dir %s: %v", *binDir, err)
 	}
@@ -186,8 +189,10 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(work)
-	os.Chmod(work, 0o755)
+	defer func() { _ = os.RemoveAll(work) }() // best effort; it is under /tmp
+	if err := os.Chmod(work, 0o755); err != nil {
+		return err
+	}
 	self, _ := os.Executable()
 	for dst, src := range map[string]string{"usernode": *usernodeBin, "benchup": self} {
 		b, err := os.ReadFile(src)
@@ -229,10 +234,12 @@ func run() error {
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
+	// Teardown on the way out, best effort: an error return already says
+	// what went wrong, and the success path has purged (below).
 	defer func() {
 		for _, s := range sides {
 			s.stopNow()
-			s.purge()
+			_ = s.purge()
 		}
 	}()
 
@@ -277,10 +284,12 @@ func run() error {
 		}
 	}
 	for _, s := range sides {
-		s.purge()
+		// Said, not returned: the measurements are done and still reported.
+		if err := s.purge(); err != nil {
+			logf("%s: %v", s.label, err)
+		}
 	}
-	report(os.Stdout, res, sides, others, load0, time.Since(startAll))
-	return nil
+	return report(os.Stdout, res, sides, others, load0, time.Since(startAll))
 }
 
 // measure does one start: up, Ready, a pod Running, settle, memory, pod
@@ -290,7 +299,7 @@ func (s *side) measure(ctx context.Context, cold bool, round int) (result, error
 	defer cancel()
 	var r result
 	s.out = &syncBuf{}
-	s.exited = make(chan error, 1)
+	s.exited = make(chan struct{})
 	failed := make(chan error, 1)
 	var returned time.Duration
 
@@ -318,7 +327,8 @@ func (s *side) measure(ctx context.Context, cold bool, round int) (result, error
 	go func() {
 		err := s.cmd.Wait()
 		returned = time.Since(t0)
-		s.exited <- err
+		s.waitErr = err
+		close(s.exited)
 		if err != nil || s.label != "usernode" {
 			failed <- fmt.Errorf("%s exited: %v", s.label, err)
 		}
@@ -341,9 +351,9 @@ func (s *side) measure(ctx context.Context, cold bool, round int) (result, error
 	if s.label == "usernode" {
 		// `up -d` returns once it has seen the node Ready itself.
 		select {
-		case err := <-s.exited:
-			if err != nil {
-				return r, fmt.Errorf("usernode up: %v", err)
+		case <-s.exited:
+			if s.waitErr != nil {
+				return r, fmt.Errorf("usernode up: %v", s.waitErr)
 			}
 		case <-ctx.Done():
 			return r, fmt.Errorf("usernode up -d did not return: %w", ctx.Err())
@@ -424,13 +434,15 @@ func (s *side) stop() error {
 		}
 		return nil
 	}
-	s.cmd.Process.Signal(syscall.SIGTERM)
+	// How the script exits once signalled (or killed) does not matter: the
+	// stop is whether it exits. A signal to one already gone is a no-op.
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
 		s.cmd = nil
 		return nil
 	case <-time.After(time.Minute):
-		s.cmd.Process.Kill()
+		_ = s.cmd.Process.Kill()
 		<-s.exited
 		s.cmd = nil
 		return errors.New("the hard way did not stop within 1 min after SIGTERM; killed rootlesskit")
@@ -440,11 +452,13 @@ func (s *side) stop() error {
 // stopNow stops whatever a failed or interrupted start left running.
 func (s *side) stopNow() {
 	if s.label == "usernode" {
-		asUser(nil, filepath.Join(work, "usernode"), "down", "--name", s.name).Run()
+		// Best effort, as the rest: the start has already failed, and
+		// purge, which follows, reports what is left.
+		_ = asUser(nil, filepath.Join(work, "usernode"), "down", "--name", s.name).Run()
 		return
 	}
 	if s.cmd != nil && s.cmd.Process != nil {
-		s.stop()
+		_ = s.stop()
 	}
 }
 
@@ -457,7 +471,7 @@ func (s *side) purge() error {
 		return nil
 	}
 	err := os.RemoveAll(s.state)
-	os.Remove(filepath.Dir(s.state)) // if empty
+	_ = os.Remove(filepath.Dir(s.state)) // if empty; fails if not, which is fine
 	return err
 }
 

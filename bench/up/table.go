@@ -37,7 +37,10 @@ type row struct {
 	unit  string // format
 }
 
-func report(out io.Writer, res map[string][]result, sides []*side, others int, load0 string, elapsed time.Duration) {
+// report writes the results as Markdown tables to w. The text is built in
+// memory and written in one go, so a failed write is the one error.
+func report(w io.Writer, res map[string][]result, sides []*side, others int, load0 string, elapsed time.Duration) error {
+	var out strings.Builder
 	kinds := []string{"cold", "warm"}
 	med := func(key string, f func(side string, r result) (float64, bool)) (float64, int) {
 		var v []float64
@@ -108,8 +111,8 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 			n = len(v)
 		}
 	}
-	fmt.Fprintf(out, "`usernode up` vs the hard way: %d rounds, each a cold then a warm start of both, interleaved (the order alternates by round); medians. First pod: busybox, created once the node is Ready, timed from the start. Memory read %s after the pod is Running.\n", *rounds, settle.String())
-	fmt.Fprintf(out, "%s. Kernel %s, %d CPUs; %s; %s; %s; %s.\n\n", version(filepath.Join(work, "usernode"), "version"), host.Kernel(), host.NumCPU(),
+	fmt.Fprintf(&out, "`usernode up` vs the hard way: %d rounds, each a cold then a warm start of both, interleaved (the order alternates by round); medians. First pod: busybox, created once the node is Ready, timed from the start. Memory read %s after the pod is Running.\n", *rounds, settle.String())
+	fmt.Fprintf(&out, "%s. Kernel %s, %d CPUs; %s; %s; %s; %s.\n\n", version(filepath.Join(work, "usernode"), "version"), host.Kernel(), host.NumCPU(),
 		version(filepath.Join(*binDir, "kubelet"), "--version"), version("containerd", "--version"),
 		version("rootlesskit", "--version"), version("slirp4netns", "--version"))
 
@@ -125,8 +128,8 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 			sep += "---|"
 		}
 	}
-	fmt.Fprintln(out, hdr)
-	fmt.Fprintln(out, sep)
+	fmt.Fprintln(&out, hdr)
+	fmt.Fprintln(&out, sep)
 	for _, rw := range rows {
 		line := "| " + rw.label + " |"
 		if rw.f == nil {
@@ -138,7 +141,7 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 					line += " |"
 				}
 			}
-			fmt.Fprintln(out, line)
+			fmt.Fprintln(&out, line)
 			continue
 		}
 		for _, k := range kinds {
@@ -161,12 +164,12 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 				}
 			}
 		}
-		fmt.Fprintln(out, line)
+		fmt.Fprintln(&out, line)
 	}
-	fmt.Fprintln(out)
+	fmt.Fprintln(&out)
 	for _, k := range kinds {
 		for _, s := range sides {
-			fmt.Fprintf(out, "- %s %s: %d of %d starts measured\n", s.label, k, len(res[s.label+" "+k]), *rounds)
+			fmt.Fprintf(&out, "- %s %s: %d of %d starts measured\n", s.label, k, len(res[s.label+" "+k]), *rounds)
 		}
 	}
 
@@ -185,11 +188,11 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 		}
 		var order []string
 		if s.label == "usernode" {
-			fmt.Fprintf(out, "\n### usernode's phase lines (durations, as `up` prints them; medians)\n\n")
+			fmt.Fprintf(&out, "\n### usernode's phase lines (durations, as `up` prints them; medians)\n\n")
 			order = []string{"sandbox", "network", "ready", "containerd", "image-import-0", "image-import-1", "etcd", "kube-apiserver",
 				"bootstrap-rbac", "coredns-objects", "coredns", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "node ready", "Ready after `up` (its own line)"}
 		} else {
-			fmt.Fprintf(out, "\n### The hard way's steps (seconds from the start; medians)\n\n")
+			fmt.Fprintf(&out, "\n### The hard way's steps (seconds from the start; medians)\n\n")
 			order = []string{"namespace", "containerd", "images", "kube-apiserver", "bootstrap-rbac", "coredns-objects", "started"}
 		}
 		for k := range keys {
@@ -201,8 +204,8 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 				order = append(order, k)
 			}
 		}
-		fmt.Fprintln(out, "| | cold (s) | warm (s) |")
-		fmt.Fprintln(out, "|---|---|---|")
+		fmt.Fprintln(&out, "| | cold (s) | warm (s) |")
+		fmt.Fprintln(&out, "|---|---|---|")
 		for _, p := range order {
 			if !keys[p] {
 				continue
@@ -223,7 +226,7 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 					line += fmt.Sprintf(" %.2f |", v)
 				}
 			}
-			fmt.Fprintln(out, line)
+			fmt.Fprintln(&out, line)
 		}
 	}
 
@@ -240,12 +243,14 @@ func report(out io.Writer, res map[string][]result, sides []*side, others int, l
 		}
 	}
 	sort.Strings(seen)
-	fmt.Fprintln(out)
+	fmt.Fprintln(&out)
 	if len(seen) > 0 {
-		fmt.Fprintf(out, "Other processes seen when memory was read: %s.\n", strings.Join(seen, ", "))
+		fmt.Fprintf(&out, "Other processes seen when memory was read: %s.\n", strings.Join(seen, ", "))
 	}
-	fmt.Fprintf(out, "Before the run: %d processes of %s already running (other nodes or tests on this host), load %s; after: load %s.\n", others, acct.name, load0, loadavg())
-	fmt.Fprintf(out, "Total time %s.\n", elapsed.Round(time.Second))
+	fmt.Fprintf(&out, "Before the run: %d processes of %s already running (other nodes or tests on this host), load %s; after: load %s.\n", others, acct.name, load0, loadavg())
+	fmt.Fprintf(&out, "Total time %s.\n", elapsed.Round(time.Second))
+	_, err := io.WriteString(w, out.String())
+	return err
 }
 
 func version(bin string, arg string) string {

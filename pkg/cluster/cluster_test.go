@@ -179,10 +179,11 @@ func writeFile(t *testing.T, s string) string {
 	return p
 }
 
-func parse(t *testing.T, set FlagSet, args ...string) *pflag.FlagSet {
+// parse parses args with every flag bound, as `up` has them.
+func parse(t *testing.T, args ...string) *pflag.FlagSet {
 	t.Helper()
 	fs := pflag.NewFlagSet("up", pflag.ContinueOnError)
-	BindFlags(fs, set)
+	BindFlags(fs, AllFlags)
 	if err := fs.Parse(args); err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +203,7 @@ cluster:
   serviceCIDR: 10.100.0.0/16
   dnsDomain: file.local
 `)
-	fs := parse(t, AllFlags, "--api-port", "8443", "--service-cidr=10.200.0.0/16", "--keep-source-ip=false", "--net", "slirp4netns")
+	fs := parse(t, "--api-port", "8443", "--service-cidr=10.200.0.0/16", "--keep-source-ip=false", "--net", "slirp4netns")
 	c, err := Load(Source{Path: path, Explicit: true, Flags: fs})
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +218,7 @@ cluster:
 	if err != nil || c.APIPort != 7443 || !c.KeepSourceIP {
 		t.Errorf("file alone: %+v %v", c, err)
 	}
-	c, err = Load(Source{Path: filepath.Join(t.TempDir(), "none.yaml"), Flags: parse(t, AllFlags)})
+	c, err = Load(Source{Path: filepath.Join(t.TempDir(), "none.yaml"), Flags: parse(t)})
 	if err != nil || *c != Default() {
 		t.Errorf("defaults: %+v %v", c, err)
 	}
@@ -251,7 +252,7 @@ func TestFileErrors(t *testing.T) {
 func TestArgs(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(dir)
-	fs := parse(t, AllFlags, "--state-dir", "st", "--api-port", "7443", "--timeout", "10m", "--net", "pasta")
+	fs := parse(t, "--state-dir", "st", "--api-port", "7443", "--timeout", "10m", "--net", "pasta")
 	args, err := Args(fs)
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +263,7 @@ func TestArgs(t *testing.T) {
 	}
 	// What Args gives back means the same config when parsed again.
 	c1, _ := Load(Source{Flags: fs})
-	c2, _ := Load(Source{Flags: parse(t, AllFlags, args...)})
+	c2, _ := Load(Source{Flags: parse(t, args...)})
 	c1.StateDir = filepath.Join(dir, "st")
 	if *c1 != *c2 {
 		t.Errorf("re-parsed %+v != %+v", c2, c1)

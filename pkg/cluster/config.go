@@ -79,8 +79,10 @@ type Config struct {
 	Cluster ClusterConfig `json:"cluster,omitempty"`
 }
 
-// ClusterConfig is what every node of a cluster shares.
-type ClusterConfig struct {
+// ClusterConfig is what every node of a cluster shares: Config's cluster
+// section.
+type ClusterConfig struct { //nolint:revive // stutters on purpose: cluster.Config is the whole file, this its cluster: section
+
 	// KubernetesVersion, when set, is the version the binaries must be
 	// ("v1.37.2"); empty takes whatever they are.
 	KubernetesVersion string `json:"kubernetesVersion,omitempty"`

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -84,24 +85,24 @@ Delegate=): ` + "`usernode doctor`" + ` checks it, docs/vm.md explains it.`,
 			if res.Changed {
 				verb = "wrote"
 			}
-			fmt.Fprintf(log, "usernode: %s %s\n", verb, res.Path)
+			note(log, "%s %s", verb, res.Path)
 			switch {
 			case now:
 				if _, err := install.UserSystemctl("enable", "--now", res.Unit); err != nil {
 					return fmt.Errorf("%w; `journalctl --user -u %s` and `usernode logs supervisor` say why", err, res.Unit)
 				}
-				fmt.Fprintf(log, "usernode: %s enabled and started; the node is Ready\n", res.Unit)
+				note(log, "%s enabled and started; the node is Ready", res.Unit)
 			case enable:
 				if _, err := install.UserSystemctl("enable", res.Unit); err != nil {
 					return err
 				}
-				fmt.Fprintf(log, "usernode: %s enabled; start it now with `systemctl --user start %s`\n", res.Unit, res.Unit)
+				note(log, "%s enabled; start it now with `systemctl --user start %s`", res.Unit, res.Unit)
 			default:
-				fmt.Fprintf(log, "usernode: start the node with `systemctl --user start %s` (`systemctl --user enable %s` to start it with your user manager)\n", res.Unit, res.Unit)
+				note(log, "start the node with `systemctl --user start %s` (`systemctl --user enable %s` to start it with your user manager)", res.Unit, res.Unit)
 			}
 			if u := os.Getenv("USER"); u != "" {
 				if _, err := os.Stat("/var/lib/systemd/linger/" + u); err != nil {
-					fmt.Fprintf(log, "usernode: lingering is off for %s: the node stops when your last session ends; `sudo loginctl enable-linger %s` keeps it (and starts an enabled unit at boot)\n", u, u)
+					note(log, "lingering is off for %s: the node stops when your last session ends; `sudo loginctl enable-linger %s` keeps it (and starts an enabled unit at boot)", u, u)
 				}
 			}
 			return nil
@@ -135,13 +136,13 @@ func uninstallCommand() *cobra.Command {
 			}
 			log := c.ErrOrStderr()
 			if !res.Changed {
-				fmt.Fprintf(log, "usernode: %s is not installed (no %s)\n", res.Unit, res.Path)
+				note(log, "%s is not installed (no %s)", res.Unit, res.Path)
 				return nil
 			}
 			if res.Stopped {
-				fmt.Fprintf(log, "usernode: stopped %s\n", res.Unit)
+				note(log, "stopped %s", res.Unit)
 			}
-			fmt.Fprintf(log, "usernode: removed %s; the node's state is kept (`usernode down --purge` removes it)\n", res.Path)
+			note(log, "removed %s; the node's state is kept (`usernode down --purge` removes it)", res.Path)
 			return nil
 		},
 	}
@@ -152,3 +153,10 @@ func uninstallCommand() *cobra.Command {
 // notifyReady is `up`'s ready callback: under the unit (Type=notify) it
 // tells systemd the node is Ready.
 func notifyReady() { install.NotifyReady() }
+
+// note tells the user, on w (stderr), what install or uninstall did. The
+// action is done whether or not the line gets through, so a failed write
+// is not the command's error.
+func note(w io.Writer, format string, a ...any) {
+	_, _ = fmt.Fprintf(w, "usernode: "+format+"\n", a...)
+}

@@ -145,9 +145,13 @@ func statusCommand() *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(out)
 			}
-			printStatus(c.OutOrStdout(), st)
-			printVerdict(c.OutOrStdout(), out.Doctor)
-			return nil
+			var b strings.Builder
+			if err := printStatus(&b, st); err != nil {
+				return err
+			}
+			printVerdict(&b, out.Doctor)
+			_, err = io.WriteString(c.OutOrStdout(), b.String())
+			return err
 		},
 	}
 	cf.add(c.Flags(), cluster.NodeFlags)
@@ -194,7 +198,9 @@ func doctorVerdict(ctx context.Context) *verdict {
 	return v
 }
 
-func printVerdict(w io.Writer, v *verdict) {
+// printVerdict adds doctor's one-line verdict, if there is one, to status's
+// text.
+func printVerdict(w *strings.Builder, v *verdict) {
 	if v == nil {
 		return
 	}
@@ -205,7 +211,9 @@ func printVerdict(w io.Writer, v *verdict) {
 	fmt.Fprintln(w)
 }
 
-func printStatus(w io.Writer, st *node.Status) {
+// printStatus adds the node's status, its components as a table, to
+// status's text. The text is built in memory and written out in one go.
+func printStatus(w *strings.Builder, st *node.Status) error {
 	fmt.Fprintf(w, "node %s: %s (cgroups %s", st.Sandbox.Name, st.Node.Phase, st.Sandbox.Cgroup.Mode)
 	if st.Sandbox.Network != nil {
 		fmt.Fprintf(w, ", net %s %s", st.Sandbox.Network.Driver, st.Sandbox.Network.Address)
@@ -217,18 +225,25 @@ func printStatus(w io.Writer, st *node.Status) {
 	if st.Node.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", st.Node.Error)
 	}
-	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "COMPONENT\tPID\tSTATE\tRESTARTS\tSINCE")
+	var rows strings.Builder
+	fmt.Fprintln(&rows, "COMPONENT\tPID\tSTATE\tRESTARTS\tSINCE")
 	for _, cs := range st.Node.Components {
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%s\n", cs.Name, cs.PID, cs.State, cs.Restarts, time.Since(cs.Since).Round(time.Second))
+		fmt.Fprintf(&rows, "%s\t%d\t%s\t%d\t%s\n", cs.Name, cs.PID, cs.State, cs.Restarts, time.Since(cs.Since).Round(time.Second))
 	}
-	tw.Flush()
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	if _, err := io.WriteString(tw, rows.String()); err != nil {
+		return err
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
 	if len(st.Ports) > 0 {
 		fmt.Fprintln(w, "forwarded ports:")
 		for _, p := range st.Ports {
 			fmt.Fprintf(w, "  %s\n", p)
 		}
 	}
+	return nil
 }
 
 func logsCommand() *cobra.Command {

@@ -77,7 +77,9 @@ func portCommand() *cobra.Command {
 				return json.NewEncoder(c.OutOrStdout()).Encode(specs)
 			}
 			for _, s := range specs {
-				fmt.Fprintln(c.OutOrStdout(), s.String())
+				if _, err := fmt.Fprintln(c.OutOrStdout(), s.String()); err != nil {
+					return err
+				}
 			}
 			return nil
 		},

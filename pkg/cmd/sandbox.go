@@ -74,7 +74,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 		c := &cobra.Command{
 			Use:   "enter [flags] [-- COMMAND [ARG...]]",
 			Short: "Run a shell or COMMAND inside a running node's namespaces, as its root",
-			RunE: func(c *cobra.Command, args []string) error {
+			RunE: func(_ *cobra.Command, args []string) error {
 				cfg, err := cf.node()
 				if err != nil {
 					return err

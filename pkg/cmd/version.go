@@ -29,8 +29,8 @@ func init() {
 			Short: "Print usernode's version",
 			Args:  cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
-				fmt.Fprintf(c.OutOrStdout(), "usernode %s (%s, %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-				return nil
+				_, err := fmt.Fprintf(c.OutOrStdout(), "usernode %s (%s, %s/%s)\n", version(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+				return err
 			},
 		}
 	})

@@ -52,7 +52,7 @@ func (c *apiClient) do(ctx context.Context, path string) (*http.Response, error)
 	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 1024))
-		resp.Body.Close()
+		_ = resp.Body.Close() // read for the message; the status is the error
 		return nil, fmt.Errorf("GET %s: %s: %s", path, resp.Status, b)
 	}
 	return resp, nil

@@ -17,7 +17,7 @@ import (
 // render resolves cfg, plans the node under a temporary root as `up` does
 // inside the node, runs the in-process steps (the CNI's), and returns
 // every file written and every argv, as text.
-func render(t *testing.T, cfg cluster.Config) (root string, files map[string]string, argv string) {
+func render(t *testing.T, cfg cluster.Config) (files map[string]string, argv string) {
 	t.Helper()
 	cluster.SetDefaults(&cfg)
 	cl, err := cfg.Resolve(cluster.Env{})
@@ -25,7 +25,7 @@ func render(t *testing.T, cfg cluster.Config) (root string, files map[string]str
 		t.Fatal(err)
 	}
 	cl.KubernetesVersion = "v1.37.2"
-	root = t.TempDir()
+	root := t.TempDir()
 	// containerd's config format follows `containerd --version`; this
 	// stands in for the binary's answer.
 	ctd := filepath.Join(t.TempDir(), "containerd")
@@ -76,7 +76,7 @@ func render(t *testing.T, cfg cluster.Config) (root string, files map[string]str
 	if err != nil {
 		t.Fatal(err)
 	}
-	return root, files, argv
+	return files, argv
 }
 
 func certIPs(t *testing.T, pemText string) []string {
@@ -101,14 +101,14 @@ func certIPs(t *testing.T, pemText string) []string {
 // whole node, and every file and flag carries the new values and none of
 // the defaults.
 func TestEveryRendererFollowsTheModel(t *testing.T) {
-	_, def, defArgv := render(t, cluster.Config{})
+	def, defArgv := render(t, cluster.Config{})
 	for _, v := range []string{"10.96.0.10", "10.0.2.100", "10.88.0.0/24", "cluster.local"} {
 		if !strings.Contains(defArgv+strings.Join(mapValues(def), ""), v) {
 			t.Fatalf("default render does not carry %s: the test would prove nothing", v)
 		}
 	}
 
-	_, files, argv := render(t, cluster.Config{NodeSubnet: "10.0.5.0/24", Cluster: cluster.ClusterConfig{
+	files, argv := render(t, cluster.Config{NodeSubnet: "10.0.5.0/24", Cluster: cluster.ClusterConfig{
 		ServiceCIDR: "10.100.0.0/16", PodCIDR: "10.244.0.0/16", DNSDomain: "corp.internal"}})
 	want := map[string][]string{
 		"/etc/usernode/kubelet.yaml":          {"- 10.100.0.10", "clusterDomain: corp.internal"},

@@ -79,7 +79,8 @@ func insideMain() {
 
 func writeFailed(err error) {
 	b, _ := json.Marshal(supervise.Status{Phase: "failed", Error: err.Error()})
-	os.WriteFile(StatusFile, b, 0o600)
+	// Best effort: the process exits 1 right after, with err in its log.
+	_ = os.WriteFile(StatusFile, b, 0o600)
 }
 
 // checkNodeIP makes sure the model's node IP is the one the network driver

@@ -97,8 +97,10 @@ func watchNodePorts(ctx context.Context, c *apiClient, sock string, l *log.Logge
 		}
 		reconcile(svcs)
 		// A port that failed (taken on the host) is retried at the next
-		// list, at the latest when this watch times out.
-		c.watch(ctx, "/api/v1/services?watch=1&timeoutSeconds=60&resourceVersion="+list.Metadata.ResourceVersion, func(typ string, obj json.RawMessage) {
+		// list, at the latest when this watch times out. A watch that
+		// fails (the API restarting, a resourceVersion too old) is
+		// followed by a new list as well.
+		err := c.watch(ctx, "/api/v1/services?watch=1&timeoutSeconds=60&resourceVersion="+list.Metadata.ResourceVersion, func(typ string, obj json.RawMessage) {
 			var s service
 			if json.Unmarshal(obj, &s) != nil || s.Metadata.Name == "" {
 				return
@@ -111,6 +113,9 @@ func watchNodePorts(ctx context.Context, c *apiClient, sock string, l *log.Logge
 			}
 			reconcile(svcs)
 		})
+		if err != nil && ctx.Err() == nil {
+			l.V(1).Infof("watching Services: %v; listing them again", err)
+		}
 	}
 	return nil
 }

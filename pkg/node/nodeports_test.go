@@ -9,11 +9,14 @@ import (
 
 func TestNodePorts(t *testing.T) {
 	var list struct{ Items []service }
-	json.Unmarshal([]byte(`{"items":[
+	err := json.Unmarshal([]byte(`{"items":[
 	 {"metadata":{"namespace":"default","name":"web"},"spec":{"type":"NodePort","ports":[{"protocol":"TCP","nodePort":30080},{"protocol":"UDP","nodePort":30053}]}},
 	 {"metadata":{"namespace":"default","name":"lb"},"spec":{"type":"LoadBalancer","ports":[{"protocol":"TCP","nodePort":31000}]}},
 	 {"metadata":{"namespace":"default","name":"sctp"},"spec":{"type":"NodePort","ports":[{"protocol":"SCTP","nodePort":31001}]}},
 	 {"metadata":{"namespace":"kube-system","name":"kube-dns"},"spec":{"type":"ClusterIP","ports":[{"protocol":"UDP"}]}}]}`), &list)
+	if err != nil {
+		t.Fatal(err)
+	}
 	svcs := map[string]service{}
 	for _, s := range list.Items {
 		svcs[s.Metadata.Namespace+"/"+s.Metadata.Name] = s

@@ -47,17 +47,32 @@ func hostPorts(n *cluster.Node) []port.Spec {
 	}
 }
 
-// Host-side paths of a node, derived from its sandbox config.
+// Paths are the host-side paths of a node's files, for the commands that
+// read them from outside: the state dir (kept across runs) and the runtime
+// dir (this run's).
 type Paths struct{ State, Runtime string }
 
+// PathsOf gives the paths of the node that runs with sandbox config c.
 func PathsOf(c sandbox.Config) Paths { return Paths{State: c.StateDir, Runtime: c.RuntimeDir} }
 
+// Kubeconfig is the user's kubeconfig for the node, written at each `up`.
 func (p Paths) Kubeconfig() string { return filepath.Join(p.State, "kubeconfig") }
-func (p Paths) PKI() string        { return filepath.Join(p.State, strings.TrimPrefix(PKIDir, "/")) }
-func (p Paths) Logs() string       { return filepath.Join(p.State, strings.TrimPrefix(LogDir, "/")) }
-func (p Paths) Status() string     { return filepath.Join(p.Runtime, "status.json") }
-func (p Paths) Ready() string      { return filepath.Join(p.Runtime, "node-ready") }
-func (p Paths) spec() string       { return filepath.Join(p.Runtime, "node.json") }
+
+// PKI is the node's certificate dir (PKIDir inside), kept across runs.
+func (p Paths) PKI() string { return filepath.Join(p.State, strings.TrimPrefix(PKIDir, "/")) }
+
+// Logs is the components' and the supervisor's log dir (LogDir inside).
+func (p Paths) Logs() string { return filepath.Join(p.State, strings.TrimPrefix(LogDir, "/")) }
+
+// Status is the status file the node's supervisor keeps (StatusFile
+// inside), which `usernode status` reads.
+func (p Paths) Status() string { return filepath.Join(p.Runtime, "status.json") }
+
+// Ready is the marker `up` writes once the node is Ready, which a detached
+// `up` waits for.
+func (p Paths) Ready() string { return filepath.Join(p.Runtime, "node-ready") }
+
+func (p Paths) spec() string { return filepath.Join(p.Runtime, "node.json") }
 
 // Check does what `up` must do before it builds anything: the node is
 // not running, its components' tools are there, the Kubernetes version is
@@ -147,7 +162,9 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 			return err
 		}
 		l.Infof("node %q Ready %.1fs after `up` (Kubernetes %s); kubeconfig: %s", n.Name, time.Since(start).Seconds(), cl.KubernetesVersion, paths.Kubeconfig())
-		os.WriteFile(paths.Ready(), nil, 0o600)
+		if err := os.WriteFile(paths.Ready(), nil, 0o600); err != nil {
+			l.Warnf("%v: a detached `up` waiting for the node does not see it Ready", err)
+		}
 		if ready != nil {
 			ready()
 		}
@@ -248,7 +265,7 @@ func Down(c sandbox.Config, timeout time.Duration) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	syscall.Kill(st.Supervisor, syscall.SIGKILL)
+	_ = syscall.Kill(st.Supervisor, syscall.SIGKILL) // ESRCH if it has just gone, which is as good
 	return fmt.Errorf("node %q did not stop within %s; killed it", c.Name, timeout)
 }
 
@@ -290,7 +307,9 @@ func Detach(c sandbox.Config, args []string, timeout time.Duration, l *log.Logge
 	show := func() {
 		b, _ := os.ReadFile(logPath)
 		if int64(len(b)) > printed {
-			l.Writer().Write(b[printed:])
+			// The background run's log, shown as it grows; it is in the
+			// log file whether or not this write gets through.
+			_, _ = l.Writer().Write(b[printed:])
 			printed = int64(len(b))
 		}
 	}

@@ -3,6 +3,7 @@ package sandbox
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"os/signal"
@@ -28,7 +29,7 @@ const (
 // die reports a setup failure to the process above and exits.
 func die(ch *channel, err error) {
 	if ch != nil {
-		ch.send(msg{Kind: "error", Error: err.Error()})
+		_ = ch.send(msg{Kind: "error", Error: err.Error()}) // best effort: stderr has it too
 	}
 	log.New(os.Stderr, 0).Infof("%v", err)
 	os.Exit(125)
@@ -95,26 +96,29 @@ func agentMain(e Entries) {
 	if err := node.Start(); err != nil {
 		die(up, fmt.Errorf("creating the node's network, pid and mount namespaces: %w", err))
 	}
+	// kill ends the node on a failed setup. Kill's error is that init has
+	// gone already, which is as good.
+	kill := func(err error) {
+		_ = node.Process.Kill()
+		die(up, err)
+	}
 	// Hold the node's netns from the start: the forwarder's setup takes a
 	// while, and init may be gone again soon when its command is short.
 	netns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", node.Process.Pid))
 	if err != nil {
-		node.Process.Kill()
-		die(up, fmt.Errorf("opening the node's network namespace: %w", err))
+		kill(fmt.Errorf("opening the node's network namespace: %w", err))
 	}
 	defer netns.Close()
-	childEnd.Close()
-	down.send(msg{Kind: "config", Config: &ac})
+	_ = childEnd.Close() // init has its own copy
+	if err := down.send(msg{Kind: "config", Config: &ac}); err != nil {
+		kill(err)
+	}
 	initPID := node.Process.Pid
 	exited := make(chan int, 1)
 	go func() {
-		node.Wait()
+		_ = node.Wait() // how init ended is in node.ProcessState
 		exited <- exitCode(node.ProcessState)
 	}()
-	kill := func(err error) {
-		node.Process.Kill()
-		die(up, err)
-	}
 	if portL != nil {
 		if e.Ports == nil {
 			kill(errors.New("port forwarder: this program registered no port driver (sandbox.RegisterEntries)"))
@@ -124,7 +128,13 @@ func agentMain(e Entries) {
 			kill(fmt.Errorf("port forwarder: %w", err))
 		}
 		defer f.Close()
-		go e.Ports.Serve(portL, f)
+		go func() {
+			// It returns an error only when accepting fails for good: the
+			// node runs on, without port forwarding, and the log says why.
+			if err := e.Ports.Serve(portL, f); err != nil {
+				log.New(os.Stderr, 0).Warnf("port forwarder API: %v", err)
+			}
+		}()
 	}
 	if err := up.send(msg{Kind: "init", PID: initPID}); err != nil {
 		kill(err)
@@ -150,7 +160,7 @@ func agentMain(e Entries) {
 		case code := <-exited:
 			os.Exit(code)
 		case s := <-sigs:
-			node.Process.Signal(s)
+			_ = node.Process.Signal(s) // fails once init is gone, and exited says so
 		}
 	}
 }
@@ -158,7 +168,7 @@ func agentMain(e Entries) {
 // supervisorPID is the pid the supervisor wrote into our environment.
 func supervisorPID() int {
 	var pid int
-	fmt.Sscan(os.Getenv(supervisorEnv), &pid)
+	_, _ = fmt.Sscan(os.Getenv(supervisorEnv), &pid) // unset or bad: 0, no one's parent
 	return pid
 }
 
@@ -217,10 +227,12 @@ func setupMounts(c *Config, resolv []byte) error {
 	if _, err := mounts.CopyUp("/etc", scratch); err != nil {
 		return fmt.Errorf("copying up /etc: %w", err)
 	}
-	os.Remove(scratch)
+	_ = os.Remove(scratch) // emptied by the move; left over, it is harmless
 	// The host's resolv.conf is often a symlink into /run, which is now a
 	// fresh tmpfs: keep its content instead.
-	os.Remove("/etc/resolv.conf")
+	if err := os.Remove("/etc/resolv.conf"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
 	if err := os.WriteFile("/etc/resolv.conf", resolv, 0o644); err != nil {
 		return err
 	}
@@ -282,7 +294,7 @@ func initMain(e Entries) {
 	// its first process ends.
 	for s := range sigs {
 		if s != syscall.SIGCHLD {
-			syscall.Kill(pid, s.(syscall.Signal))
+			_ = syscall.Kill(pid, s.(syscall.Signal)) // ESRCH once it has ended: reaped below
 			continue
 		}
 		for {
@@ -312,7 +324,9 @@ func setupNodeMounts(fullCgroups bool) error {
 	if err := os.Mkdir(keep, 0o700); err != nil {
 		return err
 	}
-	defer os.Remove(keep)
+	// It fails only with a mount still on keep, after an error that ends
+	// init anyway.
+	defer func() { _ = os.Remove(keep) }()
 	if !fullCgroups {
 		if err := mounts.Bind("/sys/fs/cgroup", keep); err != nil {
 			return err

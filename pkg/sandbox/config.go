@@ -63,7 +63,8 @@ type PortOptions struct {
 // fixed paths under it (device-plugin checkpoints) whatever --root-dir says.
 var Writable = []string{"/var/lib", "/var/log"}
 
-// Seed directories that must exist (and be writable) inside.
+// SeedDirs are the directories the seed says must exist (and be writable)
+// inside; they are made under the Writable ones.
 var SeedDirs = []string{"/var/lib/kubelet", "/var/lib/cni", "/var/lib/containerd", "/var/lib/containers", "/var/log"}
 
 // RuntimeDirInside is where the node sees its runtime dir.

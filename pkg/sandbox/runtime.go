@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -46,7 +47,7 @@ func acquire(dir string) (*lock, error) {
 		return nil, err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+		_ = f.Close() // opened only to lock; nothing written
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			st, _ := ReadState(dir)
 			pid := 0
@@ -57,25 +58,38 @@ func acquire(dir string) (*lock, error) {
 		}
 		return nil, err
 	}
-	l := &lock{dir: dir, f: f}
-	l.clean() // what a crashed run left
-	return l, nil
+	return &lock{dir: dir, f: f}, nil
 }
 
-// clean removes everything in the runtime dir but the lock itself.
-func (l *lock) clean() {
-	ents, _ := os.ReadDir(l.dir)
+// clean removes everything in the runtime dir but the lock itself. It
+// goes on past a file it cannot remove and returns what failed; what is
+// gone already is no failure.
+func (l *lock) clean() error {
+	ents, err := os.ReadDir(l.dir)
+	errs := []error{ignoreNotExist(err)}
 	for _, e := range ents {
 		if e.Name() != "lock" {
-			os.RemoveAll(filepath.Join(l.dir, e.Name()))
+			errs = append(errs, os.RemoveAll(filepath.Join(l.dir, e.Name())))
 		}
 	}
+	return errors.Join(errs...)
 }
 
-func (l *lock) release() {
-	l.clean()
-	os.Remove(filepath.Join(l.dir, "lock"))
-	l.f.Close()
+func ignoreNotExist(err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// release empties the runtime dir and drops the lock. The flock goes with
+// the descriptor whatever Close returns; what it reports is the files and
+// lock it could not remove.
+func (l *lock) release() error {
+	err := l.clean()
+	rerr := ignoreNotExist(os.Remove(filepath.Join(l.dir, "lock")))
+	_ = l.f.Close()
+	return errors.Join(err, rerr)
 }
 
 func writeState(dir string, st *State) error {
@@ -113,7 +127,7 @@ func locked(dir string) bool {
 	if unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB) != nil {
 		return true
 	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	_ = unix.Flock(int(f.Fd()), unix.LOCK_UN) // the deferred Close drops it anyway
 	return false
 }
 

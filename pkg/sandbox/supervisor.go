@@ -103,7 +103,7 @@ func (r *run) onTeardown(f func()) { r.undo = append(r.undo, f) }
 // helper, the cgroup or the runtime dir any more when their turn comes.
 func (r *run) teardown() {
 	if r.agent != nil {
-		r.agent.Process.Signal(syscall.SIGKILL) // a no-op once it has exited
+		_ = r.agent.Process.Signal(syscall.SIGKILL) // a no-op once it has exited
 		<-r.agentGone
 	}
 	for i := len(r.undo) - 1; i >= 0; i-- {
@@ -147,7 +147,16 @@ func (r *run) takeLock() error {
 	if err != nil {
 		return err
 	}
-	r.onTeardown(lk.release)
+	// What a crashed run left. A file that stays is told, not fatal: the
+	// files this run writes replace the ones it has to.
+	if err := lk.clean(); err != nil {
+		r.log.Warnf("emptying the runtime dir of a crashed run: %v", err)
+	}
+	r.onTeardown(func() {
+		if err := lk.release(); err != nil {
+			r.log.Infof("emptying the runtime dir: %v", err)
+		}
+	})
 	return nil
 }
 
@@ -208,7 +217,7 @@ func (r *run) portSocket() error {
 		return err
 	}
 	r.portFile = f
-	r.onTeardown(func() { f.Close() })
+	r.onTeardown(func() { _ = f.Close() }) // the agent holds its own copy
 	return nil
 }
 
@@ -221,7 +230,7 @@ func (r *run) startAgent() error {
 		return err
 	}
 	r.ch = ch
-	r.onTeardown(func() { ch.Close() })
+	r.onTeardown(func() { _ = ch.Close() }) // a socket: nothing to lose
 	a := reexec.Command(agentEntry)
 	a.Env = append(os.Environ(), fmt.Sprintf("%s=%d", supervisorEnv, os.Getpid()))
 	a.Stdin, a.Stdout, a.Stderr = os.Stdin, os.Stdout, os.Stderr
@@ -232,13 +241,13 @@ func (r *run) startAgent() error {
 	a.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	done := r.log.Phase("sandbox")
 	err = userns.Start(a, unix.CLONE_NEWUSER|unix.CLONE_NEWNS|unix.CLONE_NEWUTS|unix.CLONE_NEWIPC, r.mapping)
-	childEnd.Close()
+	_ = childEnd.Close() // the agent holds its own copy
 	if err != nil {
 		return err
 	}
 	r.agent, r.agentGone = a, make(chan struct{})
 	go func() {
-		a.Wait()
+		_ = a.Wait() // how it ended is in a.ProcessState
 		r.agentCode = exitCode(a.ProcessState)
 		close(r.agentGone)
 	}()
@@ -265,7 +274,11 @@ func (r *run) startNetwork() error {
 	}
 	// Before Start: a Start that fails half-way may have left a helper
 	// running, and Close stops whatever it started.
-	r.onTeardown(func() { r.net.Close() })
+	r.onTeardown(func() {
+		if err := r.net.Close(); err != nil {
+			r.log.Infof("stopping the network: %v", err)
+		}
+	})
 	netCfg, err := r.net.Start(r.ctx, network.NS{
 		PID:      r.initPID,
 		UserNS:   fmt.Sprintf("/proc/%d/ns/user", r.agent.Process.Pid),
@@ -327,7 +340,7 @@ func (r *run) wait() (int, error) {
 	var deadline <-chan time.Time
 	stop := func() {
 		if deadline == nil {
-			r.agent.Process.Signal(syscall.SIGTERM)
+			_ = r.agent.Process.Signal(syscall.SIGTERM) // gone already: agentGone says so
 			deadline = time.After(r.cfg.StopTimeout)
 		}
 	}
@@ -350,7 +363,7 @@ func (r *run) wait() (int, error) {
 			stop()
 		case <-deadline:
 			r.log.Infof("the node did not stop within %s; killing it", r.cfg.StopTimeout)
-			r.agent.Process.Signal(syscall.SIGKILL)
+			_ = r.agent.Process.Signal(syscall.SIGKILL) // as above
 		}
 	}
 }

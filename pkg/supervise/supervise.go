@@ -89,7 +89,7 @@ type ComponentStatus struct {
 // Backoff bounds for restarts: a crash loop must not spin the CPU, and a
 // component that ran for a while starts again quickly.
 var (
-	BackoffMin   = time.Second
+	BackoffMin   = time.Second //nolint:revive // time-naming: Min is minimum (BackoffMax's pair), not minutes
 	BackoffMax   = 30 * time.Second
 	StableAfter  = time.Minute
 	StopTimeout  = 10 * time.Second
@@ -234,7 +234,7 @@ func (s *Supervisor) keep(ctx context.Context, c *component) {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 		began := time.Now()
 		err = cmd.Start()
-		log.Close()
+		_ = log.Close() // the child writes through its own copy
 		if err == nil {
 			c.mu.Lock()
 			c.cmd = cmd
@@ -287,11 +287,12 @@ func (s *Supervisor) stopAll() {
 		if cmd == nil || cmd.Process == nil {
 			continue
 		}
-		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+		// ESRCH when the group is gone already, which c.done then says.
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
 		case <-c.done:
 		case <-time.After(StopTimeout):
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			<-c.done
 		}
 	}

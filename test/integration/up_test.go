@@ -280,7 +280,7 @@ func TestUp(t *testing.T) {
 					if err != nil {
 						return
 					}
-					conn.Write([]byte("reached\n"))
+					_, _ = conn.Write([]byte("reached\n")) // the client's read says whether it got there
 					conn.Close()
 				}
 			}(l)
@@ -430,7 +430,9 @@ func realUID(pid int) int {
 	for _, line := range strings.Split(string(b), "\n") {
 		if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
 			var uid int
-			fmt.Sscan(f[1], &uid)
+			if _, err := fmt.Sscan(f[1], &uid); err != nil {
+				return -1
+			}
 			return uid
 		}
 	}
@@ -465,7 +467,9 @@ func TestUpBadInput(t *testing.T) {
 	t.Run("malformed config file", func(t *testing.T) {
 		env := u.NewEnv(t)
 		cfg := filepath.Join(env.DataHome, "config.yaml")
-		os.WriteFile(cfg, []byte("name: bad\napiPort: [6443\n"), 0o644)
+		if err := os.WriteFile(cfg, []byte("name: bad\napiPort: [6443\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		check(t, env, []string{"--config", cfg, "--bin-dir", bins}, "config file", "is not valid")
 	})
 	t.Run("version below 1.30", func(t *testing.T) {
@@ -475,12 +479,18 @@ func TestUpBadInput(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { os.RemoveAll(old) })
-		os.Chmod(old, 0o755)
-		for _, name := range []string{"kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd", "kubectl", "coredns"} {
-			os.WriteFile(filepath.Join(old, name), []byte("#!/bin/sh\necho Kubernetes v1.29.4\n"), 0o755)
+		t.Cleanup(func() { _ = os.RemoveAll(old) }) // best effort
+		if err := os.Chmod(old, 0o755); err != nil {
+			t.Fatal(err)
 		}
-		os.Chown(old, u.UID, u.GID)
+		for _, name := range []string{"kubelet", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "etcd", "kubectl", "coredns"} {
+			if err := os.WriteFile(filepath.Join(old, name), []byte("#!/bin/sh\necho Kubernetes v1.29.4\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chown(old, u.UID, u.GID); err != nil {
+			t.Fatal(err)
+		}
 		check(t, env, []string{"--bin-dir", old}, "v1.29.4", "1.30")
 	})
 	t.Run("API port taken", func(t *testing.T) {
@@ -504,7 +514,9 @@ func TestUpBadInput(t *testing.T) {
 			"2 problems", "cluster.serviceCIDR (--service-cidr) \"10.0.0.0/8\"", "between /12 and /28", "nodeSubnet (--node-subnet)", "overlaps cluster.podCIDR 10.88.0.0/16")
 		env := u.NewEnv(t)
 		cfg := filepath.Join(env.DataHome, "config.yaml")
-		os.WriteFile(cfg, []byte("cluster:\n  podCIDR: 10.0.0.0/8\n"), 0o644)
+		if err := os.WriteFile(cfg, []byte("cluster:\n  podCIDR: 10.0.0.0/8\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		check(t, env, []string{"--config", cfg, "--bin-dir", bins}, "cluster.podCIDR", "contains cluster.serviceCIDR 10.96.0.0/16")
 	})
 	t.Run("no binaries", func(t *testing.T) {

@@ -21,7 +21,10 @@ import (
 	"github.com/usernode/usernode/internal/atomicfile"
 )
 
+// Where the config list goes and the defaults it is written with.
 const (
+	// DefaultConfDir is where the node's containerd looks for CNI
+	// configuration (its default conf_dir), inside the node.
 	DefaultConfDir = "/etc/cni/net.d"
 	// FileName sorts first: containerd loads only the first config in
 	// lexical order.
@@ -69,6 +72,8 @@ type Plugin struct {
 	Capabilities map[string]bool `json:"capabilities,omitempty"`
 }
 
+// IPAM is the bridge plugin's address management section: host-local,
+// handing out addresses from Ranges and adding Routes in each pod.
 type IPAM struct {
 	Type    string    `json:"type"`
 	Ranges  [][]Range `json:"ranges"`
@@ -76,10 +81,13 @@ type IPAM struct {
 	DataDir string    `json:"dataDir,omitempty"`
 }
 
+// Range is one subnet host-local allocates from: the node's pod CIDR.
 type Range struct {
 	Subnet string `json:"subnet"`
 }
 
+// Route is a route host-local adds in each pod, through the bridge (the
+// pods' gateway).
 type Route struct {
 	Dst string `json:"dst"`
 }

@@ -23,7 +23,9 @@ func TestConfList(t *testing.T) {
 	}
 
 	var raw map[string]any
-	json.Unmarshal(b, &raw)
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
 	if raw["cniVersion"] != "1.0.0" || raw["name"] != "usernode" {
 		t.Errorf("header: %v", raw)
 	}
@@ -77,7 +79,9 @@ func TestInstall(t *testing.T) {
 	dir := t.TempDir()
 	// What a host's /etc/cni/net.d copy may hold.
 	for _, n := range []string{"00-host.conf", "87-podman-bridge.conflist", "README"} {
-		os.WriteFile(filepath.Join(dir, n), []byte("{}"), 0o644)
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("{}"), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	path, err := Install(dir, Options{Subnet: netip.MustParsePrefix("10.88.0.0/24")})
 	if err != nil {

@@ -214,15 +214,21 @@ type ConfigV2 struct {
 	Plugins         PluginsV2              `toml:"plugins"`
 }
 
+// GRPC is [grpc]: the socket containerd serves on, which the kubelet
+// and usernode's image import dial.
 type GRPC struct {
 	Address string `toml:"address"`
 }
 
+// ProxyPlugin is one [proxy_plugins] entry: a plugin containerd reaches
+// over a socket (fuse-overlayfs's snapshotter).
 type ProxyPlugin struct {
 	Type    string `toml:"type"`
 	Address string `toml:"address"`
 }
 
+// PluginsV2 is [plugins] of a version 2 config: the CRI plugin's settings,
+// and opt's path.
 type PluginsV2 struct {
 	CRI CRIV2 `toml:"io.containerd.grpc.v1.cri"`
 	Opt Opt   `toml:"io.containerd.internal.v1.opt"`
@@ -230,21 +236,25 @@ type PluginsV2 struct {
 
 // CRIV2 is [plugins."io.containerd.grpc.v1.cri"].
 type CRIV2 struct {
-	SandboxImage             string       `toml:"sandbox_image"`
-	DisableApparmor          bool         `toml:"disable_apparmor"`
-	RestrictOOMScoreAdj      bool         `toml:"restrict_oom_score_adj"`
-	DisableHugetlbController bool         `toml:"disable_hugetlb_controller"`
-	DisableCgroup            bool         `toml:"disable_cgroup"`
-	Containerd               ContainerdV2 `toml:"containerd"`
-	CNI                      CNI          `toml:"cni"`
+	SandboxImage             string          `toml:"sandbox_image"`
+	DisableApparmor          bool            `toml:"disable_apparmor"`
+	RestrictOOMScoreAdj      bool            `toml:"restrict_oom_score_adj"`
+	DisableHugetlbController bool            `toml:"disable_hugetlb_controller"`
+	DisableCgroup            bool            `toml:"disable_cgroup"`
+	Containerd               CRIContainerdV2 `toml:"containerd"`
+	CNI                      CNI             `toml:"cni"`
 }
 
-type ContainerdV2 struct {
+// CRIContainerdV2 is the CRI plugin's [containerd] table in version 2: the
+// snapshotter and the runtimes pods run with.
+type CRIContainerdV2 struct {
 	Snapshotter        string             `toml:"snapshotter"`
 	DefaultRuntimeName string             `toml:"default_runtime_name"`
 	Runtimes           map[string]Runtime `toml:"runtimes"`
 }
 
+// Runtime is one entry of the CRI plugin's runtimes: the runc shim and
+// the OCI runtime binary it runs.
 type Runtime struct {
 	RuntimeType string      `toml:"runtime_type"`
 	Options     RuncOptions `toml:"options"`
@@ -256,12 +266,16 @@ type RuncOptions struct {
 	BinaryName    string `toml:"BinaryName"`
 }
 
+// CNI is the CRI plugin's [cni] table: where containerd finds the CNI
+// plugins and the config list pkg/node/cni writes.
 type CNI struct {
 	BinDir  string   `toml:"bin_dir,omitempty"`
 	BinDirs []string `toml:"bin_dirs,omitempty"`
 	ConfDir string   `toml:"conf_dir"`
 }
 
+// Opt is the opt plugin's table: where it installs its binaries, kept
+// under the node's own root rather than the host's /opt.
 type Opt struct {
 	Path string `toml:"path"`
 }
@@ -306,7 +320,7 @@ func configV2For(o Options) *ConfigV2 {
 				// every sandbox fails "mkdir /sys/fs/cgroup/k8s.io:
 				// permission denied". Side effect: no pod limits.
 				DisableCgroup: o.Degraded,
-				Containerd: ContainerdV2{
+				Containerd: CRIContainerdV2{
 					Snapshotter:        o.Snapshotter,
 					DefaultRuntimeName: RuntimeName,
 					Runtimes:           runtimes(o),
@@ -332,12 +346,16 @@ type ConfigV3 struct {
 	Plugins         PluginsV3              `toml:"plugins"`
 }
 
+// PluginsV3 is [plugins] of a version 3 config, where 1.x's CRI plugin
+// is split into an images and a runtime plugin.
 type PluginsV3 struct {
 	Images  CRIImagesV3  `toml:"io.containerd.cri.v1.images"`
 	Runtime CRIRuntimeV3 `toml:"io.containerd.cri.v1.runtime"`
 	Opt     Opt          `toml:"io.containerd.internal.v1.opt"`
 }
 
+// CRIImagesV3 is [plugins."io.containerd.cri.v1.images"]: the snapshotter
+// and the pinned pause image.
 type CRIImagesV3 struct {
 	Snapshotter string `toml:"snapshotter"`
 	// PinnedImages["sandbox"] replaces 1.x's sandbox_image; pinned images
@@ -345,15 +363,19 @@ type CRIImagesV3 struct {
 	PinnedImages map[string]string `toml:"pinned_images"`
 }
 
+// CRIRuntimeV3 is [plugins."io.containerd.cri.v1.runtime"]: the settings a
+// user namespace needs, the runtimes and CNI.
 type CRIRuntimeV3 struct {
-	DisableApparmor          bool         `toml:"disable_apparmor"`
-	RestrictOOMScoreAdj      bool         `toml:"restrict_oom_score_adj"`
-	DisableHugetlbController bool         `toml:"disable_hugetlb_controller"`
-	Containerd               ContainerdV3 `toml:"containerd"`
-	CNI                      CNI          `toml:"cni"`
+	DisableApparmor          bool            `toml:"disable_apparmor"`
+	RestrictOOMScoreAdj      bool            `toml:"restrict_oom_score_adj"`
+	DisableHugetlbController bool            `toml:"disable_hugetlb_controller"`
+	Containerd               CRIContainerdV3 `toml:"containerd"`
+	CNI                      CNI             `toml:"cni"`
 }
 
-type ContainerdV3 struct {
+// CRIContainerdV3 is the runtime plugin's [containerd] table in version 3
+// (the snapshotter moved to the images plugin).
+type CRIContainerdV3 struct {
 	DefaultRuntimeName string             `toml:"default_runtime_name"`
 	Runtimes           map[string]Runtime `toml:"runtimes"`
 }
@@ -382,7 +404,7 @@ func configV3For(o Options, v ver) *ConfigV3 {
 				DisableApparmor:          true,
 				RestrictOOMScoreAdj:      true,
 				DisableHugetlbController: true,
-				Containerd: ContainerdV3{
+				Containerd: CRIContainerdV3{
 					DefaultRuntimeName: RuntimeName,
 					Runtimes:           runtimes(o),
 				},

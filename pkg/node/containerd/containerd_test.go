@@ -57,7 +57,9 @@ func TestV2Seed(t *testing.T) {
 	var c ConfigV2
 	strict(t, b, &c)
 	o := Options{Degraded: true}
-	o.defaults()
+	if _, err := o.defaults(); err != nil {
+		t.Fatal(err)
+	}
 	if want := configV2For(o); !reflect.DeepEqual(&c, want) {
 		t.Errorf("decoded %+v\nwant %+v", c, want)
 	}
@@ -234,7 +236,9 @@ func TestContainerdAcceptsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "config.toml")
-	os.WriteFile(path, b, 0o644)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	dump, err := exec.Command(bin, "--config", path, "config", "dump").CombinedOutput()
 	if err != nil {
 		t.Fatalf("containerd config dump: %v\n%s", err, dump)

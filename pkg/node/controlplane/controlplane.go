@@ -29,7 +29,11 @@ import (
 const (
 	defaultVersion = k8sversion.Default
 
-	DefaultSecurePort  = 6443
+	// DefaultSecurePort is kube-apiserver's port inside the node, which
+	// the host's API port is forwarded to.
+	DefaultSecurePort = 6443
+	// DefaultEtcdDataDir is etcd's data dir: under /var/lib, so the
+	// cluster's objects survive a restart of the node.
 	DefaultEtcdDataDir = "/var/lib/etcd"
 	// DefaultEtcdQuotaBackendBytes is 1 GiB, half etcd's default. It is a
 	// ceiling on the database file in the user's home, not an allocation:
@@ -41,13 +45,15 @@ const (
 	// data dir outlives `down`, and a renamed member would no longer match
 	// the cluster stored in it.
 	EtcdName = "usernode"
+)
 
-	// Where the supervisor checks each component is up, inside the node.
-	// etcd's metrics listener serves /health over plain HTTP with no data,
-	// which spares the probe a client certificate. kube-apiserver's needs
-	// one (anonymous auth is off): use the admin kubeconfig. The
-	// controller-manager's and scheduler's /healthz are open by default
-	// (--authorization-always-allow-paths).
+// The control plane's addresses inside the node, and where the supervisor
+// checks each component is up. etcd's metrics listener serves /health
+// over plain HTTP with no data, which spares the probe a client
+// certificate. kube-apiserver's needs one (anonymous auth is off): use the
+// admin kubeconfig. The controller-manager's and scheduler's /healthz are
+// open by default (--authorization-always-allow-paths).
+const (
 	EtcdHealthURL              = "http://127.0.0.1:2381/health"
 	EtcdClientURL              = "https://127.0.0.1:2379"
 	APIServerReadyzPath        = "/readyz"

@@ -2,6 +2,7 @@ package controlplane_test
 
 import (
 	"log"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -18,7 +19,7 @@ import (
 // namespace, before it starts the processes (paths shortened to a root).
 func Example() {
 	root, _ := os.MkdirTemp("", "usernode-example")
-	defer os.RemoveAll(root)
+	defer func() { _ = os.RemoveAll(root) }() // best effort; it is under /tmp
 	etc := filepath.Join(root, "etc/usernode")
 	const node, version, degraded = "dev", "v1.37.2", true
 
@@ -32,19 +33,28 @@ func Example() {
 	}
 
 	ctd, _ := containerd.Render(containerd.Options{Version: "1.6.20", Degraded: degraded})
-	os.WriteFile(filepath.Join(etc, "containerd.toml"), ctd, 0o644)
-	cni.Install(filepath.Join(root, "etc/cni/net.d"), cni.Options{})
+	if err := os.WriteFile(filepath.Join(etc, "containerd.toml"), ctd, 0o644); err != nil {
+		log.Fatal(err)
+	}
+	// The pod CIDR is the one the API server gave the Node.
+	if _, err := cni.Install(filepath.Join(root, "etc/cni/net.d"), cni.Options{Subnet: netip.MustParsePrefix("10.88.0.0/24")}); err != nil {
+		log.Fatal(err)
+	}
 
 	kl := kubelet.Options{Version: version, NodeName: node, Degraded: degraded,
 		ClientCAFile: p.CA.Cert, TLSCertFile: p.Kubelet.Cert, TLSPrivateKeyFile: p.Kubelet.Key,
 		KubeconfigPath: kcs.Kubelet, ConfigPath: filepath.Join(etc, "kubelet.yaml")}
 	klYAML, _ := kubelet.Render(kl)
-	os.WriteFile(kl.ConfigPath, klYAML, 0o644)
+	if err := os.WriteFile(kl.ConfigPath, klYAML, 0o644); err != nil {
+		log.Fatal(err)
+	}
 	kubeletFlags, _ := kubelet.Flags(kl)
 
 	kp := kubeproxy.Options{Version: version, NodeName: node, KubeconfigPath: kcs.KubeProxy, ConfigPath: filepath.Join(etc, "kube-proxy.yaml")}
 	kpYAML, _ := kubeproxy.Render(kp)
-	os.WriteFile(kp.ConfigPath, kpYAML, 0o644)
+	if err := os.WriteFile(kp.ConfigPath, kpYAML, 0o644); err != nil {
+		log.Fatal(err)
+	}
 	proxyFlags, _ := kubeproxy.Flags(kp)
 
 	cp := controlplane.Options{Version: version, NodeName: node, PKI: p, Kubeconfigs: &kcs}
@@ -59,5 +69,7 @@ func Example() {
 
 	// The host user's kubeconfig; merged into ~/.kube/config only on request.
 	host, _ := kubeconfig.FromPKI(kubeconfig.ContextName(node), "https://127.0.0.1:6443", p, p.Admin)
-	kubeconfig.Write(filepath.Join(root, "kubeconfig"), host)
+	if err := kubeconfig.Write(filepath.Join(root, "kubeconfig"), host); err != nil {
+		log.Fatal(err)
+	}
 }

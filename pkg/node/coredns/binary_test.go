@@ -57,7 +57,9 @@ func TestCoreDNSLoadsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfPath := filepath.Join(tmp, "Corefile")
-	os.WriteFile(cfPath, cf, 0o644)
+	if err := os.WriteFile(cfPath, cf, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "-conf", cfPath)
 	logPath := filepath.Join(tmp, "log")
 	log, _ := os.Create(logPath)
@@ -66,24 +68,27 @@ func TestCoreDNSLoadsIt(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
+	// exited is closed once coredns has ended, waitErr then says how. A
+	// close, not a send: the check below and the cleanup both wait on it.
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited }) // how it ends does not matter
 
 	get := func(url string) int {
 		resp, err := (&http.Client{Timeout: time.Second}).Get(url)
 		if err != nil {
 			return 0
 		}
-		resp.Body.Close()
+		_ = resp.Body.Close() // only the status is wanted
 		return resp.StatusCode
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for get("http://"+health+"/health") != http.StatusOK {
 		select {
-		case err := <-exited:
+		case <-exited:
 			b, _ := os.ReadFile(logPath)
-			t.Fatalf("coredns exited (%v):\n%s\n%s", err, b, cf)
+			t.Fatalf("coredns exited (%v):\n%s\n%s", waitErr, b, cf)
 		default:
 		}
 		if time.Now().After(deadline) {

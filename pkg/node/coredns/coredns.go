@@ -46,6 +46,8 @@ import (
 	"github.com/usernode/usernode/pkg/supervise"
 )
 
+// CoreDNS's defaults inside the node, and the names of its files and API
+// objects.
 const (
 	// DefaultHealthAddr and DefaultReadyAddr are the `health` and `ready`
 	// plugins' listeners, on loopback inside the node. Neither port is used
@@ -54,9 +56,15 @@ const (
 	// kube-proxy 10249/10256).
 	DefaultHealthAddr = "127.0.0.1:8080"
 	DefaultReadyAddr  = "127.0.0.1:8181"
-	DefaultPort       = 53
-	DefaultUpstream   = "/etc/resolv.conf"
+	// DefaultPort is where CoreDNS answers on the node's address: the
+	// kube-dns Service's port, which pods reach without a translation.
+	DefaultPort = 53
+	// DefaultUpstream is where names outside the cluster go: the servers
+	// the node's own resolv.conf lists.
+	DefaultUpstream = "/etc/resolv.conf"
 
+	// Namespace and ServiceName place the cluster DNS Service where
+	// kubeadm does, so tools that look for kube-system/kube-dns find it.
 	Namespace   = "kube-system"
 	ServiceName = "kube-dns"
 	// ClusterRoleName is kubeadm's; the binding is usernode's own, since
@@ -70,6 +78,9 @@ const (
 	// FieldManager is the server-side apply manager of the objects.
 	FieldManager = "usernode"
 
+	// CorefileName and ObjectsName are the files written into
+	// Options.Dir: CoreDNS's configuration, and the API objects applied
+	// before it starts.
 	CorefileName = "Corefile"
 	ObjectsName  = "coredns.yaml"
 )

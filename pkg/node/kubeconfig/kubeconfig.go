@@ -227,8 +227,8 @@ func Remove(path, name string) error {
 func edit(path string, change func(map[string]any) error) error {
 	// ~/.kube/config is often a symlink into a dotfiles repo: replace the
 	// target, not the link.
-	if real, err := filepath.EvalSymlinks(path); err == nil {
-		path = real
+	if target, err := filepath.EvalSymlinks(path); err == nil {
+		path = target
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
@@ -290,7 +290,9 @@ func lock(path string) (func(), error) {
 		}
 		return nil, err
 	}
-	return func() { os.Remove(l) }, nil
+	// A lock that cannot be removed stays, and the next writer's lock
+	// names it and says to remove it: nothing better to do here.
+	return func() { _ = os.Remove(l) }, nil
 }
 
 func toGeneric(cfg *clientcmdv1.Config) (map[string]any, error) {

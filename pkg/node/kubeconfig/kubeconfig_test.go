@@ -84,7 +84,9 @@ func newCfg() *clientcmdv1.Config {
 
 func TestMergeKeepsUnrelated(t *testing.T) {
 	path := filepath.Join(t.TempDir(), ".kube", "config")
-	os.MkdirAll(filepath.Dir(path), 0o755)
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.WriteFile(path, []byte(existing), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -170,9 +172,13 @@ func TestMergeNewFileAndSymlink(t *testing.T) {
 
 	// A symlinked config: the target is updated, the link stays a link.
 	target := filepath.Join(dir, "dotfiles-config")
-	os.WriteFile(target, []byte(existing), 0o600)
+	if err := os.WriteFile(target, []byte(existing), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	link := filepath.Join(dir, "link")
-	os.Symlink(target, link)
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
 	if err := Merge(link, newCfg(), MergeOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +190,9 @@ func TestMergeNewFileAndSymlink(t *testing.T) {
 
 func TestMergeRespectsKubectlLock(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config")
-	os.Symlink("123", path+".lock")
+	if err := os.Symlink("123", path+".lock"); err != nil {
+		t.Fatal(err)
+	}
 	if err := Merge(path, newCfg(), MergeOptions{}); err == nil || !strings.Contains(err.Error(), "lock") {
 		t.Errorf("err = %v, want a lock error", err)
 	}
@@ -192,7 +200,9 @@ func TestMergeRespectsKubectlLock(t *testing.T) {
 
 func TestMergeRejectsGarbage(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "config")
-	os.WriteFile(path, []byte("clusters: 3\n"), 0o600)
+	if err := os.WriteFile(path, []byte("clusters: 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := Merge(path, newCfg(), MergeOptions{}); err == nil {
 		t.Error("merged into a file whose clusters is not a list")
 	}

@@ -24,8 +24,10 @@ func TestKubeletValidatesIt(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	os.Chmod(dir, 0o755)
+	defer func() { _ = os.RemoveAll(dir) }() // best effort; it is under /tmp
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, degraded := range []bool{true, false} {
 		// Full mode is for cgroup v2 hosts; on others the kubelet refuses
 		// cgroup v1 on its own (failCgroupV1's default), as it should.
@@ -38,7 +40,9 @@ func TestKubeletValidatesIt(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		os.WriteFile(o.ConfigPath, b, 0o644)
+		if err := os.WriteFile(o.ConfigPath, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		flags, _ := Flags(o)
 		cmd := exec.Command(filepath.Join(bin, "kubelet"), flags...)
 		if os.Getuid() == 0 {

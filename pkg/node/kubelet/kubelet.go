@@ -28,10 +28,10 @@ import (
 // Defaults for Options; they match the layout inside the node's mount
 // namespace.
 const (
-	DefaultVersion                  = k8sversion.Default
-	DefaultConfigPath               = "/etc/usernode/kubelet.yaml"
-	DefaultRootDir                  = "/var/lib/kubelet"
-	DefaultResolvConf               = "/etc/resolv.conf"
+	DefaultVersion    = k8sversion.Default
+	DefaultConfigPath = "/etc/usernode/kubelet.yaml"
+	DefaultRootDir    = "/var/lib/kubelet"
+	DefaultResolvConf = "/etc/resolv.conf"
 
 	MinVersion = k8sversion.Min
 	// UserNamespaceGateDefaultOn is the first release where
@@ -41,8 +41,8 @@ const (
 	failCgroupV1Since = "1.31.0"
 )
 
+// DefaultPKI and DefaultKubeconfig are the per-run layout the node uses.
 var (
-	// DefaultPKI and DefaultKubeconfig are the per-run layout the node uses.
 	DefaultPKI        = pki.Paths(pki.DefaultDir)
 	DefaultKubeconfig = kubeconfig.Paths(kubeconfig.DefaultDir).Kubelet
 )

@@ -25,7 +25,9 @@ func TestKubeProxyLoadsIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	in, out := filepath.Join(dir, "in.yaml"), filepath.Join(dir, "out.yaml")
-	os.WriteFile(in, b, 0o644)
+	if err := os.WriteFile(in, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if o, err := exec.Command(filepath.Join(bin, "kube-proxy"), "--config="+in, "--write-config-to="+out).CombinedOutput(); err != nil {
 		t.Fatalf("kube-proxy: %v\n%s", err, o)
 	}

@@ -24,6 +24,8 @@ import (
 )
 
 const (
+	// DefaultConfigPath is where kube-proxy's configuration file is
+	// written, inside the node.
 	DefaultConfigPath = "/etc/usernode/kube-proxy.yaml"
 	// MetricsBindAddress keeps metrics on the node's loopback: nothing
 	// outside the node scrapes them, and the node netns's 0.0.0.0 includes
@@ -40,8 +42,8 @@ var DefaultKubeconfig = kubeconfig.Paths(kubeconfig.DefaultDir).KubeProxy
 
 // Options says what kube-proxy must be told.
 type Options struct {
-	Version  string // kube-proxy's version; default v1.37.2
-	NodeName string // required: kube-proxy reads its Node object by this name
+	Version  string     // kube-proxy's version; default v1.37.2
+	NodeName string     // required: kube-proxy reads its Node object by this name
 	NodeIP   netip.Addr // required
 	// ClusterCIDR is the pods' range (all nodes'): traffic from it is
 	// "local" and is not masqueraded to Services. Required.

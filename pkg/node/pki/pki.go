@@ -64,7 +64,9 @@ const (
 	// leaf once less than RenewBefore is left, so a node that is restarted
 	// now and then never sees an expired certificate.
 	LeafValidity = 365 * 24 * time.Hour
-	RenewBefore  = 90 * 24 * time.Hour
+	// RenewBefore is how much validity a leaf must have left for Ensure
+	// to keep it.
+	RenewBefore = 90 * 24 * time.Hour
 
 	// Clock skew allowance: a cert made just now must already be valid for
 	// a component whose clock is a little behind.

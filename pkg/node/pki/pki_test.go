@@ -133,7 +133,7 @@ func TestEnsureFresh(t *testing.T) {
 		}
 	}
 	keys := 0
-	filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -151,6 +151,9 @@ func TestEnsureFresh(t *testing.T) {
 		}
 		return nil
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if keys != 17 {
 		t.Errorf("%d keys, want 17 (3 CAs, 13 leaves, sa)", keys)
 	}
@@ -236,9 +239,13 @@ func TestEnsureRepairs(t *testing.T) {
 	s1 := serials(t, p)
 
 	// A lost leaf key: only that leaf comes back.
-	os.Remove(p.Scheduler.Key)
+	if err := os.Remove(p.Scheduler.Key); err != nil {
+		t.Fatal(err)
+	}
 	// A key left world-readable gets its mode back without regeneration.
-	os.Chmod(p.Admin.Key, 0o644)
+	if err := os.Chmod(p.Admin.Key, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	p2 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	if got := changed(s1, serials(t, p2)); !slices.Equal(got, []string{"scheduler"}) {
 		t.Errorf("after losing scheduler.key, changed %v", got)
@@ -249,7 +256,9 @@ func TestEnsureRepairs(t *testing.T) {
 
 	// A lost etcd CA: the etcd CA and everything it signed, nothing else.
 	s2 := serials(t, p2)
-	os.Remove(p.EtcdCA.Key)
+	if err := os.Remove(p.EtcdCA.Key); err != nil {
+		t.Fatal(err)
+	}
 	p3 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	if got, want := changed(s2, serials(t, p3)), []string{"apiserver-etcd-client", "etcd/ca", "etcd/peer", "etcd/server"}; !slices.Equal(got, want) {
 		t.Errorf("after losing etcd/ca.key, changed %v want %v", got, want)
@@ -258,7 +267,9 @@ func TestEnsureRepairs(t *testing.T) {
 
 	// sa.pub lost: rewritten from sa.key, which is kept.
 	s3 := serials(t, p3)
-	os.Remove(p.ServiceAccount.Public)
+	if err := os.Remove(p.ServiceAccount.Public); err != nil {
+		t.Fatal(err)
+	}
 	p4 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
 	if got := changed(s3, serials(t, p4)); len(got) != 0 || !slices.Equal(p4.Regenerated, []string{"sa.pub"}) {
 		t.Errorf("after losing sa.pub: changed %v, regenerated %v", got, p4.Regenerated)
