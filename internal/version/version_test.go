@@ -6,11 +6,11 @@ func TestFind(t *testing.T) {
 	for in, want := range map[string]string{
 		"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n": "1.6.20",
 		"containerd github.com/containerd/containerd/v2 v2.2.1 dea7da5\n":               "2.2.1",
-		"Kubernetes v1.37.2\n":                                                          "1.37.2",
-		"iptables v1.8.9 (nf_tables)\n":                                                 "1.8.9",
-		"pasta 2023_02_27.c538ee8\nCopyright Red Hat\nGNU GPL, version 2 or later\n":    "",
-		"crio version 1.22.0\nVersion:  1.22.0\n":                                      "1.22.0",
-		"INFO[0000] starting\nVersion:        1.28.1\nGitCommit: x":                     "1.28.1",
+		"Kubernetes v1.37.2\n":          "1.37.2",
+		"iptables v1.8.9 (nf_tables)\n": "1.8.9",
+		"pasta 2023_02_27.c538ee8\nCopyright Red Hat\nGNU GPL, version 2 or later\n": "",
+		"crio version 1.22.0\nVersion:  1.22.0\n":                                    "1.22.0",
+		"INFO[0000] starting\nVersion:        1.28.1\nGitCommit: x":                  "1.28.1",
 		"": "",
 	} {
 		if got := Find(in); got != want {

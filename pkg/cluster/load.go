@@ -62,7 +62,9 @@ var flagDefs = []flagDef{
 	{name: "port-busy-poll", field: "portBusyPoll", set: PortFlags, usage: "how long the port forwarder keeps polling after a small message instead of sleeping: lower latency for some CPU (0: off)",
 		bind: durationFlag(func(c *Config) *string { return &c.PortBusyPoll })},
 	{name: "keep-source-ip", field: "keepSourceIP", set: PortFlags, usage: "servers in the node see the client's IPv4 address instead of 127.0.0.1 (adds policy routing and an nft table in the node; needs nft)",
-		bind: func(fs *pflag.FlagSet, c *Config, name, usage string) { fs.BoolVar(&c.KeepSourceIP, name, c.KeepSourceIP, usage) }},
+		bind: func(fs *pflag.FlagSet, c *Config, name, usage string) {
+			fs.BoolVar(&c.KeepSourceIP, name, c.KeepSourceIP, usage)
+		}},
 	{name: "bin-dir", field: "binDir", set: UpFlags, path: true, usage: "directory with kubelet, kube-apiserver, ..., etcd and coredns (default: $USERNODE_BIN_DIR, the 'make k8s' cache, then PATH)",
 		bind: strFlag(func(c *Config) *string { return &c.BinDir })},
 	{name: "cri", field: "cri", set: UpFlags, usage: "container runtime",

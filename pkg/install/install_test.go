@@ -61,8 +61,8 @@ func TestRenderOptions(t *testing.T) {
 
 func TestRenderRejects(t *testing.T) {
 	for name, o := range map[string]Options{
-		"relative binary":  {Binary: "bin/usernode"},
-		"bad name":         {Binary: "/u", Name: "Bad_Name"},
+		"relative binary": {Binary: "bin/usernode"},
+		"bad name":        {Binary: "/u", Name: "Bad_Name"},
 	} {
 		if _, err := Render(o); err == nil {
 			t.Errorf("%s: no error", name)
