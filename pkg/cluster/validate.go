@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usernode/usernode/pkg/node/k8sversion"
+	"github.com/usernode/usernode/internal/k8sversion"
 )
 
 // Env is what Resolve checks a config against: the host and the registries.

@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/usernode/usernode/pkg/userns"
+	"github.com/usernode/usernode/internal/userns"
 )
 
 type subidFile struct {

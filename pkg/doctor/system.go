@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/usernode/usernode/pkg/userns"
+	"github.com/usernode/usernode/internal/userns"
 )
 
 // FileInfo is the part of stat(2) the checks use. It is a plain struct so

@@ -9,8 +9,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/usernode/usernode/internal/images"
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/cluster"
-	"github.com/usernode/usernode/pkg/images"
 	"github.com/usernode/usernode/pkg/node/cni"
 	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/node/containerd"
@@ -20,7 +21,6 @@ import (
 	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/kubeproxy"
 	"github.com/usernode/usernode/pkg/node/pki"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // Runtimes are the CRI runtimes a node can run. Adding one is a package

@@ -16,11 +16,11 @@ import (
 	"github.com/usernode/usernode/internal/log"
 
 	"github.com/usernode/usernode/internal/reexec"
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/cgroup"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/sandbox"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // The node side's entry point and the files it shares with the host side

@@ -7,11 +7,11 @@ import (
 	"github.com/usernode/usernode/internal/log"
 
 	"github.com/usernode/usernode/internal/reexec"
+	"github.com/usernode/usernode/internal/supervise"
+	"github.com/usernode/usernode/internal/userns"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/port/api"
 	"github.com/usernode/usernode/pkg/sandbox"
-	"github.com/usernode/usernode/pkg/supervise"
-	"github.com/usernode/usernode/pkg/userns"
 
 	"golang.org/x/sys/unix"
 )

@@ -15,17 +15,17 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/usernode/usernode/internal/k8sversion"
 	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/internal/procenv"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
-	"github.com/usernode/usernode/pkg/node/k8sversion"
 
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/sandbox"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // SandboxConfig is the sandbox that runs cl's node on this host.

@@ -14,10 +14,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usernode/usernode/internal/log"
+	"github.com/usernode/usernode/internal/mounts"
 	"github.com/usernode/usernode/internal/reexec"
+	"github.com/usernode/usernode/internal/userns"
 	"github.com/usernode/usernode/pkg/cgroup"
-	"github.com/usernode/usernode/pkg/mounts"
-	"github.com/usernode/usernode/pkg/userns"
 )
 
 const (

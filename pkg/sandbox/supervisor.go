@@ -18,9 +18,9 @@ import (
 
 	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/internal/reexec"
+	"github.com/usernode/usernode/internal/userns"
 	"github.com/usernode/usernode/pkg/cgroup"
 	"github.com/usernode/usernode/pkg/network"
-	"github.com/usernode/usernode/pkg/userns"
 )
 
 // DefaultStopTimeout is how long a sandbox's first process gets to stop on

@@ -12,7 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usernode/usernode/internal/testutil"
-	"github.com/usernode/usernode/pkg/userns"
+	"github.com/usernode/usernode/internal/userns"
 )
 
 // doctorReport mirrors `usernode doctor --json`; decoding into it is part

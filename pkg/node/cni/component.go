@@ -4,8 +4,8 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/component"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // Bridge registers the bridge CNI: one Linux bridge in the node's network

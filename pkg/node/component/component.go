@@ -18,10 +18,10 @@ import (
 
 	"github.com/usernode/usernode/internal/atomicfile"
 
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // Component is one part of the node.

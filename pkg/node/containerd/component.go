@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/usernode/usernode/pkg/images"
+	"github.com/usernode/usernode/internal/images"
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/component"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // CRI registers containerd as a CRI runtime. 1.x runs in both modes;

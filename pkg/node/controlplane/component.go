@@ -1,8 +1,8 @@
 package controlplane
 
 import (
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/component"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // BootstrapPath is where the objects applied once kube-apiserver is ready

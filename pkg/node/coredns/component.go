@@ -1,9 +1,9 @@
 package coredns
 
 import (
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // Component is the cluster's DNS.

@@ -41,9 +41,9 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // CoreDNS's defaults inside the node, and the names of its files and API

@@ -1,8 +1,8 @@
 package kubelet
 
 import (
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/component"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // Component runs the kubelet.

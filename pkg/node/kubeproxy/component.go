@@ -1,8 +1,8 @@
 package kubeproxy
 
 import (
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/component"
-	"github.com/usernode/usernode/pkg/supervise"
 )
 
 // IPTables programs kube-proxy's (and portmap's) rules in the node.

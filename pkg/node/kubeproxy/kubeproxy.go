@@ -19,7 +19,7 @@ import (
 	kubeproxyv1alpha1 "k8s.io/kube-proxy/config/v1alpha1"
 	"sigs.k8s.io/yaml"
 
-	"github.com/usernode/usernode/pkg/node/k8sversion"
+	"github.com/usernode/usernode/internal/k8sversion"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 )
 
