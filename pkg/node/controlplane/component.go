@@ -1,6 +1,8 @@
 package controlplane
 
 import (
+	"time"
+
 	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/component"
 )
@@ -66,7 +68,10 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	return []supervise.Step{
 		{Name: "etcd", Argv: append([]string{env.Bin("etcd")}, etcd...),
 			Ready: &supervise.Probe{URL: EtcdClientURL + "/health", CA: ps.EtcdCA.Cert, Cert: ps.APIServerEtcdClient.Cert, Key: ps.APIServerEtcdClient.Key}},
-		{Name: "kube-apiserver", Argv: append([]string{env.Bin("kube-apiserver")}, api...),
+		// Its first start bootstraps RBAC and the priority classes: 60 s
+		// under the VM tier's TCG on an idle host, over 2 minutes on a busy
+		// one. `up`'s own --timeout still bounds the whole start.
+		{Name: "kube-apiserver", Argv: append([]string{env.Bin("kube-apiserver")}, api...), ReadyTimeout: 4 * time.Minute,
 			Ready: &supervise.Probe{URL: env.Cluster.NodeAPIServer(env.Node) + APIServerReadyzPath, CA: ps.CA.Cert, Cert: ps.Admin.Cert, Key: ps.Admin.Key}},
 		{Name: "bootstrap-rbac", Oneshot: true, Argv: []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin, "apply", "--server-side", "-f", BootstrapPath}},
 		{Name: "kube-controller-manager", Argv: append([]string{env.Bin("kube-controller-manager")}, cm...),
