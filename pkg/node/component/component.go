@@ -83,6 +83,24 @@ func (e *Env) WriteFile(inside string, b []byte) error {
 	return atomicfile.Write(p, b, 0o600)
 }
 
+// Daemon is the step of a component that is one long-running process with
+// one config file (the kubelet, kube-proxy): render writes the file to
+// configPath, and the process runs with flags.
+func (e *Env) Daemon(name, configPath string, render func() ([]byte, error), flags func() ([]string, error), ready *supervise.Probe) ([]supervise.Step, error) {
+	cfg, err := render()
+	if err != nil {
+		return nil, err
+	}
+	f, err := flags()
+	if err != nil {
+		return nil, err
+	}
+	if err := e.WriteFile(configPath, cfg); err != nil {
+		return nil, err
+	}
+	return []supervise.Step{{Name: name, Argv: append([]string{e.Bin(name)}, f...), Ready: ready}}, nil
+}
+
 // Bin is a tool's path; Tools made sure it is there.
 func (e *Env) Bin(name string) string { return e.Binaries[name] }
 

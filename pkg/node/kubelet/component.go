@@ -27,17 +27,6 @@ func OptionsFor(env *component.Env) Options {
 // Steps writes kubelet.yaml and starts the kubelet.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	o := OptionsFor(env)
-	cfg, err := Render(o)
-	if err != nil {
-		return nil, err
-	}
-	flags, err := Flags(o)
-	if err != nil {
-		return nil, err
-	}
-	if err := env.WriteFile(DefaultConfigPath, cfg); err != nil {
-		return nil, err
-	}
-	return []supervise.Step{{Name: "kubelet", Argv: append([]string{env.Bin("kubelet")}, flags...),
-		Ready: &supervise.Probe{URL: "http://127.0.0.1:10248/healthz"}}}, nil
+	return env.Daemon("kubelet", DefaultConfigPath, func() ([]byte, error) { return Render(o) },
+		func() ([]string, error) { return Flags(o) }, &supervise.Probe{URL: "http://127.0.0.1:10248/healthz"})
 }

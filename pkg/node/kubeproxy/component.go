@@ -31,17 +31,6 @@ func OptionsFor(env *component.Env) Options {
 // Steps writes kube-proxy.yaml and starts kube-proxy.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	o := OptionsFor(env)
-	cfg, err := Render(o)
-	if err != nil {
-		return nil, err
-	}
-	flags, err := Flags(o)
-	if err != nil {
-		return nil, err
-	}
-	if err := env.WriteFile(DefaultConfigPath, cfg); err != nil {
-		return nil, err
-	}
-	return []supervise.Step{{Name: "kube-proxy", Argv: append([]string{env.Bin("kube-proxy")}, flags...),
-		Ready: &supervise.Probe{URL: "http://" + HealthzBindAddress + "/healthz"}}}, nil
+	return env.Daemon("kube-proxy", DefaultConfigPath, func() ([]byte, error) { return Render(o) },
+		func() ([]string, error) { return Flags(o) }, &supervise.Probe{URL: "http://" + HealthzBindAddress + "/healthz"})
 }
