@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"os"
 	"time"
 
 	"github.com/usernode/usernode/internal/supervise"
@@ -57,7 +58,11 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	boot, err := RenderBootstrap()
+	ca, err := os.ReadFile(env.Path(env.PKI.CA.Cert))
+	if err != nil {
+		return nil, err
+	}
+	boot, err := RenderBootstrap(ClusterInfo{Server: env.Cluster.API.URL(), CA: ca})
 	if err != nil {
 		return nil, err
 	}

@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/usernode/usernode/pkg/bootstraptoken"
+
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -198,6 +200,10 @@ func APIServerFlags(o Options) ([]string, error) {
 		// Added to the default plugins: a kubelet may only change its own
 		// Node and the pods bound to it.
 		"--enable-admission-plugins=NodeRestriction",
+		// Joining hosts authenticate with a bootstrap token (a Secret in
+		// kube-system) until they have their own certificate; what a
+		// token may do is the RBAC in NodeBootstrapObjects.
+		"--enable-bootstrap-token-auth=true",
 		// Pods that need host access (CNI or storage daemonsets) are a
 		// normal part of a dev cluster; the node is the user's anyway.
 		"--allow-privileged=true",
@@ -256,7 +262,10 @@ func ControllerManagerFlags(o Options) ([]string, error) {
 		// Each controller acts as its own service account, so RBAC shows
 		// (and limits) which one did what.
 		"--use-service-account-credentials=true",
-		"--controllers=*",
+		// Plus the two that are off by default: bootstrapsigner signs
+		// cluster-info with each bootstrap token, tokencleaner deletes
+		// expired ones.
+		"--controllers=*,bootstrapsigner,tokencleaner",
 		"--allocate-node-cidrs=true",
 		"--cluster-cidr=" + o.ClusterCIDR.String(),
 		"--node-cidr-mask-size=" + strconv.Itoa(o.NodeCIDRMaskSize),
@@ -310,14 +319,69 @@ var defaultServiceAccount = corev1.ServiceAccount{
 	ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: "default"},
 }
 
-// RenderBootstrap is BootstrapObjects and the default ServiceAccount as a
-// multi-document YAML stream, for `kubectl apply -f -`.
-func RenderBootstrap() ([]byte, error) {
+// ClusterInfo is what a joining host learns from kube-public/cluster-info:
+// where the API is (as other hosts reach it) and the CA, which it trusts
+// only if the CA's key matches the pin in its join command.
+type ClusterInfo struct {
+	Server string
+	CA     []byte // PEM
+}
+
+// NodeBootstrapObjects are kubeadm's node-bootstrap objects, bound to
+// usernode's token group (bootstraptoken.Group): a token may create a node
+// client CSR (system:node-bootstrapper), which is approved automatically,
+// as are a node's renewals of its own certificate; and it may read
+// cluster-info. Anonymous requests are off, so cluster-info is readable by
+// the bootstrappers, not by everyone as in kubeadm.
+func NodeBootstrapObjects(ci ClusterInfo) []any {
+	crb := func(name, role string, subject rbacv1.Subject) rbacv1.ClusterRoleBinding {
+		return rbacv1.ClusterRoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects:   []rbacv1.Subject{subject},
+		}
+	}
+	group := func(name string) rbacv1.Subject {
+		return rbacv1.Subject{APIGroup: rbacv1.GroupName, Kind: rbacv1.GroupKind, Name: name}
+	}
+	info := kubeconfig.New(kubeconfig.Options{Name: "", Server: ci.Server, CAData: ci.CA})
+	info.AuthInfos, info.Contexts, info.CurrentContext = nil, nil, ""
+	kc, _ := kubeconfig.Render(info) // a config of plain strings always marshals
+	return []any{
+		crb("usernode:kubelet-bootstrap", "system:node-bootstrapper", group(bootstraptoken.Group)),
+		crb("usernode:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", group(bootstraptoken.Group)),
+		crb("usernode:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", group("system:nodes")),
+		corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: metav1.ObjectMeta{Name: bootstraptoken.ClusterInfo, Namespace: bootstraptoken.ClusterInfoNS},
+			Data:       map[string]string{"kubeconfig": string(kc)},
+		},
+		rbacv1.Role{
+			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "Role"},
+			ObjectMeta: metav1.ObjectMeta{Name: "usernode:bootstrap-signer-clusterinfo", Namespace: bootstraptoken.ClusterInfoNS},
+			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"},
+				ResourceNames: []string{bootstraptoken.ClusterInfo}, Verbs: []string{"get"}}},
+		},
+		rbacv1.RoleBinding{
+			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
+			ObjectMeta: metav1.ObjectMeta{Name: "usernode:bootstrap-signer-clusterinfo", Namespace: bootstraptoken.ClusterInfoNS},
+			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "usernode:bootstrap-signer-clusterinfo"},
+			Subjects:   []rbacv1.Subject{group("system:bootstrappers")},
+		},
+	}
+}
+
+// RenderBootstrap is the default ServiceAccount, BootstrapObjects and
+// NodeBootstrapObjects as a multi-document YAML stream, for
+// `kubectl apply -f -`.
+func RenderBootstrap(ci ClusterInfo) ([]byte, error) {
 	var docs []string
 	objs := []any{defaultServiceAccount}
 	for _, b := range BootstrapObjects() {
 		objs = append(objs, b)
 	}
+	objs = append(objs, NodeBootstrapObjects(ci)...)
 	for _, obj := range objs {
 		b, err := yaml.Marshal(obj)
 		if err != nil {

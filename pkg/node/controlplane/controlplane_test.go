@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usernode/usernode/pkg/bootstraptoken"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	corev1 "k8s.io/api/core/v1"
 
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -117,7 +120,7 @@ func TestControllerManagerAndScheduler(t *testing.T) {
 		"--cluster-signing-key-file":         "/var/lib/usernode/pki/ca.key",
 		"--root-ca-file":                     "/var/lib/usernode/pki/ca.crt",
 		"--service-account-private-key-file": "/var/lib/usernode/pki/sa.key",
-		"--controllers":                      "*",
+		"--controllers":                      "*,bootstrapsigner,tokencleaner",
 		"--allocate-node-cidrs":              "true",
 		"--cluster-cidr":                     "10.88.0.0/16",
 		"--node-cidr-mask-size":              "24",
@@ -154,24 +157,54 @@ func TestValidation(t *testing.T) {
 }
 
 func TestBootstrap(t *testing.T) {
-	b, err := RenderBootstrap()
+	b, err := RenderBootstrap(ClusterInfo{Server: "https://198.51.100.1:6443", CA: []byte("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	docs := strings.Split(string(b), "---\n")
-	if len(docs) != 2 {
-		t.Fatalf("want the default ServiceAccount and one binding, got:\n%s", b)
-	}
 	var sa corev1.ServiceAccount
 	if err := yaml.UnmarshalStrict([]byte(docs[0]), &sa); err != nil || sa.Kind != "ServiceAccount" || sa.Name != "default" || sa.Namespace != "default" {
 		t.Errorf("service account = %+v (%v)", sa, err)
 	}
-	var crb rbacv1.ClusterRoleBinding
-	if err := yaml.UnmarshalStrict([]byte(docs[1]), &crb); err != nil {
-		t.Fatal(err)
+	// Each document decodes strictly into its kind; the bindings are what
+	// kube-apiserver's kubelet client and the bootstrap tokens need.
+	bindings := map[string]rbacv1.ClusterRoleBinding{}
+	var info corev1.ConfigMap
+	for _, d := range docs[1:] {
+		var meta metav1.TypeMeta
+		if err := yaml.Unmarshal([]byte(d), &meta); err != nil {
+			t.Fatal(err)
+		}
+		switch meta.Kind {
+		case "ClusterRoleBinding":
+			var crb rbacv1.ClusterRoleBinding
+			if err := yaml.UnmarshalStrict([]byte(d), &crb); err != nil {
+				t.Fatal(err)
+			}
+			bindings[crb.RoleRef.Name] = crb
+		case "ConfigMap":
+			if err := yaml.UnmarshalStrict([]byte(d), &info); err != nil {
+				t.Fatal(err)
+			}
+		case "Role", "RoleBinding":
+		default:
+			t.Errorf("unexpected %s:\n%s", meta.Kind, d)
+		}
 	}
-	if crb.Kind != "ClusterRoleBinding" || crb.RoleRef.Name != "system:kubelet-api-admin" ||
-		len(crb.Subjects) != 1 || crb.Subjects[0].Name != pki.APIServerKubeletClientUser || crb.Subjects[0].Kind != "User" {
-		t.Errorf("binding = %+v", crb)
+	if crb := bindings["system:kubelet-api-admin"]; len(crb.Subjects) != 1 || crb.Subjects[0].Name != pki.APIServerKubeletClientUser || crb.Subjects[0].Kind != "User" {
+		t.Errorf("kubelet API binding = %+v", crb)
+	}
+	for role, group := range map[string]string{
+		"system:node-bootstrapper": bootstraptoken.Group,
+		"system:certificates.k8s.io:certificatesigningrequests:nodeclient":     bootstraptoken.Group,
+		"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient": "system:nodes",
+	} {
+		if crb := bindings[role]; len(crb.Subjects) != 1 || crb.Subjects[0].Name != group || crb.Subjects[0].Kind != "Group" {
+			t.Errorf("%s bound to %+v, want group %s", role, crb.Subjects, group)
+		}
+	}
+	kc := info.Data["kubeconfig"]
+	if info.Namespace != "kube-public" || info.Name != "cluster-info" || !strings.Contains(kc, "server: https://198.51.100.1:6443") || !strings.Contains(kc, "certificate-authority-data:") || strings.Contains(kc, "client-") {
+		t.Errorf("cluster-info = %+v", info)
 	}
 }

@@ -63,7 +63,7 @@ func Example() {
 	kcmFlags, _ := controlplane.ControllerManagerFlags(cp)
 	schedFlags, _ := controlplane.SchedulerFlags(cp)
 	// Start etcd, kube-apiserver (ready: GET /readyz with kcs.Admin),
-	// then apply controlplane.RenderBootstrap() with kcs.Admin, start
+	// then apply controlplane.RenderBootstrap(...) with kcs.Admin, start
 	// the controller-manager, scheduler, containerd, kubelet, kube-proxy.
 	_, _, _, _, _, _ = etcdFlags, apiFlags, kcmFlags, schedFlags, kubeletFlags, proxyFlags
 
