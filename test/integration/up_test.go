@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/usernode/usernode/pkg/bootstraptoken"
+
 	"github.com/usernode/usernode/internal/testutil"
 )
 
@@ -356,6 +358,81 @@ func TestUp(t *testing.T) {
 			out, _ := c.kubectl("get", "node", c.name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 			return out == "True", out
 		})
+	})
+
+	// Bootstrap tokens, the way other hosts will join: the join command
+	// pins the cluster's CA, a token can read cluster-info (signed for it
+	// by the bootstrapsigner) and ask for a node certificate, and nothing
+	// else; deleted or expired, it is refused.
+	t.Run("bootstrap tokens", func(t *testing.T) {
+		bin := testutil.Binary(t)
+		r := c.env.Run(t, 30*time.Second, bin, "token", "create", "--name", c.name, "--ttl", "1h", "--description", "integration")
+		f := strings.Fields(r.Stdout)
+		if r.Code != 0 || len(f) != 7 || f[0] != "usernode" || f[1] != "join" || f[3] != "--token" || f[5] != "--ca-cert-hash" {
+			t.Fatalf("token create: %s", r)
+		}
+		if f[2] != fmt.Sprintf("https://127.0.0.1:%d", c.api) {
+			t.Errorf("join server %s", f[2])
+		}
+		tok, err := bootstraptoken.Parse(f[4])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca := filepath.Join(c.env.DataHome, "usernode", c.name, "var/lib/usernode/pki/ca.crt")
+		caPEM, err := os.ReadFile(ca)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want, _ := bootstraptoken.CAHash(caPEM); f[6] != want {
+			t.Errorf("CA pin %s, the CA's is %s", f[6], want)
+		}
+		as := func(token string, args ...string) (string, error) {
+			out, err := exec.Command(c.kubectlBin, append([]string{"--kubeconfig", os.DevNull, "--server", f[2],
+				"--certificate-authority", ca, "--token", token}, args...)...).CombinedOutput()
+			return strings.TrimSpace(string(out)), err
+		}
+		if out, err := as(tok.String(), "auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"); err != nil || out != "system:bootstrap:"+tok.ID {
+			t.Errorf("whoami with the token: %q %v", out, err)
+		}
+		if out, err := as(tok.String(), "get", "cm", "-n", "kube-public", "cluster-info", "-o", "jsonpath={.data.kubeconfig}"); err != nil || !strings.Contains(out, "server: "+f[2]) {
+			t.Errorf("cluster-info with the token: %q %v", out, err)
+		}
+		waitFor(t, "cluster-info signed for the token", time.Minute, func() (bool, string) {
+			out, _ := c.kubectl("get", "cm", "-n", "kube-public", "cluster-info", "-o", "jsonpath={.data.jws-kubeconfig-"+tok.ID+"}")
+			return out != "", out
+		})
+		for check, want := range map[string]string{"create certificatesigningrequests": "yes", "list secrets -A": "no", "get nodes": "no", "create pods": "no"} {
+			out, _ := as(tok.String(), append([]string{"auth", "can-i"}, strings.Fields(check)...)...)
+			// The answer is the last word; kubectl may warn before it.
+			if w := strings.Fields(out); len(w) == 0 || w[len(w)-1] != want {
+				t.Errorf("can the token %s? %q, want %q", check, out, want)
+			}
+		}
+		if out, err := as(tok.String(), "get", "secrets", "-n", "kube-system"); err == nil || !strings.Contains(out, "Forbidden") {
+			t.Errorf("the token read kube-system's secrets: %q", out)
+		}
+		if r := c.env.Run(t, 30*time.Second, bin, "token", "list", "--name", c.name, "--json"); r.Code != 0 || !strings.Contains(r.Stdout, `"id": "`+tok.ID+`"`) || strings.Contains(r.Stdout, tok.Secret) {
+			t.Errorf("token list (must show the ID, never the secret): %s", r)
+		}
+		if r := c.env.Run(t, 30*time.Second, bin, "token", "delete", "--name", c.name, tok.ID); r.Code != 0 {
+			t.Errorf("token delete: %s", r)
+		}
+		waitFor(t, "a deleted token refused", 30*time.Second, func() (bool, string) {
+			out, err := as(tok.String(), "auth", "whoami")
+			return err != nil && strings.Contains(out, "Unauthorized"), out
+		})
+		r = c.env.Run(t, 30*time.Second, bin, "token", "create", "--name", c.name, "--ttl", "2s")
+		short := strings.Fields(r.Stdout)
+		if r.Code != 0 || len(short) != 7 {
+			t.Fatalf("token create --ttl 2s: %s", r)
+		}
+		waitFor(t, "an expired token refused", 30*time.Second, func() (bool, string) {
+			out, err := as(short[4], "auth", "whoami")
+			return err != nil && strings.Contains(out, "Unauthorized"), out
+		})
+		if r := c.env.Run(t, 30*time.Second, bin, "token", "delete", "--name", c.name, "zzzzzz"); r.Code == 0 || !strings.Contains(r.Stderr, "token list") {
+			t.Errorf("deleting a token that is not there: %s", r)
+		}
 	})
 
 	t.Run("second up is refused", func(t *testing.T) {
