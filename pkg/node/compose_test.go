@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -210,4 +211,20 @@ func mapValues(m map[string]string) []string {
 		out = append(out, v)
 	}
 	return out
+}
+
+func TestHostPorts(t *testing.T) {
+	n := cluster.DefaultCluster().Self()
+	if got := hostPorts(n); len(got) != 2 || got[0].HostIP.String() != "127.0.0.1" {
+		t.Errorf("loopback host IP: %v", got)
+	}
+	n.HostIP = netip.MustParseAddr("198.51.100.1")
+	got := hostPorts(n)
+	var s []string
+	for _, p := range got {
+		s = append(s, p.String())
+	}
+	if want := "198.51.100.1:6443/tcp->6443 198.51.100.1:10250/tcp->10250 127.0.0.1:6443/tcp->6443 127.0.0.1:10250/tcp->10250"; strings.Join(s, " ") != want {
+		t.Errorf("host ports %q, want %q", strings.Join(s, " "), want)
+	}
 }

@@ -39,12 +39,19 @@ func SandboxConfig(cl *cluster.Cluster, getenv func(string) string) (sandbox.Con
 }
 
 // hostPorts are the node's own forwards: kube-apiserver and the kubelet,
-// from the host IP.
+// from the host IP, and from 127.0.0.1 too when the host IP is another
+// address, so that what runs on the host itself keeps the loopback path.
 func hostPorts(n *cluster.Node) []port.Spec {
-	return []port.Spec{
-		{Proto: "tcp", HostIP: n.HostIP, HostPort: n.APIPort, ChildPort: cluster.APIServerPort},
-		{Proto: "tcp", HostIP: n.HostIP, HostPort: n.KubeletPort, ChildPort: cluster.KubeletPort},
+	var out []port.Spec
+	for _, ip := range []netip.Addr{n.HostIP, netip.AddrFrom4([4]byte{127, 0, 0, 1})} {
+		out = append(out,
+			port.Spec{Proto: "tcp", HostIP: ip, HostPort: n.APIPort, ChildPort: cluster.APIServerPort},
+			port.Spec{Proto: "tcp", HostIP: ip, HostPort: n.KubeletPort, ChildPort: cluster.KubeletPort})
+		if ip.IsLoopback() {
+			break
+		}
 	}
+	return out
 }
 
 // Paths are the host-side paths of a node's files, for the commands that
