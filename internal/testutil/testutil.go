@@ -109,6 +109,9 @@ type Env struct {
 	RuntimeDir string
 	DataHome   string
 	Extra      []string
+	// NetNS, when set, is a network namespace (a path, as TwoHosts makes
+	// them) the session's commands run in: a "host" of a multi-host test.
+	NetNS string
 }
 
 // NewEnv makes a fresh session environment for the user.
@@ -138,10 +141,16 @@ func (e *Env) Vars() []string {
 // Command prepares a command that runs as the session's user.
 func (e *Env) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	c := exec.CommandContext(ctx, name, args...)
+	if e.NetNS != "" {
+		// Root enters the namespace, then drops to the user: a user may
+		// not join a network namespace root made.
+		c = exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + e.NetNS, "--",
+			"setpriv", fmt.Sprintf("--reuid=%d", e.User.UID), fmt.Sprintf("--regid=%d", e.User.GID), "--clear-groups", "--", name}, args...)...)
+	}
 	c.Env = e.Vars()
 	c.Dir = "/"
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if e.User.switched {
+	if e.User.switched && e.NetNS == "" {
 		c.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(e.User.UID), Gid: uint32(e.User.GID), Groups: []uint32{}}
 	}
 	// Kill the whole process group, not only the direct child, so that a

@@ -41,6 +41,7 @@ func TestDNS(t *testing.T) {
 	bins := testutil.K8sBin(t)
 	c := &cluster{t: t, env: u.NewEnv(t), name: "dnstest", kubectlBin: filepath.Join(bins, "kubectl"), api: int(testutil.FreePort(t, "tcp")), klt: int(testutil.FreePort(t, "tcp"))}
 	c.kubeconfig = filepath.Join(c.env.DataHome, "usernode", c.name, "kubeconfig")
+	c.extra = []string{"--keep-source-ip"} // DNS must work with the forwarder's policy routing too
 	// Registered first: a node that failed halfway through up is stopped too.
 	t.Cleanup(func() {
 		if r := c.down("--purge"); r.Code != 0 {

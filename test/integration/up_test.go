@@ -58,12 +58,10 @@ func waitFor(t *testing.T, what string, timeout time.Duration, f func() (bool, s
 	t.Fatalf("%s: not within %s; last: %s", what, timeout, last)
 }
 
-// up runs with --keep-source-ip: everything else the node test checks
-// must work with the forwarder's policy routing and nft table in place.
-// c.extra adds flags (a non-default cluster model).
+// up starts the node in the background; c.extra adds flags.
 func (c *cluster) up() testutil.Result {
 	args := []string{"up", "-d", "--name", c.name, "--bin-dir", filepath.Dir(c.kubectlBin),
-		"--api-port", fmt.Sprint(c.api), "--kubelet-port", fmt.Sprint(c.klt), "--keep-source-ip"}
+		"--api-port", fmt.Sprint(c.api), "--kubelet-port", fmt.Sprint(c.klt)}
 	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), append(args, c.extra...)...)
 }
 
@@ -131,7 +129,9 @@ func TestUp(t *testing.T) {
 	// Not the defaults: the node's subnet and the pod CIDR flow from the
 	// command line into the network driver, the certificates, the
 	// controller-manager and the CNI (checked in "model" below).
-	c.extra = []string{"--node-subnet", "10.0.7.0/24", "--pod-cidr", "10.244.0.0/16"}
+	// --keep-source-ip: everything else the node test checks must work
+	// with the forwarder's policy routing and nft table in place.
+	c.extra = []string{"--node-subnet", "10.0.7.0/24", "--pod-cidr", "10.244.0.0/16", "--keep-source-ip"}
 	procsBefore, _ := testutil.ProcsOf(u.UID)
 	mountsBefore := mountCount(t)
 
