@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/usernode/usernode/pkg/join"
 
 	"github.com/usernode/usernode/pkg/bootstraptoken"
 
@@ -411,6 +414,29 @@ func TestUp(t *testing.T) {
 		if out, err := as(tok.String(), "get", "secrets", "-n", "kube-system"); err == nil || !strings.Contains(out, "Forbidden") {
 			t.Errorf("the token read kube-system's secrets: %q", out)
 		}
+		// Discovery, as a joining host does it: the CA is pinned before
+		// the token is sent, cluster-info must be signed for the token.
+		discover := func(server string, tok bootstraptoken.Token, pin string, timeout time.Duration) (*join.Cluster, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			return join.Discover(ctx, server, tok, pin)
+		}
+		if got, err := discover(f[2], tok, f[6], time.Minute); err != nil || string(got.CA) != string(caPEM) || got.Server != f[2] {
+			t.Errorf("discovery with the join command's values: %+v %v", got, err)
+		}
+		for name, bad := range map[string]struct {
+			server, pin string
+			tok         bootstraptoken.Token
+			want        string
+		}{
+			"wrong pin":   {f[2], "sha256:" + strings.Repeat("0", 64), tok, "does not present the CA pinned"},
+			"wrong token": {f[2], f[6], bootstraptoken.Token{ID: tok.ID, Secret: strings.Repeat("0", 16)}, "refused token"},
+			"unreachable": {fmt.Sprintf("https://127.0.0.1:%d", testutil.FreePort(t, "tcp")), f[6], tok, "cannot reach the API server"},
+		} {
+			if _, err := discover(bad.server, bad.tok, bad.pin, 10*time.Second); err == nil || !strings.Contains(err.Error(), bad.want) {
+				t.Errorf("discovery, %s: %v; want %q", name, err, bad.want)
+			}
+		}
 		if r := c.env.Run(t, 30*time.Second, bin, "token", "list", "--name", c.name, "--json"); r.Code != 0 || !strings.Contains(r.Stdout, `"id": "`+tok.ID+`"`) || strings.Contains(r.Stdout, tok.Secret) {
 			t.Errorf("token list (must show the ID, never the secret): %s", r)
 		}
@@ -430,6 +456,14 @@ func TestUp(t *testing.T) {
 			out, err := as(short[4], "auth", "whoami")
 			return err != nil && strings.Contains(out, "Unauthorized"), out
 		})
+		if expired, err := bootstraptoken.Parse(short[4]); err != nil {
+			t.Error(err)
+		} else if _, err := discover(f[2], expired, f[6], 10*time.Second); err == nil || !strings.Contains(err.Error(), "expired") {
+			t.Errorf("discovery with an expired token: %v", err)
+		}
+		if _, err := discover(f[2], tok, f[6], 10*time.Second); err == nil || !strings.Contains(err.Error(), "refused token") {
+			t.Errorf("discovery with a deleted token: %v", err)
+		}
 		if r := c.env.Run(t, 30*time.Second, bin, "token", "delete", "--name", c.name, "zzzzzz"); r.Code == 0 || !strings.Contains(r.Stderr, "token list") {
 			t.Errorf("deleting a token that is not there: %s", r)
 		}

@@ -190,7 +190,9 @@ func APIServerFlags(o Options) ([]string, error) {
 		// host's forwarded port.
 		"--bind-address=0.0.0.0",
 		"--secure-port=" + strconv.Itoa(o.SecurePort),
-		"--tls-cert-file=" + p.APIServer.Cert,
+		// The chain (leaf, then the CA): a joining host checks the CA's
+		// pin before it trusts the server (pkg/join).
+		"--tls-cert-file=" + p.APIServerChain,
 		"--tls-private-key-file=" + p.APIServer.Key,
 		"--client-ca-file=" + p.CA.Cert,
 		// Every request carries a client certificate or a token; health

@@ -97,7 +97,7 @@ func TestAPIServer(t *testing.T) {
 		"--allow-privileged":                 "true",
 		"--service-cluster-ip-range":         "10.96.0.0/16",
 		"--client-ca-file":                   "/x/pki/ca.crt",
-		"--tls-cert-file":                    "/x/pki/apiserver.crt",
+		"--tls-cert-file":                    "/x/pki/apiserver-chain.crt",
 		"--requestheader-client-ca-file":     "/x/pki/front-proxy-ca.crt",
 		"--requestheader-allowed-names":      "front-proxy-client",
 	})

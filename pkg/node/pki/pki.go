@@ -147,7 +147,11 @@ type PKI struct {
 	EtcdCA       Pair
 	FrontProxyCA Pair
 
-	APIServer              Pair
+	APIServer Pair
+	// APIServerChain is apiserver.crt followed by ca.crt: what
+	// kube-apiserver serves, so that a joining host can check the CA
+	// against the pin in its join command before it sends anything.
+	APIServerChain         string
 	APIServerKubeletClient Pair
 	APIServerEtcdClient    Pair
 	FrontProxyClient       Pair
@@ -184,6 +188,7 @@ func Paths(dir string) *PKI {
 		EtcdCA:                 p("etcd/ca"),
 		FrontProxyCA:           p("front-proxy-ca"),
 		APIServer:              p("apiserver"),
+		APIServerChain:         filepath.Join(dir, "apiserver-chain.crt"),
 		APIServerKubeletClient: p("apiserver-kubelet-client"),
 		APIServerEtcdClient:    p("apiserver-etcd-client"),
 		FrontProxyClient:       p("front-proxy-client"),
@@ -349,6 +354,18 @@ func Ensure(dir string, o Options) (*PKI, error) {
 	e.serviceAccount()
 	if e.err != nil {
 		return nil, e.err
+	}
+	// Derived, so written every time: it follows either file.
+	leaf, err := os.ReadFile(p.APIServer.Cert)
+	if err != nil {
+		return nil, err
+	}
+	caPEM, err := os.ReadFile(p.CA.Cert)
+	if err != nil {
+		return nil, err
+	}
+	if err := atomicfile.Write(p.APIServerChain, append(leaf, caPEM...), 0o644); err != nil {
+		return nil, err
 	}
 	p.Regenerated = e.regenerated
 	return p, nil

@@ -304,3 +304,18 @@ func TestExtraSANs(t *testing.T) {
 	verify(t, "extra dns", p.APIServer.Cert, p.CA.Cert, x509.ExtKeyUsageServerAuth, "myhost.example")
 	verify(t, "extra ip", p.APIServer.Cert, p.CA.Cert, x509.ExtKeyUsageServerAuth, "192.168.1.7")
 }
+
+// kube-apiserver serves its certificate followed by the CA, which is what
+// a joining host checks its pin against.
+func TestAPIServerChain(t *testing.T) {
+	p := mustEnsure(t, t.TempDir(), topo(Options{NodeName: "dev"}))
+	chain, err := os.ReadFile(p.APIServerChain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := os.ReadFile(p.APIServer.Cert)
+	ca, _ := os.ReadFile(p.CA.Cert)
+	if string(chain) != string(leaf)+string(ca) {
+		t.Errorf("chain is not apiserver.crt then ca.crt:\n%s", chain)
+	}
+}
