@@ -149,8 +149,13 @@ func CAHash(caPEM []byte) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("CA certificate: %w", err)
 	}
+	return CertHash(c), nil
+}
+
+// CertHash is CAHash of a parsed certificate.
+func CertHash(c *x509.Certificate) string {
 	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-	return "sha256:" + hex.EncodeToString(sum[:]), nil
+	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
 // JoinCommand is the line another host runs to join: the API endpoint it

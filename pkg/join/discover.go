@@ -91,14 +91,14 @@ func pinnedCA(ctx context.Context, addr, host, pin string) (*x509.Certificate, e
 	_ = conn.Close() // nothing was sent on it
 	var ca *x509.Certificate
 	for _, c := range certs[1:] {
-		if c.IsCA && hashOf(c) == pin {
+		if c.IsCA && bootstraptoken.CertHash(c) == pin {
 			ca = c
 		}
 	}
 	if ca == nil {
 		var seen []string
 		for _, c := range certs[1:] {
-			seen = append(seen, hashOf(c))
+			seen = append(seen, bootstraptoken.CertHash(c))
 		}
 		return nil, fmt.Errorf("the server at %s does not present the CA pinned by --ca-cert-hash %s (it presents %v): this is not the cluster the join command was made for, or someone is in between; do not join", addr, pin, seen)
 	}
@@ -108,11 +108,6 @@ func pinnedCA(ctx context.Context, addr, host, pin string) (*x509.Certificate, e
 		return nil, fmt.Errorf("the server at %s has the pinned CA but its certificate does not hold for %s: %w; join with the address the control plane was started with (--host-ip)", addr, host, err)
 	}
 	return ca, nil
-}
-
-func hashOf(c *x509.Certificate) string {
-	sum := sha256.Sum256(c.RawSubjectPublicKeyInfo)
-	return fmt.Sprintf("sha256:%x", sum)
 }
 
 // clusterInfo reads cluster-info with the token and checks it; retry says
