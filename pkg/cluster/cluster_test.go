@@ -137,6 +137,7 @@ func TestBadValues(t *testing.T) {
 		{"host IP any", Config{HostIP: "0.0.0.0"}, []string{"hostIP", "name one address"}},
 		{"host IP not here", Config{HostIP: "198.51.100.7"}, []string{"hostIP", "not an address of this host"}},
 		{"same ports", Config{APIPort: 7000, KubeletPort: 7000}, []string{"kubeletPort (--kubelet-port) \"7000\"", "also apiPort"}},
+		{"source IP with a host IP", Config{KeepSourceIP: true, HostIP: "192.0.2.2"}, []string{"keepSourceIP (--keep-source-ip)", "--host-ip"}},
 		{"busy poll", Config{PortBusyPoll: "fast"}, []string{"portBusyPoll (--port-busy-poll)", "50us"}},
 		{"timeout", Config{ReadyTimeout: "-1m"}, []string{"readyTimeout (--timeout)", "positive"}},
 	} {

@@ -145,6 +145,14 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	default:
 		n.HostIP = ip
 	}
+	// The API and kubelet ports forwarded from a non-loopback host IP keep
+	// their clients' addresses under --keep-source-ip, and kube-proxy's
+	// KUBE-FIREWALL rule drops connections from a non-loopback source to
+	// the node's 127.0.0.1, where the forwarder dials them: `up` would hang
+	// until its timeout. Refused until the forwarder dials those otherwise.
+	if c.KeepSourceIP && n.HostIP.IsValid() && !n.HostIP.IsLoopback() {
+		v.fail("keepSourceIP", "true", "cannot be used with a hostIP other than 127.0.0.1 yet: kube-proxy in the node drops the API's and kubelet's forwarded connections that keep a non-loopback source; drop --keep-source-ip or --host-ip")
+	}
 	if c.APIPort == c.KubeletPort {
 		v.fail("kubeletPort", fmt.Sprint(c.KubeletPort), "is also apiPort: each needs its own host port")
 	}
