@@ -23,9 +23,10 @@ test-unit:
 # cannot read root's cache, so the binaries are copied to a readable dir.
 K8S_TEST_DIR ?= $(if $(filter 0,$(shell id -u)),/opt/usernode-k8s)
 
-# Everything CI runs: vet, lint, unit tests, then integration tests as a
-# non-root user (created here when run as root), the node's included.
-test: vet lint build test-user
+# Everything CI runs: vet, lint, the unit tier under the race detector,
+# then every test (the integration tests as a non-root user, created here
+# when run as root, the node's included).
+test: vet lint test-unit build test-user
 	GO=$(GO) ./hack/build-k8s.sh $(K8S_TEST_DIR) > bin/k8s-dir.out
 	tail -n1 bin/k8s-dir.out > bin/k8s-dir
 	USERNODE_K8S_BIN="$$(cat bin/k8s-dir)" $(GO) test -count=1 -p 1 -timeout 45m ./...
