@@ -59,14 +59,7 @@ func (c *apiClient) do(ctx context.Context, path string) (*http.Response, error)
 }
 
 func (c *apiClient) get(ctx context.Context, path string, out any) error {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	resp, err := c.do(ctx, path)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	return json.NewDecoder(resp.Body).Decode(out)
+	return c.send(ctx, http.MethodGet, path, nil, out)
 }
 
 // watch streams watch events until the server ends the watch, ctx ends or
