@@ -19,7 +19,7 @@ test-unit:
 	$(GO) test -race -short -count=1 ./...
 
 # The node tests' Kubernetes, from `make k8s`'s cache (built on first use,
-# ~7 min on 2 cores, then reused). Run as root, the tests drop to a user who
+# ~19 min on 2 idle cores, then reused). Run as root, the tests drop to a user who
 # cannot read root's cache, so the binaries are copied to a readable dir.
 K8S_TEST_DIR ?= $(if $(filter 0,$(shell id -u)),/opt/usernode-k8s)
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # From a fresh machine to a rootless node with kubectl answering:
 # installs the packages (when run as root), builds usernode and Kubernetes
-# (cached after the first time, ~7 min on 2 cores), brings the node up as a
+# (cached after the first time, ~19 min on 2 idle cores), brings the node up as a
 # regular user and runs kubectl against it. Run as root it uses the account
 # usernode-test, since a rootless node never runs as root.
 set -euo pipefail
