@@ -56,6 +56,20 @@ passed=$(grep -c '^PASS' "$res" 2>/dev/null || true)
 total=$((SECONDS - start))
 echo "test-vm: ${passed:-0}/${#want[@]} checks passed; image ${image_s}s, VM ${vm_s}s (boot to checks $(cat "$out/result/boot-seconds" 2>/dev/null || echo ?)s), tier total ${total}s"
 if [ "$vm_rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
+  # CI keeps only this output: the end of what each failed check printed,
+  # of the checks' own log and of the node's supervisor log.
+  for f in "$out"/result/logs/checks/*.txt; do
+    [ -f "$f" ] || continue
+    name=$(basename "$f" .txt)
+    grep -q "^PASS $name " "$res" 2>/dev/null && continue
+    echo "---- $name (the end of logs/checks/$name.txt)"
+    tail -n 25 "$f"
+  done
+  for f in "$out/result/checks.log" "$out"/result/logs/*/supervisor.log "$out/result/console.log"; do
+    [ -f "$f" ] || continue
+    echo "---- the end of ${f#"$out"/result/}"
+    tail -n 40 "$f"
+  done
   echo "test-vm: FAILED; logs in $out/result (checks.log, logs/, console.log, journal.log)" >&2
   exit 1
 fi

@@ -44,10 +44,26 @@ tailline() { tr '\n' ' ' | tr -s ' ' | rev | cut -c1-500 | rev; }
 pass() { echo "PASS $1 ${2:-} [t+$(now)s]" >> "$res"; echo "== PASS $1 ${2:-}"; }
 fail() { echo "FAIL $1 ${2:-} [t+$(now)s]" >> "$res"; echo "== FAIL $1 ${2:-}"; }
 # check NAME CMD...: PASS when CMD succeeds; its output is the detail.
+# CMD runs in its own process group and is killed after CHECK_TIMEOUT
+# seconds, so a check that hangs (a CI run once lost the whole VM budget
+# to one) fails with what it printed, and the checks after it still run.
+CHECK_TIMEOUT=${CHECK_TIMEOUT:-420}
 check() {
-  local name=$1 o rc; shift
-  o=$("$@" 2>&1); rc=$?
-  mkdir -p "$logs/checks"; printf '%s\n' "$o" > "$logs/checks/$name.txt"
+  local name=$1 o rc pid deadline f; shift
+  mkdir -p "$logs/checks"; f=$logs/checks/$name.txt
+  echo "== $name: $* [t+$(now)s]"
+  set -m; "$@" > "$f" 2>&1 & pid=$!; set +m
+  deadline=$(( $(now) + CHECK_TIMEOUT ))
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ "$(now)" -ge "$deadline" ]; then
+      kill -TERM -- "-$pid" 2>/dev/null; sleep 3; kill -KILL -- "-$pid" 2>/dev/null
+      echo "TIMEOUT: $name did not finish within ${CHECK_TIMEOUT}s" >> "$f"
+      break
+    fi
+    sleep 1
+  done
+  wait "$pid"; rc=$?
+  o=$(cat "$f")
   if [ $rc -eq 0 ]; then pass "$name" "$(printf '%s' "$o" | oneline)"; else fail "$name" "$(printf '%s' "$o" | tailline)"; fi
   return $rc
 }
@@ -56,7 +72,11 @@ as_node() {
     PATH=/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin \
     XDG_RUNTIME_DIR=$RUNDIR DBUS_SESSION_BUS_ADDRESS=unix:path=$RUNDIR/bus "$@"
 }
-kc() { as_node "$K8S/kubectl" --kubeconfig "$KUBECONFIG_NODE" "$@"; }
+# Every request has a deadline: kubectl waits forever on an API server
+# that accepted the connection and never answers. kc_wait is for
+# `kubectl wait`, whose watch outlives a request timeout.
+kc() { as_node "$K8S/kubectl" --kubeconfig "$KUBECONFIG_NODE" --request-timeout=60s "$@"; }
+kc_wait() { as_node "$K8S/kubectl" --kubeconfig "$KUBECONFIG_NODE" wait "$@"; }
 unit_cgroup() { echo "/sys/fs/cgroup$(as_node systemctl --user show -p ControlGroup --value usernode.service)"; }
 
 # retry SECONDS CMD...: run CMD until it succeeds or SECONDS pass.
@@ -194,7 +214,7 @@ spec:
 EOF
 }
 
-kc apply -f - > "$logs/apply.txt" 2>&1 <<EOF
+apply_pods() { kc apply -f - <<EOF
 apiVersion: v1
 kind: Pod
 metadata: {name: limits}
@@ -231,7 +251,9 @@ spec:
   ports:
   - {port: 80, targetPort: 8080, nodePort: 30080}
 EOF
-pods_ready() { kc wait --for=condition=Ready pod/limits pod/web --timeout=240s; }
+}
+check pods.apply apply_pods
+pods_ready() { kc_wait --for=condition=Ready pod/limits pod/web --timeout=240s; }
 check pods.ready pods_ready
 
 pod_limits() {
@@ -288,7 +310,7 @@ check node.stop-clean stopped_clean
 
 restart_same_pods() {
   start_node || return 1
-  kc wait --for=condition=Ready pod/limits pod/web --timeout=240s || return 1
+  kc_wait --for=condition=Ready pod/limits pod/web --timeout=240s || return 1
   local now_uids; now_uids=$(kc get pods -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid} {end}')
   echo "before: $uids_before; after: $now_uids"
   [ "$now_uids" = "$uids_before" ] && retry 60 curl -sf --max-time 5 http://127.0.0.1:30080/
