@@ -114,7 +114,12 @@ func TestBadValues(t *testing.T) {
 		want []string
 	}{
 		{"name", Config{Name: "My_Node"}, []string{"name (--name)", "DNS label"}},
-		{"worker", Config{Role: Worker}, []string{"role", "control-plane"}},
+		{"worker without server", Config{Role: Worker, HostIP: "192.0.2.2"}, []string{"server", "usernode join https://HOST:PORT"}},
+		{"worker server by name", Config{Role: Worker, HostIP: "192.0.2.2", Server: "https://cp.example:6443"}, []string{"server", "IPv4 address"}},
+		{"worker server not https", Config{Role: Worker, HostIP: "192.0.2.2", Server: "http://192.0.2.9:6443"}, []string{"server", "https://HOST:PORT"}},
+		{"worker server no port", Config{Role: Worker, HostIP: "192.0.2.2", Server: "https://192.0.2.9"}, []string{"server", "https://HOST:PORT"}},
+		{"worker on loopback", Config{Role: Worker, HostIP: "127.0.0.1", Server: "https://192.0.2.9:6443"}, []string{"hostIP", "other hosts"}},
+		{"control plane with server", Config{Server: "https://192.0.2.9:6443"}, []string{"server", "only a worker"}},
 		{"role", Config{Role: "boss"}, []string{"role", "control-plane or worker"}},
 		{"net", Config{Net: "vpnkit"}, []string{"net (--net)", "known: lxc-user-nic, none, pasta, slirp4netns"}},
 		{"cri", Config{CRI: "docker"}, []string{"cri (--cri)", "known: containerd"}},
@@ -309,5 +314,48 @@ func TestPersistentFlag(t *testing.T) {
 	c, err := Load(Source{Flags: parent})
 	if err != nil || c.Name != "tp" {
 		t.Errorf("name %q, %v", c.Name, err)
+	}
+}
+
+// A worker: the cluster's API is the server it joins, its host IP the
+// default route's, and its subnet (like any multi-node node's) comes from
+// its name, so that two nodes' InternalIPs differ.
+func TestWorker(t *testing.T) {
+	e := env
+	e.DefaultRouteIP = netip.MustParseAddr("192.0.2.2")
+	c := Config{Name: "w1", Role: Worker, Server: "https://192.0.2.9:7443"}
+	SetDefaults(&c)
+	cl, err := c.Resolve(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := cl.Self()
+	if cl.API.URL() != "https://192.0.2.9:7443" || n.HostIP.String() != "192.0.2.2" || !cl.MultiNode() {
+		t.Errorf("API %s host IP %s multi-node %v", cl.API.URL(), n.HostIP, cl.MultiNode())
+	}
+	if cl.NodeAPIServer(n) != "https://192.0.2.9:7443" {
+		t.Errorf("a worker's components reach the API at %s", cl.NodeAPIServer(n))
+	}
+	w2 := Config{Name: "w2", Role: Worker, Server: c.Server}
+	SetDefaults(&w2)
+	cl2, err := w2.Resolve(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n.Subnet == cl2.Self().Subnet || n.Subnet.String() == DefaultNodeSubnet {
+		t.Errorf("workers w1 and w2 both on %s (default %s)", n.Subnet, DefaultNodeSubnet)
+	}
+	// The same name gives the same subnet on every run.
+	if again, _ := c.Resolve(e); again.Self().Subnet != n.Subnet {
+		t.Errorf("w1's subnet moved: %s, then %s", n.Subnet, again.Self().Subnet)
+	}
+	// With no default route and no host IP named, the error says what to do.
+	e.DefaultRouteIP = netip.Addr{}
+	if _, err := c.Resolve(e); err == nil || !strings.Contains(err.Error(), "hostIP (--host-ip)") {
+		t.Errorf("no default route: %v", err)
+	}
+	// A single-node control plane stays on slirp4netns's own subnet.
+	if s := resolve(t, Config{Name: "w1"}).Self().Subnet.String(); s != DefaultNodeSubnet {
+		t.Errorf("single-node subnet %s", s)
 	}
 }

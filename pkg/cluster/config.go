@@ -27,8 +27,8 @@ import (
 type Role string
 
 // Roles. A control-plane node runs etcd, the control plane and CoreDNS as
-// well as the node components; a worker (`usernode join`, to come) runs
-// only the node components.
+// well as the node components; a worker (`usernode join`) runs only the
+// node components.
 const (
 	ControlPlane Role = "control-plane"
 	Worker       Role = "worker"
@@ -49,8 +49,12 @@ type Config struct {
 	BinDir string `json:"binDir,omitempty"`
 	// Net is the network driver. Default slirp4netns.
 	Net string `json:"net,omitempty"`
-	// Role is control-plane (the default; the only one `up` runs today).
+	// Role is control-plane (the default) or worker, which `usernode
+	// join` sets (with Server) in the state dir's join.yaml.
 	Role Role `json:"role,omitempty"`
+	// Server is the API of the cluster a worker belongs to
+	// (https://HOST:PORT, as `usernode token create` prints it).
+	Server string `json:"server,omitempty"`
 	// CRI is the container runtime. Default containerd.
 	CRI string `json:"cri,omitempty"`
 	// CNI is the pod network plugin. Default bridge.
@@ -98,6 +102,10 @@ type ClusterConfig struct { //nolint:revive // stutters on purpose: cluster.Conf
 	// ServiceCIDR (10.96.0.10).
 	DNSIP string `json:"dnsIP,omitempty"`
 }
+
+// HostIPAnnotation carries a node's host IP on its Node, set by the node
+// itself: the control plane's usernode makes it the node's ExternalIP.
+const HostIPAnnotation = "usernode.io/host-ip"
 
 // Ports inside the node's network namespace. They are fixed: the host
 // ports (Node.APIPort, Node.KubeletPort) are what moves.
@@ -165,6 +173,15 @@ func (e Endpoint) URL() string { return "https://" + netip.AddrPortFrom(e.Host, 
 
 // Self is the node this host runs: the first one.
 func (c *Cluster) Self() *Node { return &c.Nodes[0] }
+
+// MultiNode says whether other hosts take part: this node is a worker, or
+// a control plane that serves other hosts at a non-loopback host IP.
+// Such a node is addressed by its host IP (its ExternalIP), since its own
+// namespace's address is behind its host's NAT.
+func (c *Cluster) MultiNode() bool {
+	n := c.Self()
+	return n.Role == Worker || !n.HostIP.IsLoopback()
+}
 
 // NodeAPIServer is kube-apiserver's URL as n's own processes reach it: on
 // a control-plane node the one beside them, on a worker the cluster's

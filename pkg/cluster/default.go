@@ -53,11 +53,15 @@ func SetDefaults(c *Config) {
 	str(&c.Net, DefaultNet)
 	str(&c.CRI, DefaultCRI)
 	str(&c.CNI, DefaultCNI)
-	str(&c.HostIP, DefaultHostIP)
 	str(&c.PortBusyPoll, DefaultPortBusyPoll)
 	str(&c.ReadyTimeout, DefaultReadyTimeout)
 	if c.Role == "" {
 		c.Role = DefaultRole
+	}
+	// A worker's host IP must be one other hosts reach: Resolve takes the
+	// default route's address when the user names none.
+	if c.Role != Worker {
+		str(&c.HostIP, DefaultHostIP)
 	}
 	if c.APIPort == 0 {
 		c.APIPort = DefaultAPIPort

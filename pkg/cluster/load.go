@@ -133,6 +133,63 @@ type Source struct {
 	Explicit bool
 	// Flags is the parsed command line: the flags it set win over the file.
 	Flags *pflag.FlagSet
+	// Getenv finds the node's state dir, whose JoinFile (a worker's) is
+	// read under the file. Nil skips it.
+	Getenv func(string) string
+}
+
+// JoinFile is what `usernode join` leaves in a worker's state dir: the
+// cluster it joined (role, server) and the host IP the user named, as a
+// config that the file and the flags override, so that a plain `up`
+// later starts the same worker.
+const JoinFile = "join.yaml"
+
+// WriteJoin records in stateDir that the node there is a worker of c's
+// server.
+func WriteJoin(stateDir string, c *Config) error {
+	b, err := yaml.Marshal(Config{Role: Worker, Server: c.Server, HostIP: c.HostIP, Name: c.Name})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(stateDir, JoinFile), b, 0o600)
+}
+
+// applyJoin fills what c leaves empty from the join record in its state
+// dir, if there is one.
+func applyJoin(c *Config, getenv func(string) string) error {
+	dir := c.StateDir
+	if dir == "" {
+		name := c.Name
+		if name == "" {
+			name = DefaultName
+		}
+		dir = DefaultStateDir(name, getenv)
+	}
+	if dir == "" {
+		return nil
+	}
+	path := filepath.Join(dir, JoinFile)
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var j Config
+	if err := yaml.UnmarshalStrict(b, &j); err != nil {
+		return fmt.Errorf("%s, which `usernode join` wrote, is not valid: %v; run the join again", path, err)
+	}
+	if c.Role == "" {
+		c.Role = j.Role
+	}
+	if c.Server == "" && c.Role == j.Role {
+		c.Server = j.Server
+	}
+	if c.HostIP == "" {
+		c.HostIP = j.HostIP
+	}
+	return nil
 }
 
 // Load reads the file, lays the command line's flags over it and fills
@@ -146,6 +203,11 @@ func Load(src Source) (*Config, error) {
 	}
 	if src.Flags != nil {
 		if err := applyFlags(c, src.Flags); err != nil {
+			return nil, err
+		}
+	}
+	if src.Getenv != nil {
+		if err := applyJoin(c, src.Getenv); err != nil {
 			return nil, err
 		}
 	}

@@ -2,10 +2,13 @@ package cluster
 
 import (
 	"fmt"
+	"hash/fnv"
 	"net/netip"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +28,9 @@ type Env struct {
 	// from the host (lxc-user-nic: the host bridge's network), to which
 	// NodeSubnet does not apply.
 	OwnAddress []string
+	// DefaultRouteIP is the host's address on its default route: a
+	// worker's host IP when the user names none.
+	DefaultRouteIP netip.Addr
 }
 
 // FieldError is one bad value, named by its place in config.yaml and by
@@ -53,10 +59,14 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	if !labelRE.MatchString(c.Name) {
 		v.fail("name", c.Name, "use lower-case letters, digits and '-', at most 63, as in a DNS label")
 	}
+	var server Endpoint
 	switch c.Role {
 	case ControlPlane:
+		if c.Server != "" {
+			v.fail("server", c.Server, "only a worker joins a server; a control-plane node is its own (drop server, or use `usernode join`)")
+		}
 	case Worker:
-		v.fail("role", string(c.Role), "a worker joins an existing cluster, which `up` does not do yet; use control-plane")
+		server = v.server(c.Server)
 	default:
 		v.fail("role", string(c.Role), "must be control-plane or worker")
 	}
@@ -110,7 +120,13 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	if subnet == "" {
 		subnet = DefaultNodeSubnet
 		if !slices.Contains(env.OwnAddress, c.Net) {
-			subnet = fmt.Sprintf("10.0.%d.0/24", freeThirdOctet(env.HostAddrs))
+			// Nodes of one cluster on different hosts each get their own
+			// subnet, from their names, so that their InternalIPs differ.
+			first := 2
+			if c.Role == Worker || !strings.HasPrefix(c.HostIP, "127.") {
+				first = nameOctet(c.Name)
+			}
+			subnet = fmt.Sprintf("10.0.%d.0/24", freeThirdOctet(env.HostAddrs, first))
 		}
 	}
 	n.Subnet = v.prefix("nodeSubnet", subnet, 8, 25)
@@ -127,15 +143,23 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 		if !slices.Contains(env.OwnAddress, c.Net) {
 			for _, a := range env.HostAddrs {
 				if a.Overlaps(n.Subnet) && !a.Addr().IsLoopback() {
-					v.fail("nodeSubnet", c.NodeSubnet, fmt.Sprintf("overlaps the host's own network %s: the node could not reach it; choose another, such as 10.0.%d.0/24", a.Masked(), freeThirdOctet(env.HostAddrs)))
+					v.fail("nodeSubnet", c.NodeSubnet, fmt.Sprintf("overlaps the host's own network %s: the node could not reach it; choose another, such as 10.0.%d.0/24", a.Masked(), freeThirdOctet(env.HostAddrs, 2)))
 					break
 				}
 			}
 		}
 	}
 
-	ip, err := netip.ParseAddr(c.HostIP)
+	hostIP := c.HostIP
+	if hostIP == "" && c.Role == Worker && env.DefaultRouteIP.IsValid() {
+		hostIP = env.DefaultRouteIP.String()
+	}
+	ip, err := netip.ParseAddr(hostIP)
 	switch {
+	case hostIP == "" && c.Role == Worker:
+		v.fail("hostIP", hostIP, "this host has no default route: name the address the cluster's other hosts reach this one at")
+	case c.Role == Worker && err == nil && ip.IsLoopback():
+		v.fail("hostIP", hostIP, "a worker is reached by the cluster's other hosts: name an address of this host they reach")
 	case err != nil || !ip.Is4():
 		v.fail("hostIP", c.HostIP, "not an IPv4 address")
 	case ip.IsUnspecified():
@@ -193,6 +217,9 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	}
 	cl.Options = o
 	cl.API = Endpoint{Host: n.HostIP, Port: n.APIPort}
+	if n.Role == Worker {
+		cl.API = server
+	}
 	cl.Nodes = []Node{n}
 	return cl, nil
 }
@@ -271,14 +298,48 @@ func dnsNameOK(s string) bool {
 	return true
 }
 
-// freeThirdOctet is the first N from 2 whose 10.0.N.0/24 none of addrs
-// (but loopback) is in.
-func freeThirdOctet(addrs []netip.Prefix) int {
-	for n := 2; n < 255; n++ {
+// freeThirdOctet is the first N from first (wrapping past 254 to 2) whose
+// 10.0.N.0/24 none of addrs (but loopback) is in.
+func freeThirdOctet(addrs []netip.Prefix, first int) int {
+	for i := range 253 {
+		n := 2 + (first-2+i)%253
 		p := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(n), 0}), 24)
 		if !slices.ContainsFunc(addrs, func(a netip.Prefix) bool { return !a.Addr().IsLoopback() && a.Overlaps(p) }) {
 			return n
 		}
 	}
-	return 2
+	return first
+}
+
+// nameOctet is a node name's own third octet, 2 to 254 (FNV-1a): stable
+// across runs and hosts, and different for different names but for 1 in
+// 253 pairs, which `join` refuses (the cluster's nodes are checked).
+func nameOctet(name string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(name)) // a hash.Hash never fails
+	return 2 + int(h.Sum32()%253)
+}
+
+// server parses a worker's server: https://IPv4:PORT.
+func (v *validator) server(s string) Endpoint {
+	u, err := url.Parse(s)
+	if s == "" {
+		v.fail("server", s, "a worker needs the API of the cluster it joins: `usernode join https://HOST:PORT ...`, as `usernode token create` prints it")
+		return Endpoint{}
+	}
+	if err != nil || u.Scheme != "https" || u.Port() == "" || u.Path != "" && u.Path != "/" {
+		v.fail("server", s, "not https://HOST:PORT, as `usernode token create` prints it")
+		return Endpoint{}
+	}
+	ip, err := netip.ParseAddr(u.Hostname())
+	if err != nil || !ip.Is4() || ip.IsUnspecified() {
+		v.fail("server", s, "name the control plane's host by its IPv4 address, as `usernode token create` prints it")
+		return Endpoint{}
+	}
+	port, err := strconv.ParseUint(u.Port(), 10, 16)
+	if err != nil || port == 0 {
+		v.fail("server", s, "the port must be 1 to 65535")
+		return Endpoint{}
+	}
+	return Endpoint{Host: ip, Port: uint16(port)}
 }

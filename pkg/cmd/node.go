@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/doctor"
 	"github.com/usernode/usernode/pkg/node"
@@ -52,34 +53,7 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 			if err != nil {
 				return err
 			}
-			if v := l.V(1); v.Enabled() {
-				b, _ := json.MarshalIndent(cl, "", "  ")
-				v.Infof("the cluster model, resolved from the config file and the flags:\n%s", b)
-			}
-			if detach && os.Getenv(node.ForegroundEnv) == "" {
-				sb, err := node.SandboxConfig(cl, os.Getenv)
-				if err != nil {
-					return err
-				}
-				// Checked here too, so that a port in use or a missing
-				// binary is said at once, not from the background.
-				if _, err := node.Check(cl, sb); err != nil {
-					return err
-				}
-				// The same command line again: it resolves the same config.
-				if err := node.Detach(sb, os.Args[1:], cl.Options.ReadyTimeout+time.Minute, l); err != nil {
-					return err
-				}
-				l.Infof("running in the background; try: kubectl --kubeconfig %s get nodes", node.PathsOf(sb).Kubeconfig())
-				return nil
-			}
-			opt, err := sandboxOpt(cl.Options.Net, l)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-			defer stop()
-			return node.Up(ctx, cl, opt, notifyReady)
+			return runUp(cl, detach, l)
 		},
 	}
 	cf.add(c.Flags(), cluster.AllFlags)
@@ -88,6 +62,43 @@ Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 	c.Flags().Lookup("cni").Usage += ": " + strings.Join(node.CNIs.Names(), ", ")
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "return once the node is Ready and leave it running in the background")
 	return c
+}
+
+// runUp runs cl's node: in the foreground, or, with detach, in the
+// background once it is Ready. `up` and `join` end here.
+func runUp(cl *cluster.Cluster, detach bool, l *log.Logger) error {
+	if v := l.V(1); v.Enabled() {
+		b, _ := json.MarshalIndent(cl, "", "  ")
+		v.Infof("the cluster model, resolved from the config file and the flags:\n%s", b)
+	}
+	if detach && os.Getenv(node.ForegroundEnv) == "" {
+		sb, err := node.SandboxConfig(cl, os.Getenv)
+		if err != nil {
+			return err
+		}
+		// Checked here too, so that a port in use or a missing
+		// binary is said at once, not from the background.
+		if _, err := node.Check(cl, sb); err != nil {
+			return err
+		}
+		// The same command line again: it resolves the same config.
+		if err := node.Detach(sb, os.Args[1:], cl.Options.ReadyTimeout+time.Minute, l); err != nil {
+			return err
+		}
+		if cl.Self().Role == cluster.Worker {
+			l.Infof("running in the background; on the control plane, kubectl get nodes lists %s", cl.Self().Name)
+		} else {
+			l.Infof("running in the background; try: kubectl --kubeconfig %s get nodes", node.PathsOf(sb).Kubeconfig())
+		}
+		return nil
+	}
+	opt, err := sandboxOpt(cl.Options.Net, l)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return node.Up(ctx, cl, opt, notifyReady)
 }
 
 func downCommand() *cobra.Command {

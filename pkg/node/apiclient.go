@@ -24,21 +24,52 @@ type apiClient struct {
 	hc   *http.Client
 }
 
+// newAPIClient is the cluster admin's client (ps's admin pair).
 func newAPIClient(server string, ps *pki.PKI) (*apiClient, error) {
-	ca, err := os.ReadFile(ps.CA.Cert)
+	if _, err := tls.LoadX509KeyPair(ps.Admin.Cert, ps.Admin.Key); err != nil {
+		return nil, err
+	}
+	return newAPIClientFiles(server, ps.CA.Cert, ps.Admin.Cert, ps.Admin.Key)
+}
+
+// newAPIClientFiles authenticates with the pair in certFile and keyFile,
+// read again at each TLS handshake: a worker's kubelet writes its client
+// certificate only once the cluster has signed it, and renews it later.
+func newAPIClientFiles(server, caFile, certFile, keyFile string) (*apiClient, error) {
+	ca, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(ca) {
-		return nil, fmt.Errorf("%s: no certificate", ps.CA.Cert)
+		return nil, fmt.Errorf("%s: no certificate", caFile)
 	}
-	kp, err := tls.LoadX509KeyPair(ps.Admin.Cert, ps.Admin.Key)
-	if err != nil {
-		return nil, err
+	cert := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("the client certificate: %w", err)
+		}
+		return &kp, nil
 	}
-	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}}
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, GetClientCertificate: cert, MinVersion: tls.VersionTLS12}}
 	return &apiClient{base: server, hc: &http.Client{Transport: tr}}, nil
+}
+
+// AnnotateNode waits for the Node to exist (its kubelet registers it),
+// then sets the annotations on it.
+func (c *apiClient) AnnotateNode(ctx context.Context, node string, ann map[string]string) error {
+	patch := map[string]any{"metadata": map[string]any{"annotations": ann}}
+	var last error
+	for {
+		if last = c.send(ctx, http.MethodPatch, "/api/v1/nodes/"+node, patch, nil); last == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("annotating node %s: %w (last: %v)", node, ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 func (c *apiClient) do(ctx context.Context, path string) (*http.Response, error) {

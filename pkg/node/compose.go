@@ -116,26 +116,13 @@ func Plan(cl *cluster.Cluster, b Build) ([]supervise.Step, error) {
 			return nil, err
 		}
 	}
-	// The host reaches the API at the cluster's endpoint: when that is not
-	// loopback, kube-apiserver's certificate must name it too.
-	var sans []string
-	if !cl.API.Host.IsLoopback() {
-		sans = append(sans, cl.API.Host.String())
+	if n.Role == cluster.Worker {
+		err = planWorker(env)
+	} else {
+		err = planControlPlane(env)
 	}
-	written, err := pki.Ensure(env.Path(PKIDir), pki.Options{NodeName: n.Name, NodeIP: n.IP,
-		ServiceCIDR: cl.ServiceCIDR, ClusterDomain: cl.DNSDomain, ExtraAPIServerSANs: sans})
 	if err != nil {
-		return nil, fmt.Errorf("PKI: %w", err)
-	}
-	if _, err := kubeconfig.WriteComponents(env.Path(ConfigDir), n.Name, cl.NodeAPIServer(n), written); err != nil {
-		return nil, fmt.Errorf("kubeconfigs: %w", err)
-	}
-	if env.API == nil {
-		c, err := newAPIClient(cl.NodeAPIServer(n), written)
-		if err != nil {
-			return nil, err
-		}
-		env.API = c
+		return nil, err
 	}
 	if env.Images, err = writeImages(env, b.Pause); err != nil {
 		return nil, err
@@ -149,6 +136,72 @@ func Plan(cl *cluster.Cluster, b Build) ([]supervise.Step, error) {
 		steps = append(steps, s...)
 	}
 	return steps, nil
+}
+
+// planControlPlane makes (or keeps) the cluster's PKI and writes each
+// component's kubeconfig from it.
+func planControlPlane(env *component.Env) error {
+	cl, n := env.Cluster, env.Node
+	// The host reaches the API at the cluster's endpoint: when that is not
+	// loopback, kube-apiserver's certificate must name it too, and the
+	// kubelet's its host IP, where kube-apiserver dials it (ExternalIP).
+	var sans []string
+	var kubeletIPs []netip.Addr
+	if !cl.API.Host.IsLoopback() {
+		sans = append(sans, cl.API.Host.String())
+	}
+	if cl.MultiNode() {
+		kubeletIPs = append(kubeletIPs, n.HostIP)
+	}
+	written, err := pki.Ensure(env.Path(PKIDir), pki.Options{NodeName: n.Name, NodeIP: n.IP,
+		ServiceCIDR: cl.ServiceCIDR, ClusterDomain: cl.DNSDomain, ExtraAPIServerSANs: sans, ExtraKubeletIPs: kubeletIPs})
+	if err != nil {
+		return fmt.Errorf("PKI: %w", err)
+	}
+	if _, err := kubeconfig.WriteComponents(env.Path(ConfigDir), n.Name, cl.NodeAPIServer(n), written); err != nil {
+		return fmt.Errorf("kubeconfigs: %w", err)
+	}
+	if env.API == nil {
+		c, err := newAPIClient(cl.NodeAPIServer(n), written)
+		if err != nil {
+			return err
+		}
+		env.API = c
+	}
+	return nil
+}
+
+// Worker files: the cluster's CA and the bootstrap kubeconfig, which
+// `usernode join` writes, and the kubeconfig the kubelet writes once it is
+// bootstrapped. All persist across runs.
+const (
+	BootstrapKubeconfig     = DataDir + "/bootstrap-kubelet.kubeconfig"
+	WorkerKubeletKubeconfig = DataDir + "/kubelet.kubeconfig"
+)
+
+// planWorker points the worker's components at what `join` left: the
+// kubelet bootstraps with the token, and kube-proxy and usernode's own
+// requests use the kubelet's client certificate once it has one.
+func planWorker(env *component.Env) error {
+	cl, n := env.Cluster, env.Node
+	ca := env.PKI.CA.Cert
+	if _, err := os.Stat(env.Path(ca)); err != nil {
+		return fmt.Errorf("this worker has not joined a cluster (%v): run the `usernode join` command that `usernode token create` prints on the control plane", err)
+	}
+	env.Kubeconfigs.Bootstrap = BootstrapKubeconfig
+	env.Kubeconfigs.Kubelet = WorkerKubeletKubeconfig
+	kp := kubeconfig.NewFiles(kubeconfig.ContextName(n.Name), cl.NodeAPIServer(n), ca, kubelet.ClientCertCurrent, kubelet.ClientCertCurrent)
+	if err := kubeconfig.Write(env.Path(env.Kubeconfigs.KubeProxy), kp); err != nil {
+		return err
+	}
+	if env.API == nil {
+		c, err := newAPIClientFiles(cl.NodeAPIServer(n), env.Path(ca), env.Path(kubelet.ClientCertCurrent), env.Path(kubelet.ClientCertCurrent))
+		if err != nil {
+			return err
+		}
+		env.API = c
+	}
+	return nil
 }
 
 // writeImages makes the images every node needs (no registry is
@@ -208,6 +261,12 @@ type FixedPodCIDR netip.Prefix
 // PodCIDR is the fixed answer.
 func (f FixedPodCIDR) PodCIDR(context.Context, string) (netip.Prefix, error) {
 	return netip.Prefix(f), nil
+}
+
+// AnnotateNode fails: a render made before any cluster runs has no Node
+// to annotate, and such renders are single-node.
+func (f FixedPodCIDR) AnnotateNode(_ context.Context, node string, _ map[string]string) error {
+	return fmt.Errorf("node %s: no cluster runs behind a fixed render", node)
 }
 
 // FirstNodeCIDR is the share of the pod CIDR the first node gets.

@@ -132,7 +132,11 @@ func (c *apiClient) send(ctx context.Context, method, path string, body, out any
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/json")
+	ct := "application/json"
+	if method == http.MethodPatch {
+		ct = "application/merge-patch+json"
+	}
+	req.Header.Set("Content-Type", ct)
 	resp, err := c.hc.Do(req)
 	if err != nil {
 		return err

@@ -23,6 +23,7 @@ import (
 
 	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
+	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/pki"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/sandbox"
@@ -44,9 +45,10 @@ func SandboxConfig(cl *cluster.Cluster, getenv func(string) string) (sandbox.Con
 func hostPorts(n *cluster.Node) []port.Spec {
 	var out []port.Spec
 	for _, ip := range []netip.Addr{n.HostIP, netip.AddrFrom4([4]byte{127, 0, 0, 1})} {
-		out = append(out,
-			port.Spec{Proto: "tcp", HostIP: ip, HostPort: n.APIPort, ChildPort: cluster.APIServerPort},
-			port.Spec{Proto: "tcp", HostIP: ip, HostPort: n.KubeletPort, ChildPort: cluster.KubeletPort})
+		if n.Role == cluster.ControlPlane {
+			out = append(out, port.Spec{Proto: "tcp", HostIP: ip, HostPort: n.APIPort, ChildPort: cluster.APIServerPort})
+		}
+		out = append(out, port.Spec{Proto: "tcp", HostIP: ip, HostPort: n.KubeletPort, ChildPort: cluster.KubeletPort})
 		if ip.IsLoopback() {
 			break
 		}
@@ -66,10 +68,10 @@ func PathsOf(c sandbox.Config) Paths { return Paths{State: c.StateDir, Runtime: 
 func (p Paths) Kubeconfig() string { return filepath.Join(p.State, "kubeconfig") }
 
 // PKI is the node's certificate dir (PKIDir inside), kept across runs.
-func (p Paths) PKI() string { return filepath.Join(p.State, strings.TrimPrefix(PKIDir, "/")) }
+func (p Paths) PKI() string { return p.inside(PKIDir) }
 
 // Logs is the components' and the supervisor's log dir (LogDir inside).
-func (p Paths) Logs() string { return filepath.Join(p.State, strings.TrimPrefix(LogDir, "/")) }
+func (p Paths) Logs() string { return p.inside(LogDir) }
 
 // Status is the status file the node's supervisor keeps (StatusFile
 // inside), which `usernode status` reads.
@@ -161,14 +163,21 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 		if err := waitSupervisor(ctx, paths, timeout); err != nil {
 			return err
 		}
-		cs, err := writeHostKubeconfig(paths, cl)
+		cs, err := hostClient(paths, cl)
 		if err != nil {
 			return err
 		}
 		if err := waitNodeReady(ctx, cs, n.Name, start, timeout); err != nil {
 			return err
 		}
-		l.Infof("node %q Ready %.1fs after `up` (Kubernetes %s); kubeconfig: %s", n.Name, time.Since(start).Seconds(), cl.KubernetesVersion, paths.Kubeconfig())
+		if n.Role == cluster.Worker {
+			l.Infof("node %q Ready %.1fs after `up`, a worker of %s (Kubernetes %s); use the control plane's kubeconfig", n.Name, time.Since(start).Seconds(), cl.API.URL(), cl.KubernetesVersion)
+		} else {
+			l.Infof("node %q Ready %.1fs after `up` (Kubernetes %s); kubeconfig: %s", n.Name, time.Since(start).Seconds(), cl.KubernetesVersion, paths.Kubeconfig())
+		}
+		if cl.MultiNode() && n.Role == cluster.ControlPlane {
+			go runNodeControllers(ctx, cs, l)
+		}
 		if err := os.WriteFile(paths.Ready(), nil, 0o600); err != nil {
 			l.Warnf("%v: a detached `up` waiting for the node does not see it Ready", err)
 		}
@@ -209,6 +218,22 @@ func waitSupervisor(ctx context.Context, p Paths, timeout time.Duration) error {
 	}
 	return fmt.Errorf("the node's components were not ready within %s: see `usernode status` and `usernode logs`", timeout)
 }
+
+// hostClient is how the host side reads the cluster: as its admin on a
+// control plane (and the user gets the admin kubeconfig), with the
+// kubelet's own identity on a worker, which has no other.
+func hostClient(p Paths, cl *cluster.Cluster) (*apiClient, error) {
+	if cl.Self().Role != cluster.Worker {
+		return writeHostKubeconfig(p, cl)
+	}
+	ps := pki.Paths(p.PKI())
+	cert := p.inside(kubelet.ClientCertCurrent)
+	return newAPIClientFiles(cl.API.URL(), ps.CA.Cert, cert, cert)
+}
+
+// inside is the host's path of what the node sees at path (under /var,
+// which the state dir holds).
+func (p Paths) inside(path string) string { return filepath.Join(p.State, strings.TrimPrefix(path, "/")) }
 
 func writeHostKubeconfig(p Paths, cl *cluster.Cluster) (*apiClient, error) {
 	ps := pki.Paths(p.PKI())

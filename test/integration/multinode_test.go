@@ -1,12 +1,15 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
 
 	"github.com/usernode/usernode/internal/testutil"
 	"github.com/usernode/usernode/pkg/bootstraptoken"
@@ -74,4 +77,185 @@ func TestControlPlaneForOtherHosts(t *testing.T) {
 	if err != nil || string(out) != "401" {
 		t.Errorf("anonymous GET of the API on host A's 127.0.0.1: %q %v", out, err)
 	}
+}
+
+// hostCluster is a cluster whose API only host A's namespace reaches:
+// kubectl runs there.
+type hostCluster struct {
+	*cluster
+	host *testutil.Host
+}
+
+func (c *hostCluster) kubectl(args ...string) (string, error) {
+	out, err := c.host.In(c.kubectlBin, append([]string{"--kubeconfig", c.kubeconfig, "--request-timeout=60s"}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+func (c *hostCluster) mustKubectl(args ...string) string {
+	c.t.Helper()
+	out, err := c.kubectl(args...)
+	if err != nil {
+		c.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// TestJoin: host A runs `up --host-ip`, host B runs the `usernode join`
+// line `token create` printed there (each host a network namespace on one
+// LAN, each node as the non-root user). The worker comes up Ready through
+// TLS bootstrap; the control plane gives it its host IP as ExternalIP and
+// approves its serving certificate, so logs and exec reach a pod on it
+// through B's forwarded kubelet port. Its credentials stop at what the
+// Node authorizer allows. Bad joins are refused with the fix and leave
+// nothing behind on host B.
+func TestJoin(t *testing.T) {
+	u := testutil.Integration(t)
+	bins := testutil.K8sBin(t)
+	hostA, hostB := testutil.TwoHosts(t)
+	bin := testutil.Binary(t)
+	cp := &hostCluster{cluster: &cluster{t: t, env: u.NewEnv(t), name: "mna", kubectlBin: filepath.Join(bins, "kubectl"), api: 6443, klt: 10250}, host: hostA}
+	cp.env.NetNS = hostA.NetNS
+	cp.kubeconfig = filepath.Join(cp.env.DataHome, "usernode", cp.name, "kubeconfig")
+	cp.extra = []string{"--host-ip", hostA.IP.String()}
+	t.Cleanup(func() {
+		if r := cp.down("--purge"); r.Code != 0 {
+			t.Errorf("down on host A: %s", r)
+		}
+	})
+	if r := cp.up(); r.Code != 0 {
+		t.Fatalf("up on host A: %s", r)
+	}
+	r := cp.env.Run(t, 30*time.Second, bin, "token", "create", "--name", cp.name)
+	joinCmd := strings.Fields(r.Stdout)
+	if r.Code != 0 || len(joinCmd) != 7 {
+		t.Fatalf("token create: %s", r)
+	}
+	server, token, pin := joinCmd[2], joinCmd[4], joinCmd[6]
+
+	wEnv := u.NewEnv(t)
+	wEnv.NetNS = hostB.NetNS
+	const worker = "mnb"
+	wState := filepath.Join(wEnv.DataHome, "usernode", worker)
+	join := func(name string, args ...string) testutil.Result {
+		return wEnv.Run(t, 5*time.Minute, bin, append([]string{"join", "-d", "--name", name, "--bin-dir", bins}, args...)...)
+	}
+
+	t.Run("bad input", func(t *testing.T) {
+		otherPin := "sha256:" + strings.Repeat("ab", 32)
+		wrongToken := "abcdef.0123456789abcdef"
+		for _, c := range []struct {
+			name string
+			args []string
+			want string
+		}{
+			{"wrong CA pin", []string{server, "--token", token, "--ca-cert-hash", otherPin}, "pin"},
+			{"wrong token", []string{server, "--token", wrongToken, "--ca-cert-hash", pin}, "token"},
+			{"unreachable server", []string{"https://198.51.100.9:6443", "--token", token, "--ca-cert-hash", pin}, "198.51.100.9"},
+			{"host IP not here", []string{server, "--token", token, "--ca-cert-hash", pin, "--host-ip", "198.51.100.77"}, "not an address of this host"},
+			{"a name the cluster has", []string{server, "--token", token, "--ca-cert-hash", pin, "--name", cp.name}, "already has a node named"},
+		} {
+			name := worker
+			if len(c.args) > 4 && c.args[3] == "--name" {
+				name = c.args[4]
+			}
+			r := join(name, c.args...)
+			if r.Code == 0 || !strings.Contains(r.Stderr, c.want) {
+				t.Errorf("%s: exit %d, want an error naming %q:\n%s", c.name, r.Code, c.want, r.Stderr)
+			}
+			if _, err := os.Stat(filepath.Join(wEnv.DataHome, "usernode", name)); err == nil {
+				t.Errorf("%s: left %s behind", c.name, filepath.Join(wEnv.DataHome, "usernode", name))
+			}
+		}
+	})
+
+	r = join(worker, server, "--token", token, "--ca-cert-hash", pin)
+	t.Cleanup(func() {
+		if r := wEnv.Run(t, 5*time.Minute, bin, "down", "--name", worker, "--purge"); r.Code != 0 {
+			t.Errorf("down on host B: %s", r)
+		}
+	})
+	if r.Code != 0 {
+		t.Fatalf("join on host B: %s", r)
+	}
+
+	t.Run("nodes", func(t *testing.T) {
+		var nodes corev1.NodeList
+		if err := json.Unmarshal([]byte(cp.mustKubectl("get", "nodes", "-o", "json")), &nodes); err != nil {
+			t.Fatal(err)
+		}
+		if len(nodes.Items) != 2 {
+			t.Fatalf("%d nodes", len(nodes.Items))
+		}
+		internal := map[string]bool{}
+		for _, n := range nodes.Items {
+			addr := map[corev1.NodeAddressType]string{}
+			for _, a := range n.Status.Addresses {
+				addr[a.Type] = a.Address
+			}
+			want := map[string]string{cp.name: hostA.IP.String(), worker: hostB.IP.String()}[n.Name]
+			if addr[corev1.NodeExternalIP] != want {
+				t.Errorf("node %s ExternalIP %q, want its host's %s", n.Name, addr[corev1.NodeExternalIP], want)
+			}
+			if internal[addr[corev1.NodeInternalIP]] {
+				t.Errorf("node %s shares InternalIP %s", n.Name, addr[corev1.NodeInternalIP])
+			}
+			internal[addr[corev1.NodeInternalIP]] = true
+			for _, taint := range n.Spec.Taints {
+				if taint.Key == "node.cloudprovider.kubernetes.io/uninitialized" {
+					t.Errorf("node %s still tainted uninitialized", n.Name)
+				}
+			}
+			ready := false
+			for _, c := range n.Status.Conditions {
+				ready = ready || c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
+			}
+			if !ready {
+				t.Errorf("node %s not Ready: %+v", n.Name, n.Status.Conditions)
+			}
+		}
+	})
+
+	t.Run("logs and exec on the worker", func(t *testing.T) {
+		cp.mustKubectl("run", "onb", "--image=docker.io/library/busybox:usernode", "--image-pull-policy=Never", "--restart=Never",
+			`--overrides={"spec":{"nodeName":"`+worker+`"}}`, "--", "sh", "-c", "echo hello-from-worker; exec sleep 3600")
+		waitFor(t, "the pod on the worker Running", 3*time.Minute, func() (bool, string) {
+			out, _ := cp.kubectl("get", "pod", "onb", "-o", "jsonpath={.status.phase}")
+			return out == "Running", out
+		})
+		waitFor(t, "kubectl logs of the worker's pod", time.Minute, func() (bool, string) {
+			out, err := cp.kubectl("logs", "onb")
+			return err == nil && strings.Contains(out, "hello-from-worker"), out
+		})
+		if out, err := cp.kubectl("exec", "onb", "--", "cat", "/proc/1/cmdline"); err != nil || !strings.Contains(out, "sleep") {
+			t.Errorf("kubectl exec on the worker: %v %s", err, out)
+		}
+	})
+
+	t.Run("security", func(t *testing.T) {
+		cp.mustKubectl("create", "secret", "generic", "nobodys", "--from-literal=k=v")
+		ca := filepath.Join(wState, "var/lib/usernode/pki/ca.crt")
+		cert := filepath.Join(wState, "var/lib/kubelet/pki/kubelet-client-current.pem")
+		get := func(auth []string, path string) string {
+			args := append([]string{"-s", "-o", os.DevNull, "-w", "%{http_code}", "-m", "10", "--cacert", ca}, auth...)
+			out, _ := hostB.In("curl", append(args, server+path)...).Output()
+			return string(out)
+		}
+		// The worker's own identity: the Node authorizer allows what its
+		// pods need, not a Secret none of them mounts.
+		if code := get([]string{"--cert", cert, "--key", cert}, "/api/v1/namespaces/default/secrets/nobodys"); code != "403" {
+			t.Errorf("the worker's kubelet reading an unrelated Secret: HTTP %s, want 403", code)
+		}
+		if code := get([]string{"--cert", cert, "--key", cert}, "/api/v1/nodes/"+worker); code != "200" {
+			t.Errorf("the worker's kubelet reading its own Node: HTTP %s, want 200", code)
+		}
+		// The token: bootstrapping only.
+		for _, path := range []string{"/api/v1/namespaces/default/secrets", "/api/v1/namespaces/kube-system/pods"} {
+			if code := get([]string{"-H", "Authorization: Bearer " + token}, path); code != "403" {
+				t.Errorf("the bootstrap token GET %s: HTTP %s, want 403", path, code)
+			}
+		}
+		if fi, err := os.Stat(wState); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("worker state dir %s: %v", wState, fi)
+		}
+	})
 }

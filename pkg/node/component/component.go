@@ -68,6 +68,8 @@ type API interface {
 	// PodCIDR waits for the controller-manager to give the node its share
 	// of the pod CIDR.
 	PodCIDR(ctx context.Context, node string) (netip.Prefix, error)
+	// AnnotateNode waits for the node to register, then annotates it.
+	AnnotateNode(ctx context.Context, node string, ann map[string]string) error
 }
 
 // Path is where a component writes a file the node sees at inside.

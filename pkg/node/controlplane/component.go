@@ -1,10 +1,12 @@
 package controlplane
 
 import (
+	"net/netip"
 	"os"
 	"time"
 
 	"github.com/usernode/usernode/internal/supervise"
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/component"
 )
 
@@ -35,7 +37,14 @@ func OptionsFor(env *component.Env) Options {
 	kcs := env.Kubeconfigs
 	return Options{Version: c.KubernetesVersion, ClusterName: c.Name, NodeName: env.Node.Name, NodeIP: env.Node.IP,
 		PKI: env.PKI, Kubeconfigs: &kcs, ServiceCIDR: c.ServiceCIDR, ClusterCIDR: c.PodCIDR,
-		NodeCIDRMaskSize: c.NodeCIDRMaskSize, ClusterDomain: c.DNSDomain}
+		NodeCIDRMaskSize: c.NodeCIDRMaskSize, ClusterDomain: c.DNSDomain, AdvertiseIP: advertiseIP(c)}
+}
+
+func advertiseIP(c *cluster.Cluster) netip.Addr {
+	if c.MultiNode() {
+		return c.API.Host
+	}
+	return netip.Addr{}
 }
 
 // Steps writes the bootstrap objects and returns the control plane's

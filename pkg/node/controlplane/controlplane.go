@@ -75,6 +75,11 @@ type Options struct {
 	ClusterName string     // required
 	NodeName    string     // required
 	NodeIP      netip.Addr // required
+	// AdvertiseIP, when set, is the address kube-apiserver advertises (the
+	// `kubernetes` Service's endpoint) instead of NodeIP, and the nodes'
+	// ExternalIPs are the addresses it dials kubelets at: a multi-node
+	// cluster's control plane gives its host IP, which every node reaches.
+	AdvertiseIP netip.Addr
 	// PKI gives every certificate and key path; default the layout under
 	// /var/lib/usernode/pki (pki.Paths). Pass what pki.Ensure returned.
 	PKI *pki.PKI
@@ -183,8 +188,14 @@ func APIServerFlags(o Options) ([]string, error) {
 		return nil, err
 	}
 	p := o.PKI
+	advertise, addrTypes := o.NodeIP, "InternalIP,Hostname"
+	if o.AdvertiseIP.IsValid() {
+		// Other nodes' InternalIPs are behind their hosts' NAT: their
+		// ExternalIP (host IP, with 10250 forwarded) is what answers.
+		advertise, addrTypes = o.AdvertiseIP, "ExternalIP,InternalIP,Hostname"
+	}
 	return []string{
-		"--advertise-address=" + o.NodeIP.String(),
+		"--advertise-address=" + advertise.String(),
 		// Inside the node's netns: the node IP for the node's own
 		// components and pods (via the kubernetes Service), loopback for the
 		// host's forwarded port.
@@ -223,7 +234,7 @@ func APIServerFlags(o Options) ([]string, error) {
 		"--kubelet-certificate-authority=" + p.CA.Cert,
 		// The node name does not resolve inside the node; its InternalIP
 		// does (measured: kubectl exec/logs fail without this).
-		"--kubelet-preferred-address-types=InternalIP,Hostname",
+		"--kubelet-preferred-address-types=" + addrTypes,
 
 		"--service-account-issuer=https://kubernetes.default.svc." + o.ClusterDomain,
 		"--service-account-key-file=" + p.ServiceAccount.Public,
@@ -354,6 +365,20 @@ func NodeBootstrapObjects(ci ClusterInfo) []any {
 		crb("usernode:kubelet-bootstrap", "system:node-bootstrapper", group(bootstraptoken.Group)),
 		crb("usernode:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", group(bootstraptoken.Group)),
 		crb("usernode:node-autoapprove-certificate-rotation", "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", group("system:nodes")),
+		// A worker's kube-proxy authenticates with its kubelet's rotated
+		// client certificate (system:node:NAME), so nothing but the join
+		// token has to reach the worker; this lets that identity read the
+		// Services and EndpointSlices it programs, and nothing more.
+		crb("usernode:node-proxier", "system:node-proxier", group("system:nodes")),
+		// `usernode join` checks, with its token, that no node has its
+		// name or address yet (kubeadm's kubeadm:get-nodes does the same
+		// for the name). Node names and addresses are all it can read.
+		rbacv1.ClusterRole{
+			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRole"},
+			ObjectMeta: metav1.ObjectMeta{Name: "usernode:get-nodes"},
+			Rules:      []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"nodes"}, Verbs: []string{"get", "list"}}},
+		},
+		crb("usernode:get-nodes", "usernode:get-nodes", group(bootstraptoken.Group)),
 		corev1.ConfigMap{
 			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
 			ObjectMeta: metav1.ObjectMeta{Name: bootstraptoken.ClusterInfo, Namespace: bootstraptoken.ClusterInfoNS},

@@ -186,6 +186,16 @@ func TestBootstrap(t *testing.T) {
 			if err := yaml.UnmarshalStrict([]byte(d), &info); err != nil {
 				t.Fatal(err)
 			}
+		case "ClusterRole":
+			var cr rbacv1.ClusterRole
+			if err := yaml.UnmarshalStrict([]byte(d), &cr); err != nil {
+				t.Fatal(err)
+			}
+			// The token may read nodes (join's name and address check) and
+			// nothing else.
+			if cr.Name != "usernode:get-nodes" || len(cr.Rules) != 1 || strings.Join(cr.Rules[0].Resources, ",") != "nodes" || strings.Join(cr.Rules[0].Verbs, ",") != "get,list" {
+				t.Errorf("unexpected ClusterRole %+v", cr)
+			}
 		case "Role", "RoleBinding":
 		default:
 			t.Errorf("unexpected %s:\n%s", meta.Kind, d)
@@ -198,6 +208,8 @@ func TestBootstrap(t *testing.T) {
 		"system:node-bootstrapper": bootstraptoken.Group,
 		"system:certificates.k8s.io:certificatesigningrequests:nodeclient":     bootstraptoken.Group,
 		"system:certificates.k8s.io:certificatesigningrequests:selfnodeclient": "system:nodes",
+		"system:node-proxier": "system:nodes",
+		"usernode:get-nodes":  bootstraptoken.Group,
 	} {
 		if crb := bindings[role]; len(crb.Subjects) != 1 || crb.Subjects[0].Name != group || crb.Subjects[0].Kind != "Group" {
 			t.Errorf("%s bound to %+v, want group %s", role, crb.Subjects, group)

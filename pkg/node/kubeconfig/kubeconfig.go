@@ -105,6 +105,9 @@ type Files struct {
 	Scheduler         string
 	KubeProxy         string
 	CoreDNS           string
+	// Bootstrap is a worker's bootstrap kubeconfig (the join's token),
+	// from which its kubelet writes Kubelet; both persist across runs.
+	Bootstrap string
 }
 
 // Paths is where WriteComponents puts each file under dir.
@@ -144,6 +147,16 @@ func WriteComponents(dir, nodeName, server string, p *pki.PKI) (Files, error) {
 		}
 	}
 	return f, nil
+}
+
+// NewFiles is a kubeconfig whose identity is in files that change under
+// it (a kubelet's rotated client certificate: cert and key in one PEM),
+// trusting the CA in caFile.
+func NewFiles(name, server, caFile, certFile, keyFile string) *clientcmdv1.Config {
+	cfg := New(Options{Name: name, Server: server})
+	cfg.Clusters[0].Cluster.CertificateAuthority = caFile
+	cfg.AuthInfos[0].AuthInfo = clientcmdv1.AuthInfo{ClientCertificate: certFile, ClientKey: keyFile}
+	return cfg
 }
 
 // Write writes cfg to path atomically with mode 0600 (it holds a key).

@@ -1,7 +1,10 @@
 package kubelet
 
 import (
+	"context"
+
 	"github.com/usernode/usernode/internal/supervise"
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/component"
 )
 
@@ -16,17 +19,33 @@ func (Component) Tools() []component.Tool {
 	return []component.Tool{{Name: "kubelet", Names: []string{"kubelet"}, Built: true}}
 }
 
-// OptionsFor is the kubelet of env's node.
+// OptionsFor is the kubelet of env's node. A worker has no pair from the
+// cluster's CA on disk: it bootstraps (env.Kubeconfigs.Bootstrap holds
+// the join's token).
 func OptionsFor(env *component.Env) Options {
-	return Options{Version: env.Cluster.KubernetesVersion, NodeName: env.Node.Name, NodeIP: env.Node.IP,
+	o := Options{Version: env.Cluster.KubernetesVersion, NodeName: env.Node.Name, NodeIP: env.Node.IP,
 		Degraded: env.Degraded, ClusterDNS: env.Cluster.DNSIP, ClusterDomain: env.Cluster.DNSDomain,
 		ContainerRuntimeEndpoint: env.Runtime.Endpoint, ClientCAFile: env.PKI.CA.Cert,
-		TLSCertFile: env.PKI.Kubelet.Cert, TLSPrivateKeyFile: env.PKI.Kubelet.Key, KubeconfigPath: env.Kubeconfigs.Kubelet}
+		TLSCertFile: env.PKI.Kubelet.Cert, TLSPrivateKeyFile: env.PKI.Kubelet.Key, KubeconfigPath: env.Kubeconfigs.Kubelet,
+		ExternalCloudProvider: env.Cluster.MultiNode()}
+	if env.Node.Role == cluster.Worker {
+		o.BootstrapKubeconfig = env.Kubeconfigs.Bootstrap
+		o.TLSCertFile, o.TLSPrivateKeyFile = "", ""
+	}
+	return o
 }
 
 // Steps writes kubelet.yaml and starts the kubelet.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	o := OptionsFor(env)
-	return env.Daemon("kubelet", DefaultConfigPath, func() ([]byte, error) { return Render(o) },
+	steps, err := env.Daemon("kubelet", DefaultConfigPath, func() ([]byte, error) { return Render(o) },
 		func() ([]string, error) { return Flags(o) }, &supervise.Probe{URL: "http://127.0.0.1:10248/healthz"})
+	if err != nil || !env.Cluster.MultiNode() {
+		return steps, err
+	}
+	// The node says which host it is on; the control plane makes that its
+	// ExternalIP (o.ExternalCloudProvider).
+	name, ann := env.Node.Name, map[string]string{cluster.HostIPAnnotation: env.Node.HostIP.String()}
+	return append(steps, supervise.Step{Name: "node-host-ip", Oneshot: true,
+		Run: func(ctx context.Context) error { return env.API.AnnotateNode(ctx, name, ann) }}), nil
 }

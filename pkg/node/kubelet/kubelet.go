@@ -41,6 +41,11 @@ const (
 	failCgroupV1Since = "1.31.0"
 )
 
+// ClientCertCurrent is where a bootstrapped kubelet keeps its current
+// client certificate and key (one PEM file) under the default cert dir:
+// the worker's other components authenticate with it too.
+const ClientCertCurrent = DefaultRootDir + "/pki/kubelet-client-current.pem"
+
 // DefaultPKI and DefaultKubeconfig are the per-run layout the node uses.
 var (
 	DefaultPKI        = pki.Paths(pki.DefaultDir)
@@ -90,6 +95,21 @@ type Options struct {
 	TLSCertFile       string
 	TLSPrivateKeyFile string
 
+	// BootstrapKubeconfig, when set, makes the kubelet get its identity
+	// by TLS bootstrap (a worker): it asks for a client certificate with
+	// the bootstrap token in that file, writes KubeconfigPath itself, and
+	// asks the cluster for its serving certificate too (approved by the
+	// control plane's usernode), rotating both. TLSCertFile is then unused.
+	BootstrapKubeconfig string
+	// CertDir is where a bootstrapping kubelet keeps its certificates.
+	// Default RootDir/pki.
+	CertDir string
+	// ExternalCloudProvider is for a node of a multi-node cluster: the
+	// kubelet leaves the node's addresses to usernode on the control plane,
+	// which adds the host IP as ExternalIP (the only address other hosts
+	// reach a node at) and then lifts the uninitialized taint.
+	ExternalCloudProvider bool
+
 	KubeconfigPath           string // default DefaultKubeconfig
 	ConfigPath               string // where Render's output is written; default DefaultConfigPath
 	RootDir                  string // default /var/lib/kubelet
@@ -131,6 +151,7 @@ func (o *Options) defaults() (*version.Version, error) {
 	def(&o.ConfigPath, DefaultConfigPath)
 	def(&o.RootDir, DefaultRootDir)
 	def(&o.ResolvConf, DefaultResolvConf)
+	def(&o.CertDir, o.RootDir+"/pki")
 	return v, nil
 }
 
@@ -222,6 +243,15 @@ func Config(o Options) (*kubeletv1beta1.KubeletConfiguration, error) {
 		c.FeatureGates = gates
 	}
 
+	if o.BootstrapKubeconfig != "" {
+		// No pair on disk: the serving certificate comes from a CSR the
+		// control plane approves, for the addresses the Node reports,
+		// and both certificates are renewed before they expire.
+		c.TLSCertFile, c.TLSPrivateKeyFile = "", ""
+		c.ServerTLSBootstrap = true
+		c.RotateCertificates = true
+	}
+
 	if o.Degraded {
 		// No writable cgroup: with the defaults the kubelet fails
 		// "mkdir /sys/fs/cgroup/kubepods: permission denied". Node
@@ -306,7 +336,14 @@ func Flags(o Options) ([]string, error) {
 	if _, err := o.defaults(); err != nil {
 		return nil, err
 	}
-	return []string{
+	var extra []string
+	if o.BootstrapKubeconfig != "" {
+		extra = append(extra, "--bootstrap-kubeconfig="+o.BootstrapKubeconfig, "--cert-dir="+o.CertDir)
+	}
+	if o.ExternalCloudProvider {
+		extra = append(extra, "--cloud-provider=external")
+	}
+	return append([]string{
 		"--config=" + o.ConfigPath,
 		"--kubeconfig=" + o.KubeconfigPath,
 		// Explicit, so that the node name does not follow the host's
@@ -316,7 +353,7 @@ func Flags(o Options) ([]string, error) {
 		// dials this one (InternalIP first) for exec, logs and port-forward.
 		"--node-ip=" + o.NodeIP.String(),
 		"--root-dir=" + o.RootDir,
-	}, nil
+	}, extra...), nil
 }
 
 func clone(m map[string]string) map[string]string {

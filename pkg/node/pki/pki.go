@@ -108,6 +108,10 @@ type Options struct {
 	// ExtraAPIServerSANs are more names or IPs for kube-apiserver's serving
 	// cert, e.g. the host's name if the user forwards 6443 elsewhere.
 	ExtraAPIServerSANs []string
+	// ExtraKubeletIPs are more addresses the kubelet's serving cert names:
+	// a multi-node cluster's kube-apiserver dials the node's ExternalIP
+	// (its host IP).
+	ExtraKubeletIPs []netip.Addr
 	// Now is the clock (tests). Default time.Now.
 	Now func() time.Time
 }
@@ -297,7 +301,12 @@ func Ensure(dir string, o Options) (*PKI, error) {
 	}
 
 	nodeIP := net.IP(o.NodeIP.AsSlice())
+
 	loopback := net.IPv4(127, 0, 0, 1).To4()
+	kubeletIPs := []net.IP{loopback, nodeIP}
+	for _, ip := range o.ExtraKubeletIPs {
+		kubeletIPs = append(kubeletIPs, net.IP(ip.AsSlice()))
+	}
 
 	apiDNS := []string{
 		"localhost", o.NodeName,
@@ -329,7 +338,7 @@ func Ensure(dir string, o Options) (*PKI, error) {
 		// make it) so that kube-apiserver can verify the kubelet it execs
 		// into with --kubelet-certificate-authority. It dials the node's
 		// InternalIP (--kubelet-preferred-address-types), hence the IP SAN.
-		{name: "kubelet", pair: p.Kubelet, ca: ca, cn: o.NodeName, usages: serverUsage, dns: []string{o.NodeName, "localhost"}, ips: []net.IP{loopback, nodeIP}},
+		{name: "kubelet", pair: p.Kubelet, ca: ca, cn: o.NodeName, usages: serverUsage, dns: []string{o.NodeName, "localhost"}, ips: kubeletIPs},
 		// The Node authorizer and NodeRestriction key on exactly this name
 		// and group.
 		{name: "kubelet-client", pair: p.KubeletClient, ca: ca, cn: "system:node:" + o.NodeName, orgs: []string{"system:nodes"}, usages: clientUsage},
