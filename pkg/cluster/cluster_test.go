@@ -19,7 +19,7 @@ var env = Env{
 	HostAddrs:  []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8"), netip.MustParsePrefix("192.0.2.2/24"), netip.MustParsePrefix("10.0.3.1/24")},
 	Networks:   []string{"lxc-user-nic", "none", "pasta", "slirp4netns"},
 	Runtimes:   []string{"containerd"},
-	CNIs:       []string{"bridge"},
+	CNIs:       []string{"bridge", "flannel"},
 	OwnAddress: []string{"lxc-user-nic"},
 }
 
@@ -123,7 +123,7 @@ func TestBadValues(t *testing.T) {
 		{"role", Config{Role: "boss"}, []string{"role", "control-plane or worker"}},
 		{"net", Config{Net: "vpnkit"}, []string{"net (--net)", "known: lxc-user-nic, none, pasta, slirp4netns"}},
 		{"cri", Config{CRI: "docker"}, []string{"cri (--cri)", "known: containerd"}},
-		{"cni", Config{CNI: "calico"}, []string{"cni (--cni)", "known: bridge"}},
+		{"cni", Config{CNI: "calico"}, []string{"cni (--cni)", "known: bridge, flannel"}},
 		{"service CIDR syntax", Config{Cluster: ClusterConfig{ServiceCIDR: "10.96.0.0/33"}}, []string{"cluster.serviceCIDR (--service-cidr) \"10.96.0.0/33\"", "not an IPv4 CIDR"}},
 		{"service CIDR host bits", Config{Cluster: ClusterConfig{ServiceCIDR: "10.96.0.1/16"}}, []string{"cluster.serviceCIDR", "10.96.0.0/16?"}},
 		{"service CIDR too wide", Config{Cluster: ClusterConfig{ServiceCIDR: "10.0.0.0/8"}}, []string{"cluster.serviceCIDR", "between /12 and /28"}},

@@ -57,7 +57,9 @@ type Config struct {
 	Server string `json:"server,omitempty"`
 	// CRI is the container runtime. Default containerd.
 	CRI string `json:"cri,omitempty"`
-	// CNI is the pod network plugin. Default bridge.
+	// CNI is the pod network plugin. Default bridge for a single node,
+	// flannel for a worker or a control plane with a host IP other than
+	// 127.0.0.1.
 	CNI string `json:"cni,omitempty"`
 	// NodeSubnet is the node namespace's own network (the network driver's
 	// side); the node's IP is its .100. Default 10.0.2.0/24, slirp4netns's.
@@ -148,6 +150,10 @@ type Node struct {
 	IP     netip.Addr   `json:"ip"`
 	CRI    string       `json:"cri"`
 	CNI    string       `json:"cni"`
+	// UplinkMTU is the MTU of the host's interface at HostIP: traffic
+	// between hosts' pods fits it, less the VXLAN header (not the node
+	// namespace's own link's, which slirp4netns makes 65520).
+	UplinkMTU int `json:"uplinkMTU"`
 }
 
 // Options are how `up` runs the node on this host; nothing in the node's

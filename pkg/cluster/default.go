@@ -8,6 +8,11 @@ const (
 	DefaultNet              = "slirp4netns"
 	DefaultCRI              = "containerd"
 	DefaultCNI              = "bridge"
+	// DefaultMultiNodeCNI is the CNI of a node whose cluster spans hosts:
+	// Flannel's VXLAN carries pod traffic between them.
+	DefaultMultiNodeCNI = "flannel"
+	// DefaultUplinkMTU is the host uplink's MTU when it cannot be read.
+	DefaultUplinkMTU = 1500
 	DefaultRole             = ControlPlane
 	DefaultHostIP           = "127.0.0.1"
 	DefaultAPIPort          = APIServerPort
@@ -52,7 +57,6 @@ func SetDefaults(c *Config) {
 	str(&c.Name, DefaultName)
 	str(&c.Net, DefaultNet)
 	str(&c.CRI, DefaultCRI)
-	str(&c.CNI, DefaultCNI)
 	str(&c.PortBusyPoll, DefaultPortBusyPoll)
 	str(&c.ReadyTimeout, DefaultReadyTimeout)
 	if c.Role == "" {

@@ -295,7 +295,7 @@ func FileFields() []string {
 		}
 	}
 	c := Default()
-	c.StateDir, c.BinDir, c.WriteKubeconfig, c.NodeSubnet, c.KeepSourceIP = "x", "x", "x", "x", true
+	c.StateDir, c.BinDir, c.WriteKubeconfig, c.NodeSubnet, c.KeepSourceIP, c.CNI, c.Server = "x", "x", "x", "x", true, "x", "x"
 	c.Cluster.KubernetesVersion, c.Cluster.DNSIP = "x", "x"
 	b, _ := yaml.Marshal(c)
 	var m map[string]any

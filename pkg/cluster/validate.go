@@ -31,6 +31,9 @@ type Env struct {
 	// DefaultRouteIP is the host's address on its default route: a
 	// worker's host IP when the user names none.
 	DefaultRouteIP netip.Addr
+	// MTUs are the MTUs of the host's interfaces, by address: the host
+	// IP's is the uplink's, which bounds the pod network's across hosts.
+	MTUs map[netip.Addr]int
 }
 
 // FieldError is one bad value, named by its place in config.yaml and by
@@ -72,7 +75,14 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	}
 	v.known("net", c.Net, "network driver", env.Networks)
 	v.known("cri", c.CRI, "container runtime", env.Runtimes)
-	v.known("cni", c.CNI, "CNI", env.CNIs)
+	multiNode := c.Role == Worker || !strings.HasPrefix(c.HostIP, "127.")
+	if n.CNI == "" {
+		n.CNI = DefaultCNI
+		if multiNode {
+			n.CNI = DefaultMultiNodeCNI
+		}
+	}
+	v.known("cni", n.CNI, "CNI", env.CNIs)
 
 	if c.Cluster.KubernetesVersion != "" {
 		if _, err := k8sversion.Parse(c.Cluster.KubernetesVersion); err != nil {
@@ -123,7 +133,7 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 			// Nodes of one cluster on different hosts each get their own
 			// subnet, from their names, so that their InternalIPs differ.
 			first := 2
-			if c.Role == Worker || !strings.HasPrefix(c.HostIP, "127.") {
+			if multiNode {
 				first = nameOctet(c.Name)
 			}
 			subnet = fmt.Sprintf("10.0.%d.0/24", freeThirdOctet(env.HostAddrs, first))
@@ -168,6 +178,10 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 		v.fail("hostIP", c.HostIP, "is not an address of this host (`ip -4 addr` lists them)")
 	default:
 		n.HostIP = ip
+		n.UplinkMTU = DefaultUplinkMTU
+		if m := env.MTUs[ip]; m > 0 && !ip.IsLoopback() {
+			n.UplinkMTU = m
+		}
 	}
 	// The API and kubelet ports forwarded from a non-loopback host IP keep
 	// their clients' addresses under --keep-source-ip, and kube-proxy's

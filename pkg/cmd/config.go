@@ -81,6 +81,19 @@ func hostEnv() cluster.Env {
 		}
 	}
 	env.DefaultRouteIP = defaultRouteIP()
+	if ifs, err := net.Interfaces(); err == nil {
+		env.MTUs = map[netip.Addr]int{}
+		for _, i := range ifs {
+			addrs, _ := i.Addrs()
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok {
+					if ip, ok := netip.AddrFromSlice(n.IP); ok {
+						env.MTUs[ip.Unmap()] = i.MTU
+					}
+				}
+			}
+		}
+	}
 	return env
 }
 

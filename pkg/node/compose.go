@@ -17,6 +17,7 @@ import (
 	"github.com/usernode/usernode/pkg/node/containerd"
 	"github.com/usernode/usernode/pkg/node/controlplane"
 	"github.com/usernode/usernode/pkg/node/coredns"
+	"github.com/usernode/usernode/pkg/node/flannel"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/kubeproxy"
@@ -33,6 +34,7 @@ var Runtimes = component.Registry[component.Runtime]{
 // its component and one line here.
 var CNIs = component.Registry[component.CNI]{
 	cni.Bridge,
+	flannel.CNI,
 }
 
 // Components are node n's parts in start order: the runtime first (the

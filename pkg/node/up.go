@@ -22,6 +22,7 @@ import (
 	"github.com/usernode/usernode/pkg/network"
 
 	"github.com/usernode/usernode/internal/supervise"
+	"github.com/usernode/usernode/pkg/node/flannel"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/pki"
@@ -52,6 +53,11 @@ func hostPorts(n *cluster.Node) []port.Spec {
 		if ip.IsLoopback() {
 			break
 		}
+	}
+	// Flannel's peers send VXLAN to the host IP (the node publishes it as
+	// its public IP); the node's kernel takes it from there.
+	if n.CNI == flannel.CNI.Name && !n.HostIP.IsLoopback() {
+		out = append(out, port.Spec{Proto: "udp", HostIP: n.HostIP, HostPort: flannel.Port, ChildPort: flannel.Port})
 	}
 	return out
 }
@@ -115,6 +121,14 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 	cl.KubernetesVersion = v
 	for _, p := range hostPorts(cl.Self()) {
 		addr := netip.AddrPortFrom(p.HostIP, p.HostPort).String()
+		if p.Proto == "udp" {
+			c, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return nil, fmt.Errorf("host port %s/udp (Flannel's VXLAN) is already in use: another node of this host's users? One node per host IP can carry VXLAN; stop what holds it (`ss -lunp 'sport = :%d'` shows it) or give this node another --host-ip", addr, p.HostPort)
+			}
+			c.Close()
+			continue
+		}
 		l, err := net.Listen("tcp", addr)
 		if err != nil {
 			return nil, fmt.Errorf("host port %s (for the node's %d) is already in use: stop what holds it (`ss -ltnp 'sport = :%d'` shows it), run `usernode down` if it is another node, or choose another with --api-port/--kubelet-port", addr, p.ChildPort, p.HostPort)

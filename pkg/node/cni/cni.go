@@ -46,6 +46,11 @@ type Options struct {
 	// MTU of the bridge and pods' interfaces; 0 leaves the plugin's
 	// default (1500), which fits any uplink since traffic is NATed at tap0.
 	MTU int
+	// NoMasq leaves pods' source addresses alone: with Flannel, traffic to
+	// other nodes' pods must keep them (a reply to the node's own address
+	// would leave through its host's NAT), and flanneld masquerades what
+	// leaves the cluster.
+	NoMasq bool
 }
 
 // ConfList is a CNI network configuration list.
@@ -134,7 +139,7 @@ func Config(o Options) (*ConfList, error) {
 				// subnet to the node's address, which slirp4netns or pasta
 				// then carries out.
 				IsGateway: true,
-				IPMasq:    true,
+				IPMasq:    !o.NoMasq,
 				// A pod reaching itself through its own Service comes back
 				// through the same veth: without hairpin the bridge drops it.
 				HairpinMode: true,
