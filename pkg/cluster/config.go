@@ -72,6 +72,10 @@ type Config struct {
 	// on one host need different ones. Default 6443 and 10250.
 	APIPort     uint16 `json:"apiPort,omitempty"`
 	KubeletPort uint16 `json:"kubeletPort,omitempty"`
+	// DNSPort is the host port that reaches the cluster's DNS on a
+	// multi-node control plane (pods on every host query it there).
+	// Default 10053.
+	DNSPort uint16 `json:"dnsPort,omitempty"`
 	// PortBusyPoll is how long the port forwarder keeps polling after a
 	// small message: "50us" (the default); "0" turns it off.
 	PortBusyPoll string `json:"portBusyPoll,omitempty"`
@@ -144,6 +148,9 @@ type Node struct {
 	HostIP      netip.Addr `json:"hostIP"`
 	APIPort     uint16     `json:"apiPort"`
 	KubeletPort uint16     `json:"kubeletPort"`
+	// DNSPort is set on a multi-node control plane: the host port of
+	// CoreDNS (see coredns.Endpoint).
+	DNSPort uint16 `json:"dnsPort,omitempty"`
 	// Subnet is the node namespace's network and IP the node's address in
 	// it: its InternalIP, where its components listen.
 	Subnet netip.Prefix `json:"subnet"`

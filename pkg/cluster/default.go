@@ -17,6 +17,7 @@ const (
 	DefaultHostIP           = "127.0.0.1"
 	DefaultAPIPort          = APIServerPort
 	DefaultKubeletPort      = KubeletPort
+	DefaultDNSPort          = 10053
 	DefaultPortBusyPoll     = "50us"
 	DefaultReadyTimeout     = "5m"
 	DefaultServiceCIDR      = "10.96.0.0/16"
@@ -72,6 +73,9 @@ func SetDefaults(c *Config) {
 	}
 	if c.KubeletPort == 0 {
 		c.KubeletPort = DefaultKubeletPort
+	}
+	if c.DNSPort == 0 {
+		c.DNSPort = DefaultDNSPort
 	}
 	cc := &c.Cluster
 	str(&cc.ServiceCIDR, DefaultServiceCIDR)

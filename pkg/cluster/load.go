@@ -77,6 +77,8 @@ var flagDefs = []flagDef{
 		bind: portFlag(func(c *Config) *uint16 { return &c.APIPort })},
 	{name: "kubelet-port", field: "kubeletPort", set: UpFlags, usage: "host port for the kubelet's API",
 		bind: portFlag(func(c *Config) *uint16 { return &c.KubeletPort })},
+	{name: "dns-port", field: "dnsPort", set: UpFlags, usage: "host port for the cluster's DNS on a multi-node control plane (pods on every host query it there)",
+		bind: portFlag(func(c *Config) *uint16 { return &c.DNSPort })},
 	{name: "node-subnet", field: "nodeSubnet", set: UpFlags, usage: "the node namespace's network; the node is its .100 (default 10.0.2.0/24, or the first 10.0.N.0/24 the host does not use)",
 		bind: strFlag(func(c *Config) *string { return &c.NodeSubnet })},
 	{name: "service-cidr", field: "cluster.serviceCIDR", set: UpFlags, usage: "Services' range; the cluster DNS is its 10th address",

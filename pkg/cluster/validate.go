@@ -194,6 +194,12 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	if c.APIPort == c.KubeletPort {
 		v.fail("kubeletPort", fmt.Sprint(c.KubeletPort), "is also apiPort: each needs its own host port")
 	}
+	if multiNode && c.Role == ControlPlane {
+		n.DNSPort = c.DNSPort
+		if c.DNSPort == c.APIPort || c.DNSPort == c.KubeletPort {
+			v.fail("dnsPort", fmt.Sprint(c.DNSPort), "is also apiPort or kubeletPort: each needs its own host port")
+		}
+	}
 
 	o := Options{Net: c.Net, StateDir: c.StateDir, BinDir: c.BinDir, KeepSourceIP: c.KeepSourceIP, WriteKubeconfig: c.WriteKubeconfig}
 	if d, err := time.ParseDuration(c.PortBusyPoll); err != nil || d < 0 {

@@ -54,6 +54,11 @@ func hostPorts(n *cluster.Node) []port.Spec {
 			break
 		}
 	}
+	if n.DNSPort != 0 {
+		for _, proto := range []string{"udp", "tcp"} {
+			out = append(out, port.Spec{Proto: proto, HostIP: n.HostIP, HostPort: n.DNSPort, ChildPort: 53})
+		}
+	}
 	// Flannel's peers send VXLAN to the host IP (the node publishes it as
 	// its public IP); the node's kernel takes it from there.
 	if n.CNI == flannel.CNI.Name && !n.HostIP.IsLoopback() {
@@ -124,7 +129,7 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 		if p.Proto == "udp" {
 			c, err := net.ListenPacket("udp", addr)
 			if err != nil {
-				return nil, fmt.Errorf("host port %s/udp (Flannel's VXLAN) is already in use: another node of this host's users? One node per host IP can carry VXLAN; stop what holds it (`ss -lunp 'sport = :%d'` shows it) or give this node another --host-ip", addr, p.HostPort)
+				return nil, fmt.Errorf("host port %s/udp (for the node's %d) is already in use: stop what holds it (`ss -lunp 'sport = :%d'` shows it), or, if it is another node's, give this one another --host-ip (VXLAN's 8472) or --dns-port", addr, p.ChildPort, p.HostPort)
 			}
 			c.Close()
 			continue

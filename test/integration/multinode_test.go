@@ -231,6 +231,63 @@ func TestJoin(t *testing.T) {
 		}
 	})
 
+	// Pods on both nodes: Flannel's VXLAN between the hosts carries their
+	// traffic, addressed pod to pod.
+	t.Run("pod network across hosts", func(t *testing.T) {
+		for _, p := range []struct{ name, node string }{{"weba", cp.name}, {"webb", worker}} {
+			cp.mustKubectl("run", p.name, "--image=docker.io/library/busybox:usernode", "--image-pull-policy=Never", "--restart=Never",
+				"--labels=app="+p.name, `--overrides={"spec":{"nodeName":"`+p.node+`"}}`, "--",
+				"sh", "-c", "echo served-by-"+p.name+" > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
+		}
+		ips := map[string]string{}
+		for _, name := range []string{"weba", "webb"} {
+			waitFor(t, name+" Running", 3*time.Minute, func() (bool, string) {
+				out, _ := cp.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase} {.status.podIP}")
+				f := strings.Fields(out)
+				if len(f) == 2 && f[0] == "Running" {
+					ips[name] = f[1]
+					return true, out
+				}
+				return false, out
+			})
+		}
+		if ips["weba"] == ips["webb"] {
+			t.Fatalf("both pods have IP %s", ips["weba"])
+		}
+		for from, to := range map[string]string{"webb": "weba", "weba": "webb"} {
+			out, err := cp.kubectl("exec", from, "--", "wget", "-q", "-O", "-", "http://"+ips[to]+":8080/")
+			if err != nil || !strings.Contains(out, "served-by-"+to) {
+				t.Errorf("TCP from %s to %s (%s): %v %s", from, to, ips[to], err, out)
+			}
+			// A full-size ICMP packet: the pods' MTU fits the VXLAN path.
+			if out, err := cp.kubectl("exec", from, "--", "ping", "-c", "2", "-W", "5", "-s", "1422", ips[to]); err != nil {
+				t.Errorf("ICMP from %s to %s: %v %s", from, to, err, out)
+			}
+		}
+		// A ClusterIP Service whose only pod is on the other node.
+		cp.mustKubectl("expose", "pod", "weba", "--port=80", "--target-port=8080", "--name=svca")
+		waitFor(t, "the worker's pod reaching a Service whose pod is on the control plane", time.Minute, func() (bool, string) {
+			// By IP: busybox-static's own name lookups crash (FACTS).
+			ip, _ := cp.kubectl("get", "svc", "svca", "-o", "jsonpath={.spec.clusterIP}")
+			out, err := cp.kubectl("exec", "webb", "--", "wget", "-q", "-O", "-", "http://"+ip+"/")
+			return err == nil && strings.Contains(out, "served-by-weba"), out
+		})
+		// DNS from the worker's pod: CoreDNS runs on the control plane,
+		// behind host A's NAT, and answers through A's forwarded DNS port.
+		svcIP := strings.TrimSpace(cp.mustKubectl("get", "svc", "svca", "-o", "jsonpath={.spec.clusterIP}"))
+		waitFor(t, "DNS from the worker's pod", time.Minute, func() (bool, string) {
+			out, err := cp.kubectl("exec", "webb", "--", "nslookup", "svca.default.svc.cluster.local", "10.96.0.10")
+			return err == nil && strings.Contains(out, svcIP), out
+		})
+		// A NodePort on host B's address, served by the pod on host A.
+		cp.mustKubectl("expose", "pod", "weba", "--port=80", "--target-port=8080", "--name=npa", "--type=NodePort")
+		np := strings.TrimSpace(cp.mustKubectl("get", "svc", "npa", "-o", "jsonpath={.spec.ports[0].nodePort}"))
+		waitFor(t, "host B's NodePort served by host A's pod", time.Minute, func() (bool, string) {
+			out, err := hostB.In("curl", "-s", "-m", "5", "http://127.0.0.1:"+np+"/").CombinedOutput()
+			return err == nil && strings.Contains(string(out), "served-by-weba"), string(out)
+		})
+	})
+
 	t.Run("security", func(t *testing.T) {
 		cp.mustKubectl("create", "secret", "generic", "nobodys", "--from-literal=k=v")
 		ca := filepath.Join(wState, "var/lib/usernode/pki/ca.crt")

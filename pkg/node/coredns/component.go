@@ -1,7 +1,10 @@
 package coredns
 
 import (
+	"net/netip"
+
 	"github.com/usernode/usernode/internal/supervise"
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 )
@@ -24,7 +27,18 @@ func (Component) Tools() []component.Tool {
 func OptionsFor(env *component.Env) Options {
 	return Options{NodeName: env.Node.Name, NodeIP: env.Node.IP, ServiceIP: env.Cluster.DNSIP,
 		ClusterDomain: env.Cluster.DNSDomain, Kubeconfig: env.Kubeconfigs.CoreDNS,
-		Binary: env.Bin("coredns"), Kubectl: env.Bin("kubectl"), AdminKubeconfig: env.Kubeconfigs.Admin, Dir: kubeconfig.DefaultDir}
+		Binary: env.Bin("coredns"), Kubectl: env.Bin("kubectl"), AdminKubeconfig: env.Kubeconfigs.Admin, Dir: kubeconfig.DefaultDir,
+		Endpoint: Endpoint(env.Cluster, env.Node)}
+}
+
+// Endpoint is where a multi-node cluster's pods send DNS queries: the
+// control plane's host IP at its forwarded DNS port. Zero for a single
+// node, whose pods reach CoreDNS at the node's own address.
+func Endpoint(cl *cluster.Cluster, n *cluster.Node) netip.AddrPort {
+	if !cl.MultiNode() || n.DNSPort == 0 {
+		return netip.AddrPort{}
+	}
+	return netip.AddrPortFrom(n.HostIP, n.DNSPort)
 }
 
 // Steps writes the Corefile and CoreDNS's objects; see Steps.
