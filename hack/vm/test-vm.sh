@@ -65,7 +65,7 @@ if [ "$vm_rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
     echo "---- $name (the end of logs/checks/$name.txt)"
     tail -n 25 "$f"
   done
-  for f in "$out/result/checks.log" "$out"/result/logs/*/supervisor.log "$out/result/console.log"; do
+  for f in "$out/result/checks.log" "$out/result/logs/heartbeat.log" "$out"/result/logs/*/supervisor.log "$out/result/console.log"; do
     [ -f "$f" ] || continue
     echo "---- the end of ${f#"$out"/result/}"
     tail -n 40 "$f"

@@ -131,6 +131,23 @@ collect_logs() {
   kc describe pods > "$logs/$tag/pods-describe.txt" 2>&1
 }
 
+# A heartbeat on the host's share every 20 s: load, memory and the busiest
+# processes, so that a run that stalls (a CI run once did, after the pods
+# were created) shows what the guest was doing; test-vm.sh prints its end.
+heartbeat() {
+  while :; do
+    {
+      echo "== t+$(now)s $(cut -d' ' -f1-3 /proc/loadavg)"
+      free -m | sed -n 2p
+      ps -eo pid,user:12,rss,pcpu,stat,etime,comm --sort=-pcpu | head -n 8
+    } >> "$logs/heartbeat.log" 2>&1
+    sleep 20
+  done
+}
+heartbeat &
+heartbeat_pid=$!
+trap 'kill "$heartbeat_pid" 2>/dev/null' EXIT
+
 # Wait for the user manager lingering started at boot.
 retry 120 test -S "$RUNDIR/systemd/private" || fail boot.user-manager "no $RUNDIR/systemd/private"
 install -m 0755 "$in/usernode" "$UN"
