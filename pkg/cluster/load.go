@@ -138,6 +138,8 @@ type Source struct {
 	// Getenv finds the node's state dir, whose JoinFile (a worker's) is
 	// read under the file. Nil skips it.
 	Getenv func(string) string
+	// Join is the server `usernode join` names: the node is its worker.
+	Join string
 }
 
 // JoinFile is what `usernode join` leaves in a worker's state dir: the
@@ -212,6 +214,12 @@ func Load(src Source) (*Config, error) {
 		if err := applyJoin(c, src.Getenv); err != nil {
 			return nil, err
 		}
+	}
+	if src.Join != "" {
+		if c.Role == Worker && c.Server != "" && c.Server != src.Join {
+			return nil, fmt.Errorf("node %q already joined %s: `usernode down --purge --name %s` forgets that cluster, or give this one another --name", c.Name, c.Server, c.Name)
+		}
+		c.Role, c.Server = Worker, src.Join
 	}
 	SetDefaults(c)
 	return c, nil

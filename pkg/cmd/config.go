@@ -22,6 +22,8 @@ import (
 type configFlags struct {
 	path string
 	fs   *pflag.FlagSet
+	// join is the server of `usernode join`, which makes the node a worker.
+	join string
 }
 
 func (f *configFlags) add(fs *pflag.FlagSet, set cluster.FlagSet) {
@@ -36,7 +38,7 @@ func (f *configFlags) load() (*cluster.Config, error) {
 	if !explicit {
 		path = cluster.DefaultConfigFile(os.Getenv)
 	}
-	return cluster.Load(cluster.Source{Path: path, Explicit: explicit, Flags: f.fs, Getenv: os.Getenv})
+	return cluster.Load(cluster.Source{Path: path, Explicit: explicit, Flags: f.fs, Getenv: os.Getenv, Join: f.join})
 }
 
 // resolve is the checked model.

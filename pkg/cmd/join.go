@@ -45,14 +45,11 @@ same --name) starts the same worker, and ` + "`usernode down`" + ` stops it.`,
 			if err != nil {
 				return fmt.Errorf("--token: %w", err)
 			}
+			cf.join = args[0]
 			cfg, err := cf.load()
 			if err != nil {
 				return err
 			}
-			if cfg.Role == cluster.Worker && cfg.Server != "" && cfg.Server != args[0] {
-				return fmt.Errorf("node %q already joined %s: `usernode down --purge --name %s` forgets that cluster, or give this one another --name", cfg.Name, cfg.Server, cfg.Name)
-			}
-			cfg.Role, cfg.Server = cluster.Worker, args[0]
 			cl, err := cfg.Resolve(hostEnv())
 			if err != nil {
 				return err

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/usernode/usernode/pkg/node/pki"
@@ -36,6 +37,13 @@ func newAPIClient(server string, ps *pki.PKI) (*apiClient, error) {
 // read again at each TLS handshake: a worker's kubelet writes its client
 // certificate only once the cluster has signed it, and renews it later.
 func newAPIClientFiles(server, caFile, certFile, keyFile string) (*apiClient, error) {
+	return newAPIClientUnder("", server, caFile, certFile, keyFile)
+}
+
+// newAPIClientUnder is newAPIClientFiles from outside the node whose files
+// are under root: the kubelet's current certificate is a symlink to an
+// absolute path inside the node, taken under root here.
+func newAPIClientUnder(root, server, caFile, certFile, keyFile string) (*apiClient, error) {
 	ca, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, err
@@ -45,7 +53,15 @@ func newAPIClientFiles(server, caFile, certFile, keyFile string) (*apiClient, er
 		return nil, fmt.Errorf("%s: no certificate", caFile)
 	}
 	cert := func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-		kp, err := tls.LoadX509KeyPair(certFile, keyFile)
+		cert, err := readUnder(root, certFile)
+		if err != nil {
+			return nil, fmt.Errorf("the client certificate: %w", err)
+		}
+		key, err := readUnder(root, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("the client key: %w", err)
+		}
+		kp, err := tls.X509KeyPair(cert, key)
 		if err != nil {
 			return nil, fmt.Errorf("the client certificate: %w", err)
 		}
@@ -53,6 +69,17 @@ func newAPIClientFiles(server, caFile, certFile, keyFile string) (*apiClient, er
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, GetClientCertificate: cert, MinVersion: tls.VersionTLS12}}
 	return &apiClient{base: server, hc: &http.Client{Transport: tr}}, nil
+}
+
+// readUnder reads path; a symlink there to an absolute path is followed
+// under root (when root is set).
+func readUnder(root, path string) ([]byte, error) {
+	if root != "" {
+		if t, err := os.Readlink(path); err == nil && filepath.IsAbs(t) {
+			path = filepath.Join(root, t)
+		}
+	}
+	return os.ReadFile(path)
 }
 
 // AnnotateNode waits for the Node to exist (its kubelet registers it),

@@ -28,7 +28,8 @@ import (
 // Joined says whether the node with sandbox c has joined a cluster
 // before: its kubelet holds a client certificate of that cluster.
 func Joined(c sandbox.Config) bool {
-	_, err := os.Stat(PathsOf(c).inside(kubelet.ClientCertCurrent))
+	// Lstat: it is a symlink to an absolute path inside the node.
+	_, err := os.Lstat(PathsOf(c).inside(kubelet.ClientCertCurrent))
 	return err == nil
 }
 

@@ -247,7 +247,7 @@ func hostClient(p Paths, cl *cluster.Cluster) (*apiClient, error) {
 	}
 	ps := pki.Paths(p.PKI())
 	cert := p.inside(kubelet.ClientCertCurrent)
-	return newAPIClientFiles(cl.API.URL(), ps.CA.Cert, cert, cert)
+	return newAPIClientUnder(p.State, cl.API.URL(), ps.CA.Cert, cert, cert)
 }
 
 // inside is the host's path of what the node sees at path (under /var,

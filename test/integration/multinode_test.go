@@ -260,7 +260,7 @@ func TestJoin(t *testing.T) {
 				t.Errorf("TCP from %s to %s (%s): %v %s", from, to, ips[to], err, out)
 			}
 			// A full-size ICMP packet: the pods' MTU fits the VXLAN path.
-			if out, err := cp.kubectl("exec", from, "--", "ping", "-c", "2", "-W", "5", "-s", "1422", ips[to]); err != nil {
+			if out, err := cp.kubectl("exec", from, "--", "busybox", "ping", "-c", "2", "-W", "5", "-s", "1422", ips[to]); err != nil {
 				t.Errorf("ICMP from %s to %s: %v %s", from, to, err, out)
 			}
 		}
@@ -291,7 +291,11 @@ func TestJoin(t *testing.T) {
 	t.Run("security", func(t *testing.T) {
 		cp.mustKubectl("create", "secret", "generic", "nobodys", "--from-literal=k=v")
 		ca := filepath.Join(wState, "var/lib/usernode/pki/ca.crt")
+		// A symlink to an absolute path inside the node.
 		cert := filepath.Join(wState, "var/lib/kubelet/pki/kubelet-client-current.pem")
+		if target, err := os.Readlink(cert); err == nil && filepath.IsAbs(target) {
+			cert = filepath.Join(wState, target)
+		}
 		get := func(auth []string, path string) string {
 			args := append([]string{"-s", "-o", os.DevNull, "-w", "%{http_code}", "-m", "10", "--cacert", ca}, auth...)
 			out, _ := hostB.In("curl", append(args, server+path)...).Output()
