@@ -68,7 +68,7 @@ if [ "$vm_rc" -ne 0 ] || [ "$failed" -ne 0 ]; then
   for f in "$out/result/checks.log" "$out/result/logs/heartbeat.log" "$out"/result/logs/*/supervisor.log "$out/result/console.log"; do
     [ -f "$f" ] || continue
     echo "---- the end of ${f#"$out"/result/}"
-    tail -n 40 "$f"
+    tail -n 60 "$f"
   done
   echo "test-vm: FAILED; logs in $out/result (checks.log, logs/, console.log, journal.log)" >&2
   exit 1

@@ -18,16 +18,33 @@
 #          mode under `usernode install`'s unit, limits enforced.
 #   nocpu  a drop-in that takes cpu away: doctor FAILs with the fix, and
 #          `up` runs in degraded mode as documented (docs/vm.md).
+#
+# The run works on the guest's own disk, not on the 9p shares: twice the
+# out share stopped answering once the pods started (every write to it,
+# and so the checks, hung until qemu was killed, with the node still
+# busy). The Kubernetes binaries are copied off their share first,
+# results and logs are written locally and copied to the share at the
+# end, and progress goes to the serial console (console.log on the host),
+# which needs no 9p.
 set -uo pipefail
 out=${1:?usage: checks.sh OUT_DIR}
 in=$(cd "$(dirname "$0")" && pwd)
-res=$out/results.txt
-logs=$out/logs
+work=/var/tmp/usernode-vm
+rm -rf "$work"
+res=$work/results.txt
+logs=$work/logs
 mkdir -p "$logs"
 : > "$res"
 t0=$(cut -d' ' -f1 /proc/uptime)
+console=/dev/ttyS0
+[ -w "$console" ] || console=/dev/null
+exec > >(tee "$work/checks.log" "$console") 2>&1
+publish() { cp -r "$work/." "$out/"; sync; }
 
-K8S=/opt/usernode-k8s
+K8S=/var/lib/usernode-k8s
+rm -rf "$K8S"
+cp -r /opt/usernode-k8s "$K8S"
+chmod -R a+rX "$K8S"
 UN=/usr/local/bin/usernode
 NODE_UID=1000
 RUNDIR=/run/user/$NODE_UID
@@ -135,18 +152,21 @@ collect_logs() {
 # processes, so that a run that stalls (a CI run once did, after the pods
 # were created) shows what the guest was doing; test-vm.sh prints its end.
 heartbeat() {
+  local top
   while :; do
+    top=$(ps -eo pcpu=,stat=,comm= --sort=-pcpu | head -n 4 | awk '{printf "%s(%s%%,%s) ", $3, $1, $2}')
     {
-      echo "== t+$(now)s $(cut -d' ' -f1-3 /proc/loadavg)"
+      echo "== t+$(now)s load $(cut -d' ' -f1-3 /proc/loadavg)"
       free -m | sed -n 2p
       ps -eo pid,user:12,rss,pcpu,stat,etime,comm --sort=-pcpu | head -n 8
     } >> "$logs/heartbeat.log" 2>&1
+    echo "heartbeat t+$(now)s load $(cut -d' ' -f1 /proc/loadavg) free $(free -m | awk 'NR==2 {print $4}')M: $top" > "$console"
     sleep 20
   done
 }
 heartbeat &
 heartbeat_pid=$!
-trap 'kill "$heartbeat_pid" 2>/dev/null' EXIT
+trap 'kill "$heartbeat_pid" 2>/dev/null; publish' EXIT
 
 # Wait for the user manager lingering started at boot.
 retry 120 test -S "$RUNDIR/systemd/private" || fail boot.user-manager "no $RUNDIR/systemd/private"
