@@ -38,10 +38,14 @@ mkdir -p "$logs"
 t0=$(cut -d' ' -f1 /proc/uptime)
 console=/dev/ttyS0
 [ -w "$console" ] || console=/dev/null
-exec > >(tee "$work/checks.log" "$console") 2>&1
+exec > "$work/checks.log" 2>&1
 publish() { cp -r "$work/." "$out/"; sync; }
+# Opened afresh for each line: getty's vhangup at boot revokes any
+# descriptor to the console opened before it.
+say() { echo "$*" > "$console" 2>/dev/null || true; }
 
-K8S=/var/lib/usernode-k8s
+# Not under /var/lib, /run or /tmp, which the node's sandbox replaces.
+K8S=/usr/local/lib/usernode-k8s
 rm -rf "$K8S"
 cp -r /opt/usernode-k8s "$K8S"
 chmod -R a+rX "$K8S"
@@ -58,8 +62,8 @@ now() { awk -v t0="$t0" '{printf "%.0f", $1 - t0}' /proc/uptime; }
 oneline() { tr '\n' ' ' | tr -s ' ' | cut -c1-400; }
 # the end of a failure's output says most
 tailline() { tr '\n' ' ' | tr -s ' ' | rev | cut -c1-500 | rev; }
-pass() { echo "PASS $1 ${2:-} [t+$(now)s]" >> "$res"; echo "== PASS $1 ${2:-}"; }
-fail() { echo "FAIL $1 ${2:-} [t+$(now)s]" >> "$res"; echo "== FAIL $1 ${2:-}"; }
+pass() { echo "PASS $1 ${2:-} [t+$(now)s]" >> "$res"; echo "== PASS $1 ${2:-}"; say "PASS $1 [t+$(now)s]"; }
+fail() { echo "FAIL $1 ${2:-} [t+$(now)s]" >> "$res"; echo "== FAIL $1 ${2:-}"; say "FAIL $1 [t+$(now)s]: $(printf '%s' "${2:-}" | cut -c1-300)"; }
 # check NAME CMD...: PASS when CMD succeeds; its output is the detail.
 # CMD runs in its own process group and is killed after CHECK_TIMEOUT
 # seconds, so a check that hangs (a CI run once lost the whole VM budget
@@ -68,7 +72,7 @@ CHECK_TIMEOUT=${CHECK_TIMEOUT:-420}
 check() {
   local name=$1 o rc pid deadline f; shift
   mkdir -p "$logs/checks"; f=$logs/checks/$name.txt
-  echo "== $name: $* [t+$(now)s]"
+  echo "== $name: $* [t+$(now)s]"; say "== $name [t+$(now)s]"
   set -m; "$@" > "$f" 2>&1 & pid=$!; set +m
   deadline=$(( $(now) + CHECK_TIMEOUT ))
   while kill -0 "$pid" 2>/dev/null; do
@@ -160,7 +164,7 @@ heartbeat() {
       free -m | sed -n 2p
       ps -eo pid,user:12,rss,pcpu,stat,etime,comm --sort=-pcpu | head -n 8
     } >> "$logs/heartbeat.log" 2>&1
-    echo "heartbeat t+$(now)s load $(cut -d' ' -f1 /proc/loadavg) free $(free -m | awk 'NR==2 {print $4}')M: $top" > "$console"
+    say "heartbeat t+$(now)s load $(cut -d' ' -f1 /proc/loadavg) free $(free -m | awk 'NR==2 {print $4}')M: $top"
     sleep 20
   done
 }
