@@ -4,15 +4,15 @@ import "path/filepath"
 
 // The defaults, each in one place. Renderers have none of their own.
 const (
-	DefaultName             = "usernode"
-	DefaultNet              = "slirp4netns"
-	DefaultCRI              = "containerd"
-	DefaultCNI              = "bridge"
+	DefaultName = "usernode"
+	DefaultNet  = "slirp4netns"
+	DefaultCRI  = "containerd"
+	DefaultCNI  = "bridge"
 	// DefaultMultiNodeCNI is the CNI of a node whose cluster spans hosts:
 	// Flannel's VXLAN carries pod traffic between them.
 	DefaultMultiNodeCNI = "flannel"
 	// DefaultUplinkMTU is the host uplink's MTU when it cannot be read.
-	DefaultUplinkMTU = 1500
+	DefaultUplinkMTU        = 1500
 	DefaultRole             = ControlPlane
 	DefaultHostIP           = "127.0.0.1"
 	DefaultAPIPort          = APIServerPort

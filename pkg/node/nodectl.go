@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/pem"
@@ -169,7 +168,7 @@ func servingCSROK(csr *certv1.CertificateSigningRequest, n *corev1.Node) error {
 	for _, ip := range req.IPAddresses {
 		if !slices.ContainsFunc(n.Status.Addresses, func(a corev1.NodeAddress) bool {
 			p := net.ParseIP(a.Address)
-			return p != nil && bytes.Equal(p.To16(), ip.To16())
+			return p != nil && p.Equal(ip)
 		}) {
 			return fmt.Errorf("address %s is not one of the node's", ip)
 		}

@@ -252,7 +252,9 @@ func hostClient(p Paths, cl *cluster.Cluster) (*apiClient, error) {
 
 // inside is the host's path of what the node sees at path (under /var,
 // which the state dir holds).
-func (p Paths) inside(path string) string { return filepath.Join(p.State, strings.TrimPrefix(path, "/")) }
+func (p Paths) inside(path string) string {
+	return filepath.Join(p.State, strings.TrimPrefix(path, "/"))
+}
 
 func writeHostKubeconfig(p Paths, cl *cluster.Cluster) (*apiClient, error) {
 	ps := pki.Paths(p.PKI())

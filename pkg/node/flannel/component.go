@@ -30,9 +30,9 @@ func (Component) Tools() []component.Tool {
 		{Name: "iptables", Names: []string{"iptables"}, Debian: "iptables", Fedora: "iptables"}}
 }
 
-// Steps: once the node has its pod CIDR, say where peers reach it and
-// set the namespace up for VXLAN; run flanneld; once it has its lease,
-// write the bridge network for exactly that subnet.
+// Steps are three: once the node has its pod CIDR, say where peers reach
+// it and set the namespace up for VXLAN; run flanneld; once it has its
+// lease, write the bridge network for exactly that subnet.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	n, cl := env.Node, env.Cluster
 	conf, err := Config(cl.PodCIDR, n.UplinkMTU)
