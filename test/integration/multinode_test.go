@@ -233,14 +233,17 @@ func TestJoin(t *testing.T) {
 
 	// Pods on both nodes: Flannel's VXLAN between the hosts carries their
 	// traffic, addressed pod to pod.
-	t.Run("pod network across hosts", func(t *testing.T) {
-		for _, p := range []struct{ name, node string }{{"weba", cp.name}, {"webb", worker}} {
+	// crossHost runs a web pod on each node (named with suffix) and checks
+	// TCP and full-size ICMP between them both ways.
+	crossHost := func(t *testing.T, suffix string) map[string]string {
+		a, b := "weba"+suffix, "webb"+suffix
+		for _, p := range []struct{ name, node string }{{a, cp.name}, {b, worker}} {
 			cp.mustKubectl("run", p.name, "--image=docker.io/library/busybox:usernode", "--image-pull-policy=Never", "--restart=Never",
 				"--labels=app="+p.name, `--overrides={"spec":{"nodeName":"`+p.node+`"}}`, "--",
 				"sh", "-c", "echo served-by-"+p.name+" > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
 		}
 		ips := map[string]string{}
-		for _, name := range []string{"weba", "webb"} {
+		for _, name := range []string{a, b} {
 			waitFor(t, name+" Running", 3*time.Minute, func() (bool, string) {
 				out, _ := cp.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase} {.status.podIP}")
 				f := strings.Fields(out)
@@ -251,19 +254,30 @@ func TestJoin(t *testing.T) {
 				return false, out
 			})
 		}
-		if ips["weba"] == ips["webb"] {
-			t.Fatalf("both pods have IP %s", ips["weba"])
+		if ips[a] == ips[b] {
+			t.Fatalf("both pods have IP %s", ips[a])
 		}
-		for from, to := range map[string]string{"webb": "weba", "weba": "webb"} {
-			out, err := cp.kubectl("exec", from, "--", "wget", "-q", "-O", "-", "http://"+ips[to]+":8080/")
-			if err != nil || !strings.Contains(out, "served-by-"+to) {
-				t.Errorf("TCP from %s to %s (%s): %v %s", from, to, ips[to], err, out)
-			}
+		for from, to := range map[string]string{b: a, a: b} {
+			waitFor(t, "TCP from "+from+" to "+to, time.Minute, func() (bool, string) {
+				out, err := cp.kubectl("exec", from, "--", "wget", "-q", "-O", "-", "http://"+ips[to]+":8080/")
+				return err == nil && strings.Contains(out, "served-by-"+to), out
+			})
 			// A full-size ICMP packet: the pods' MTU fits the VXLAN path.
 			if out, err := cp.kubectl("exec", from, "--", "busybox", "ping", "-c", "2", "-W", "5", "-s", "1422", ips[to]); err != nil {
 				t.Errorf("ICMP from %s to %s: %v %s", from, to, err, out)
 			}
 		}
+		return ips
+	}
+	nodesReady := func(t *testing.T) {
+		waitFor(t, "both nodes Ready", 3*time.Minute, func() (bool, string) {
+			out, _ := cp.kubectl("get", "nodes", "--no-headers")
+			return strings.Count(out, " Ready ") == 2, out
+		})
+	}
+
+	t.Run("pod network across hosts", func(t *testing.T) {
+		crossHost(t, "")
 		// A ClusterIP Service whose only pod is on the other node.
 		cp.mustKubectl("expose", "pod", "weba", "--port=80", "--target-port=8080", "--name=svca")
 		waitFor(t, "the worker's pod reaching a Service whose pod is on the control plane", time.Minute, func() (bool, string) {
@@ -286,6 +300,46 @@ func TestJoin(t *testing.T) {
 			out, err := hostB.In("curl", "-s", "-m", "5", "http://127.0.0.1:"+np+"/").CombinedOutput()
 			return err == nil && strings.Contains(string(out), "served-by-weba"), string(out)
 		})
+	})
+
+	// Both hosts stop and start again, in each order; the cluster comes
+	// back and pods talk across the hosts again. The worker restarts with
+	// a plain `up`: its state dir remembers the join.
+	t.Run("restart", func(t *testing.T) {
+		upWorker := func() testutil.Result {
+			return wEnv.Run(t, 6*time.Minute, bin, "up", "-d", "--name", worker, "--bin-dir", bins)
+		}
+		down := func(host string, r testutil.Result) {
+			if r.Code != 0 {
+				t.Fatalf("down on %s: %s", host, r)
+			}
+		}
+		down("host B", wEnv.Run(t, 5*time.Minute, bin, "down", "--name", worker))
+		down("host A", cp.down())
+		if r := cp.up(); r.Code != 0 {
+			t.Fatalf("up on host A: %s", r)
+		}
+		if r := upWorker(); r.Code != 0 {
+			t.Fatalf("up on host B: %s", r)
+		}
+		nodesReady(t)
+		crossHost(t, "-r1")
+
+		// The control plane goes first and comes back last: the worker's
+		// kubelet waits for it.
+		down("host A", cp.down())
+		down("host B", wEnv.Run(t, 5*time.Minute, bin, "down", "--name", worker))
+		done := make(chan testutil.Result, 1)
+		go func() { done <- upWorker() }()
+		time.Sleep(5 * time.Second)
+		if r := cp.up(); r.Code != 0 {
+			t.Fatalf("up on host A: %s", r)
+		}
+		if r := <-done; r.Code != 0 {
+			t.Fatalf("up on host B before host A: %s", r)
+		}
+		nodesReady(t)
+		crossHost(t, "-r2")
 	})
 
 	t.Run("security", func(t *testing.T) {

@@ -404,7 +404,10 @@ func TestUp(t *testing.T) {
 			out, _ := c.kubectl("get", "cm", "-n", "kube-public", "cluster-info", "-o", "jsonpath={.data.jws-kubeconfig-"+tok.ID+"}")
 			return out != "", out
 		})
-		for check, want := range map[string]string{"create certificatesigningrequests": "yes", "list secrets -A": "no", "get nodes": "no", "create pods": "no"} {
+		// Nodes it may read (join checks that no node has its name or
+		// address), not change.
+		for check, want := range map[string]string{"create certificatesigningrequests": "yes", "list secrets -A": "no", "get nodes": "yes",
+			"update nodes": "no", "delete nodes": "no", "create pods": "no"} {
 			out, _ := as(tok.String(), append([]string{"auth", "can-i"}, strings.Fields(check)...)...)
 			// The answer is the last word; kubectl may warn before it.
 			if w := strings.Fields(out); len(w) == 0 || w[len(w)-1] != want {
