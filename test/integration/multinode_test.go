@@ -276,8 +276,9 @@ func TestJoin(t *testing.T) {
 		})
 	}
 
+	var podIPs map[string]string
 	t.Run("pod network across hosts", func(t *testing.T) {
-		crossHost(t, "")
+		podIPs = crossHost(t, "")
 		// A ClusterIP Service whose only pod is on the other node.
 		cp.mustKubectl("expose", "pod", "weba", "--port=80", "--target-port=8080", "--name=svca")
 		waitFor(t, "the worker's pod reaching a Service whose pod is on the control plane", time.Minute, func() (bool, string) {
@@ -299,6 +300,31 @@ func TestJoin(t *testing.T) {
 		waitFor(t, "host B's NodePort served by host A's pod", time.Minute, func() (bool, string) {
 			out, err := hostB.In("curl", "-s", "-m", "5", "http://127.0.0.1:"+np+"/").CombinedOutput()
 			return err == nil && strings.Contains(string(out), "served-by-weba"), string(out)
+		})
+	})
+
+	// Without host B's VXLAN forward, host A's pod cannot reach B's: pod
+	// traffic between the hosts is VXLAN to that port and nothing else.
+	t.Run("the path is VXLAN", func(t *testing.T) {
+		if podIPs == nil {
+			t.Skip("no pods: the pod network test failed")
+		}
+		vxlan := fmt.Sprintf("%s:8472:8472/udp", hostB.IP)
+		get := func() (string, error) {
+			return cp.kubectl("exec", "weba", "--", "busybox", "timeout", "5", "wget", "-q", "-O", "-", "http://"+podIPs["webb"]+":8080/")
+		}
+		if r := wEnv.Run(t, 30*time.Second, bin, "port", "rm", "--name", worker, vxlan); r.Code != 0 {
+			t.Fatalf("port rm %s: %s", vxlan, r)
+		}
+		if out, err := get(); err == nil {
+			t.Errorf("host A's pod reached host B's with B's VXLAN port closed: %s", out)
+		}
+		if r := wEnv.Run(t, 30*time.Second, bin, "port", "add", "--name", worker, vxlan); r.Code != 0 {
+			t.Fatalf("port add %s: %s", vxlan, r)
+		}
+		waitFor(t, "host A's pod reaching B's again", time.Minute, func() (bool, string) {
+			out, err := get()
+			return err == nil && strings.Contains(out, "served-by-webb"), out
 		})
 	})
 
