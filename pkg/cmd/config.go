@@ -72,17 +72,7 @@ func hostEnv() cluster.Env {
 			env.OwnAddress = append(env.OwnAddress, n)
 		}
 	}
-	if addrs, err := net.InterfaceAddrs(); err == nil {
-		for _, a := range addrs {
-			if n, ok := a.(*net.IPNet); ok {
-				if ip, ok := netip.AddrFromSlice(n.IP); ok {
-					ones, _ := n.Mask.Size()
-					env.HostAddrs = append(env.HostAddrs, netip.PrefixFrom(ip.Unmap(), ones))
-				}
-			}
-		}
-	}
-	env.DefaultRouteIP = defaultRouteIP()
+	// One pass over the interfaces: each address, and its interface's MTU.
 	if ifs, err := net.Interfaces(); err == nil {
 		env.MTUs = map[netip.Addr]int{}
 		for _, i := range ifs {
@@ -90,12 +80,15 @@ func hostEnv() cluster.Env {
 			for _, a := range addrs {
 				if n, ok := a.(*net.IPNet); ok {
 					if ip, ok := netip.AddrFromSlice(n.IP); ok {
+						ones, _ := n.Mask.Size()
+						env.HostAddrs = append(env.HostAddrs, netip.PrefixFrom(ip.Unmap(), ones))
 						env.MTUs[ip.Unmap()] = i.MTU
 					}
 				}
 			}
 		}
 	}
+	env.DefaultRouteIP = defaultRouteIP()
 	return env
 }
 
