@@ -34,8 +34,8 @@ func upCommand() *cobra.Command {
 	var detach bool
 	c := &cobra.Command{
 		Use:   "up",
-		Short: "Bring up a single-node Kubernetes cluster as your user",
-		Long: `Bring up a single-node Kubernetes cluster inside the node's sandbox:
+		Short: "Bring up a Kubernetes node as your user: a cluster's control plane, or a worker it joined",
+		Long: `Bring up a Kubernetes node inside its sandbox (a one-node cluster by default):
 the CRI runtime (containerd), etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler, CoreDNS, the kubelet, the pod network and kube-proxy, all as
 your user. kube-apiserver (6443) and the kubelet (10250) are forwarded to the
@@ -44,6 +44,11 @@ printed by ` + "`usernode kubeconfig`" + `.
 
 Every flag but --detach and --config may also be set in the config file
 (README: "Config file"); flags win over it.
+
+With --host-ip set to an address other hosts reach, the node is a control
+plane they can join (` + "`usernode token create`, then `usernode join`" + ` there).
+A node that joined a cluster (its state dir records it) starts as that
+worker again.
 
 Without --detach, up stays in the foreground and stops the node on Ctrl-C.`,
 		Args: cobra.NoArgs,
