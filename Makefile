@@ -121,3 +121,17 @@ bench-up: build test-user
 test-vm: build
 	GO=$(GO) ./hack/build-k8s.sh $(K8S_TEST_DIR) > bin/k8s-dir-vm.out
 	./hack/vm/test-vm.sh $(BIN) "$$(tail -n1 bin/k8s-dir-vm.out)"
+
+# Multi-node benchmark (bench/multinode, docs/benchmarks.md): pod-to-pod
+# TCP throughput and RTT across two "hosts" (network namespaces on a
+# bridge) and on one node, against a VXLAN made by root between two
+# namespaces as the bound, and `usernode join` to Ready; interleaved
+# rounds, medians. Run as root: it makes the namespaces and two accounts
+# of its own (accounts.sh), and runs each host's node as one of them.
+# Static, because the same binary is copied into the pods as the tool.
+# Extra flags: BENCH_MULTINODE_FLAGS='-v'.
+.PHONY: bench-multinode
+bench-multinode: build
+	./bench/multinode/accounts.sh
+	CGO_ENABLED=0 $(GO) build -o bin/multinode ./bench/multinode
+	./bin/multinode -rounds 3 -t 3 -usernode $(BIN) -bin-dir /opt/usernode-k8s $(BENCH_MULTINODE_FLAGS)

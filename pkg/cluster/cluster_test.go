@@ -216,7 +216,7 @@ cluster:
 	}
 	if c.Name != "filenode" || c.APIPort != 8443 || c.Net != "slirp4netns" || c.KeepSourceIP ||
 		c.PortBusyPoll != "10us" || c.Cluster.ServiceCIDR != "10.200.0.0/16" || c.Cluster.DNSDomain != "file.local" ||
-		c.KubeletPort != 10250 || c.Cluster.PodCIDR != DefaultPodCIDR {
+		c.KubeletPort != 10250 || c.Cluster.PodCIDR != "" || c.Cluster.VXLANPort != DefaultVXLANPort {
 		t.Errorf("merged config wrong: %+v", c)
 	}
 	// Without flags, the file; without a file, the defaults.
@@ -357,5 +357,86 @@ func TestWorker(t *testing.T) {
 	// A single-node control plane stays on slirp4netns's own subnet.
 	if s := resolve(t, Config{Name: "w1"}).Self().Subnet.String(); s != DefaultNodeSubnet {
 		t.Errorf("single-node subnet %s", s)
+	}
+}
+
+// `hostIP: auto` is the default route's address, and makes a control
+// plane other hosts can join: Flannel, and Flannel's pod range.
+func TestAutoHostIP(t *testing.T) {
+	e := env
+	e.DefaultRouteIP = netip.MustParseAddr("192.0.2.2")
+	c := Config{Name: "cp", HostIP: AutoHostIP}
+	SetDefaults(&c)
+	cl, err := c.Resolve(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := cl.Self(); n.HostIP.String() != "192.0.2.2" || !cl.MultiNode() || n.CNI != DefaultMultiNodeCNI || cl.API.URL() != "https://192.0.2.2:6443" {
+		t.Errorf("auto: host IP %s, multi-node %v, CNI %s, API %s", n.HostIP, cl.MultiNode(), n.CNI, cl.API.URL())
+	}
+	if cl.PodCIDR.String() != DefaultMultiNodePodCIDR || cl.VXLANPort != DefaultVXLANPort {
+		t.Errorf("multi-node pod CIDR %s, VXLAN port %d", cl.PodCIDR, cl.VXLANPort)
+	}
+	if p := resolve(t, Config{Name: "one"}).PodCIDR.String(); p != DefaultPodCIDR {
+		t.Errorf("single-node pod CIDR %s", p)
+	}
+	e.DefaultRouteIP = netip.Addr{}
+	if _, err := c.Resolve(e); err == nil || !strings.Contains(err.Error(), "no default route") {
+		t.Errorf("auto without a default route: %v", err)
+	}
+}
+
+// A worker takes the cluster section its control plane publishes (when
+// joining) and its join.yaml keeps (later ups): the values a user left
+// out are filled, and one set otherwise is refused with the cluster's.
+func TestWorkerAdoptsCluster(t *testing.T) {
+	cpCfg := Config{Name: "cp", HostIP: "192.0.2.2", Cluster: ClusterConfig{ServiceCIDR: "10.112.0.0/16", VXLANPort: 9472}}
+	SetDefaults(&cpCfg)
+	e := env
+	e.DefaultRouteIP = netip.MustParseAddr("192.0.2.2")
+	cp, err := cpCfg.Resolve(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := cp.Shared()
+	c, err := Load(Source{Join: "https://192.0.2.9:6443", Shared: &shared})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Resolve(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Shared() != shared || w.DNSIP.String() != "10.112.0.10" {
+		t.Errorf("the worker's cluster section %+v, the cluster's %+v", w.Shared(), shared)
+	}
+
+	// What `join` records, a later `up` reads back.
+	home := t.TempDir()
+	getenv := func(k string) string { return map[string]string{"XDG_DATA_HOME": home}[k] }
+	dir := DefaultStateDir(c.Name, getenv)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteJoin(dir, c); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Load(Source{Getenv: getenv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.Role != Worker || again.Cluster.ServiceCIDR != "10.112.0.0/16" || again.Cluster.VXLANPort != 9472 {
+		t.Errorf("the worker's up read back %+v", again)
+	}
+
+	// A value of the user's own that differs: the field, the cluster's
+	// value, and what to do.
+	_, err = Load(Source{Getenv: getenv, Flags: parse(t, "--vxlan-port", "8472")})
+	if err == nil || !strings.Contains(err.Error(), "cluster.vxlanPort (--vxlan-port)") || !strings.Contains(err.Error(), "uses 9472") {
+		t.Errorf("a worker's own VXLAN port: %v", err)
+	}
+	_, err = Load(Source{Join: "https://192.0.2.9:6443", Shared: &shared, Flags: parse(t, "--pod-cidr", "10.88.0.0/16")})
+	if err == nil || !strings.Contains(err.Error(), "uses "+DefaultMultiNodePodCIDR) {
+		t.Errorf("joining with another pod CIDR: %v", err)
 	}
 }

@@ -64,8 +64,10 @@ type Config struct {
 	// NodeSubnet is the node namespace's own network (the network driver's
 	// side); the node's IP is its .100. Default 10.0.2.0/24, slirp4netns's.
 	NodeSubnet string `json:"nodeSubnet,omitempty"`
-	// HostIP is the host address the node's ports are forwarded from.
-	// Default 127.0.0.1.
+	// HostIP is the host address the node's ports are forwarded from:
+	// an address of this host, or "auto", the address of its default
+	// route. Default 127.0.0.1 for a control plane (a cluster of this
+	// host only), "auto" for a worker.
 	HostIP string `json:"hostIP,omitempty"`
 	// APIPort and KubeletPort are the host ports that reach
 	// kube-apiserver's 6443 and the kubelet's 10250 in the node; two nodes
@@ -98,7 +100,8 @@ type ClusterConfig struct { //nolint:revive // stutters on purpose: cluster.Conf
 	KubernetesVersion string `json:"kubernetesVersion,omitempty"`
 	// ServiceCIDR is the Services' range. Default 10.96.0.0/16.
 	ServiceCIDR string `json:"serviceCIDR,omitempty"`
-	// PodCIDR is the pods' range, all nodes'. Default 10.88.0.0/16.
+	// PodCIDR is the pods' range, all nodes'. Default 10.88.0.0/16 for a
+	// single node, 10.244.0.0/16 (Flannel's own) for a multi-node cluster.
 	PodCIDR string `json:"podCIDR,omitempty"`
 	// NodeCIDRMaskSize is each node's share of PodCIDR. Default 24.
 	NodeCIDRMaskSize int `json:"nodeCIDRMaskSize,omitempty"`
@@ -107,7 +110,19 @@ type ClusterConfig struct { //nolint:revive // stutters on purpose: cluster.Conf
 	// DNSIP is the cluster DNS Service's IP. Default the 10th address of
 	// ServiceCIDR (10.96.0.10).
 	DNSIP string `json:"dnsIP,omitempty"`
+	// VXLANPort is the UDP port VXLAN between the hosts' nodes uses, on
+	// every host of a multi-node cluster: each node's is forwarded from
+	// its host IP. Default 8472 (Flannel's and the kernel's).
+	VXLANPort uint16 `json:"vxlanPort,omitempty"`
 }
+
+// SharedConfigMap is where a control plane publishes Cluster.Shared, in
+// kube-public under the key SharedKey, for the workers that join it (their
+// bootstrap token may read it, as it may cluster-info).
+const (
+	SharedConfigMap = "usernode-cluster"
+	SharedKey       = "cluster.yaml"
+)
 
 // HostIPAnnotation carries a node's host IP on its Node, set by the node
 // itself: the control plane's usernode makes it the node's ExternalIP.
@@ -129,6 +144,8 @@ type Cluster struct {
 	NodeCIDRMaskSize  int          `json:"nodeCIDRMaskSize"`
 	DNSDomain         string       `json:"dnsDomain"`
 	DNSIP             netip.Addr   `json:"dnsIP"`
+	// VXLANPort is the UDP port of VXLAN between hosts.
+	VXLANPort uint16 `json:"vxlanPort"`
 	// APIServerIP is the `kubernetes` Service's ClusterIP (the first
 	// address of ServiceCIDR), which pods use to reach kube-apiserver.
 	APIServerIP netip.Addr `json:"apiServerIP"`
@@ -194,6 +211,20 @@ func (c *Cluster) Self() *Node { return &c.Nodes[0] }
 func (c *Cluster) MultiNode() bool {
 	n := c.Self()
 	return n.Role == Worker || !n.HostIP.IsLoopback()
+}
+
+// Shared is the cluster section every node of c's cluster must agree on,
+// each value resolved: what a control plane publishes for the workers
+// that join it (the KubernetesVersion is left to each host's binaries).
+func (c *Cluster) Shared() ClusterConfig {
+	return ClusterConfig{
+		ServiceCIDR:      c.ServiceCIDR.String(),
+		PodCIDR:          c.PodCIDR.String(),
+		NodeCIDRMaskSize: c.NodeCIDRMaskSize,
+		DNSDomain:        c.DNSDomain,
+		DNSIP:            c.DNSIP.String(),
+		VXLANPort:        c.VXLANPort,
+	}
 }
 
 // NodeAPIServer is kube-apiserver's URL as n's own processes reach it: on

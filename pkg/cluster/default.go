@@ -22,6 +22,13 @@ const (
 	DefaultReadyTimeout     = "5m"
 	DefaultServiceCIDR      = "10.96.0.0/16"
 	DefaultPodCIDR          = "10.88.0.0/16"
+	// DefaultMultiNodePodCIDR is Flannel's own default, which its users
+	// know and its docs assume.
+	DefaultMultiNodePodCIDR = "10.244.0.0/16"
+	DefaultVXLANPort        = 8472
+	// AutoHostIP as the host IP is the address of the host's default
+	// route: the one other hosts most likely reach.
+	AutoHostIP = "auto"
 	DefaultNodeCIDRMaskSize = 24
 	DefaultDNSDomain        = "cluster.local"
 	// DefaultNodeSubnet is slirp4netns's own default network: the node is
@@ -47,8 +54,9 @@ func Default() Config {
 }
 
 // SetDefaults fills what c leaves empty. What depends on other values or
-// on the host is filled by Resolve: the DNS IP (from the service CIDR) and
-// the node's subnet (DefaultNodeSubnet unless the host uses it).
+// on the host is filled by Resolve: the DNS IP (from the service CIDR),
+// the pod CIDR (a multi-node cluster's differs) and the node's subnet
+// (DefaultNodeSubnet unless the host uses it).
 func SetDefaults(c *Config) {
 	str := func(p *string, d string) {
 		if *p == "" {
@@ -79,10 +87,12 @@ func SetDefaults(c *Config) {
 	}
 	cc := &c.Cluster
 	str(&cc.ServiceCIDR, DefaultServiceCIDR)
-	str(&cc.PodCIDR, DefaultPodCIDR)
 	str(&cc.DNSDomain, DefaultDNSDomain)
 	if cc.NodeCIDRMaskSize == 0 {
 		cc.NodeCIDRMaskSize = DefaultNodeCIDRMaskSize
+	}
+	if cc.VXLANPort == 0 {
+		cc.VXLANPort = DefaultVXLANPort
 	}
 }
 

@@ -71,7 +71,7 @@ var flagDefs = []flagDef{
 		bind: strFlag(func(c *Config) *string { return &c.CRI })},
 	{name: "cni", field: "cni", set: UpFlags, usage: "pod network (CNI)",
 		bind: strFlag(func(c *Config) *string { return &c.CNI })},
-	{name: "host-ip", field: "hostIP", set: UpFlags, usage: "host address the API and kubelet ports are forwarded from (and the API server's certificate names)",
+	{name: "host-ip", field: "hostIP", set: UpFlags, usage: "host address the API and kubelet ports are forwarded from (and the API server's certificate names): 127.0.0.1 serves this host only; an address of this host, or auto (its default route's), lets other hosts join",
 		bind: strFlag(func(c *Config) *string { return &c.HostIP })},
 	{name: "api-port", field: "apiPort", set: UpFlags, usage: "host port for kube-apiserver",
 		bind: portFlag(func(c *Config) *uint16 { return &c.APIPort })},
@@ -83,8 +83,10 @@ var flagDefs = []flagDef{
 		bind: strFlag(func(c *Config) *string { return &c.NodeSubnet })},
 	{name: "service-cidr", field: "cluster.serviceCIDR", set: UpFlags, usage: "Services' range; the cluster DNS is its 10th address",
 		bind: strFlag(func(c *Config) *string { return &c.Cluster.ServiceCIDR })},
-	{name: "pod-cidr", field: "cluster.podCIDR", set: UpFlags, usage: "pods' range; each node gets a /cluster.nodeCIDRMaskSize (24) of it",
+	{name: "pod-cidr", field: "cluster.podCIDR", set: UpFlags, usage: "pods' range; each node gets a /cluster.nodeCIDRMaskSize (24) of it (default 10.88.0.0/16, or 10.244.0.0/16 for a multi-node cluster)",
 		bind: strFlag(func(c *Config) *string { return &c.Cluster.PodCIDR })},
+	{name: "vxlan-port", field: "cluster.vxlanPort", set: UpFlags, usage: "UDP port of VXLAN between the hosts of a multi-node cluster (a worker takes its cluster's)",
+		bind: portFlag(func(c *Config) *uint16 { return &c.Cluster.VXLANPort })},
 	{name: "cluster-domain", field: "cluster.dnsDomain", set: UpFlags, usage: "the cluster's DNS domain",
 		bind: strFlag(func(c *Config) *string { return &c.Cluster.DNSDomain })},
 	{name: "timeout", field: "readyTimeout", set: UpFlags, usage: "how long to wait for the node to be Ready",
@@ -140,6 +142,9 @@ type Source struct {
 	Getenv func(string) string
 	// Join is the server `usernode join` names: the node is its worker.
 	Join string
+	// Shared is the cluster section of the cluster the node joins, as its
+	// control plane publishes it: a worker takes it over its own file.
+	Shared *ClusterConfig
 }
 
 // JoinFile is what `usernode join` leaves in a worker's state dir: the
@@ -151,7 +156,7 @@ const JoinFile = "join.yaml"
 // WriteJoin records in stateDir that the node there is a worker of c's
 // server.
 func WriteJoin(stateDir string, c *Config) error {
-	b, err := yaml.Marshal(Config{Role: Worker, Server: c.Server, HostIP: c.HostIP, Name: c.Name})
+	b, err := yaml.Marshal(Config{Role: Worker, Server: c.Server, HostIP: c.HostIP, Name: c.Name, Cluster: c.Cluster})
 	if err != nil {
 		return err
 	}
@@ -193,6 +198,38 @@ func applyJoin(c *Config, getenv func(string) string) error {
 	if c.HostIP == "" {
 		c.HostIP = j.HostIP
 	}
+	if c.Role == j.Role {
+		if err := c.adopt(j.Cluster, path); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// adopt takes the cluster section a worker's cluster has (from): what c
+// leaves empty is filled, and a value c sets otherwise is an error, since
+// a node that disagrees with its cluster on an address range breaks it.
+func (c *Config) adopt(from ClusterConfig, source string) error {
+	m := &c.Cluster
+	return errors.Join(
+		adoptField("cluster.serviceCIDR", &m.ServiceCIDR, from.ServiceCIDR, source),
+		adoptField("cluster.podCIDR", &m.PodCIDR, from.PodCIDR, source),
+		adoptField("cluster.nodeCIDRMaskSize", &m.NodeCIDRMaskSize, from.NodeCIDRMaskSize, source),
+		adoptField("cluster.dnsDomain", &m.DNSDomain, from.DNSDomain, source),
+		adoptField("cluster.dnsIP", &m.DNSIP, from.DNSIP, source),
+		adoptField("cluster.vxlanPort", &m.VXLANPort, from.VXLANPort, source),
+	)
+}
+
+func adoptField[T comparable](field string, dst *T, src T, source string) error {
+	var zero T
+	switch {
+	case src == zero:
+	case *dst == zero:
+		*dst = src
+	case *dst != src:
+		return &FieldError{Field: field, Value: fmt.Sprint(*dst), Problem: fmt.Sprintf("the cluster this worker joins uses %v (%s): a worker takes its cluster's; drop yours", src, source)}
+	}
 	return nil
 }
 
@@ -220,6 +257,11 @@ func Load(src Source) (*Config, error) {
 			return nil, fmt.Errorf("node %q already joined %s: `usernode down --purge --name %s` forgets that cluster, or give this one another --name", c.Name, c.Server, c.Name)
 		}
 		c.Role, c.Server = Worker, src.Join
+	}
+	if src.Shared != nil {
+		if err := c.adopt(*src.Shared, "its control plane says so"); err != nil {
+			return nil, err
+		}
 	}
 	SetDefaults(c)
 	return c, nil

@@ -94,7 +94,14 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	// Service CIDR: kube-apiserver refuses ranges wider than /12, and the
 	// DNS IP is its 10th address.
 	cl.ServiceCIDR = v.prefix("cluster.serviceCIDR", c.Cluster.ServiceCIDR, 12, 28)
-	cl.PodCIDR = v.prefix("cluster.podCIDR", c.Cluster.PodCIDR, 8, 28)
+	podCIDR := c.Cluster.PodCIDR
+	if podCIDR == "" {
+		podCIDR = DefaultPodCIDR
+		if multiNode {
+			podCIDR = DefaultMultiNodePodCIDR
+		}
+	}
+	cl.PodCIDR = v.prefix("cluster.podCIDR", podCIDR, 8, 28)
 	if cl.ServiceCIDR.IsValid() && cl.PodCIDR.IsValid() && cl.ServiceCIDR.Overlaps(cl.PodCIDR) {
 		what := "overlaps cluster.serviceCIDR " + cl.ServiceCIDR.String()
 		if cl.PodCIDR.Bits() <= cl.ServiceCIDR.Bits() {
@@ -161,13 +168,14 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	}
 
 	hostIP := c.HostIP
-	if hostIP == "" && c.Role == Worker && env.DefaultRouteIP.IsValid() {
+	auto := hostIP == AutoHostIP || hostIP == "" && c.Role == Worker
+	if auto && env.DefaultRouteIP.IsValid() {
 		hostIP = env.DefaultRouteIP.String()
 	}
 	ip, err := netip.ParseAddr(hostIP)
 	switch {
-	case hostIP == "" && c.Role == Worker:
-		v.fail("hostIP", hostIP, "this host has no default route: name the address the cluster's other hosts reach this one at")
+	case auto && !env.DefaultRouteIP.IsValid():
+		v.fail("hostIP", c.HostIP, "this host has no default route: name the address the cluster's other hosts reach this one at")
 	case c.Role == Worker && err == nil && ip.IsLoopback():
 		v.fail("hostIP", hostIP, "a worker is reached by the cluster's other hosts: name an address of this host they reach")
 	case err != nil || !ip.Is4():
@@ -194,8 +202,12 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	if c.APIPort == c.KubeletPort {
 		v.fail("kubeletPort", fmt.Sprint(c.KubeletPort), "is also apiPort: each needs its own host port")
 	}
+	cl.VXLANPort = c.Cluster.VXLANPort
 	if multiNode && c.Role == ControlPlane {
 		n.DNSPort = c.DNSPort
+		if c.DNSPort == c.Cluster.VXLANPort {
+			v.fail("cluster.vxlanPort", fmt.Sprint(c.Cluster.VXLANPort), "is also dnsPort, whose UDP side it would take: each needs its own host port")
+		}
 		if c.DNSPort == c.APIPort || c.DNSPort == c.KubeletPort {
 			v.fail("dnsPort", fmt.Sprint(c.DNSPort), "is also apiPort or kubeletPort: each needs its own host port")
 		}

@@ -22,8 +22,10 @@ import (
 type configFlags struct {
 	path string
 	fs   *pflag.FlagSet
-	// join is the server of `usernode join`, which makes the node a worker.
-	join string
+	// join is the server of `usernode join`, which makes the node a worker,
+	// and shared the cluster section its control plane publishes.
+	join   string
+	shared *cluster.ClusterConfig
 }
 
 func (f *configFlags) add(fs *pflag.FlagSet, set cluster.FlagSet) {
@@ -38,7 +40,7 @@ func (f *configFlags) load() (*cluster.Config, error) {
 	if !explicit {
 		path = cluster.DefaultConfigFile(os.Getenv)
 	}
-	return cluster.Load(cluster.Source{Path: path, Explicit: explicit, Flags: f.fs, Getenv: os.Getenv, Join: f.join})
+	return cluster.Load(cluster.Source{Path: path, Explicit: explicit, Flags: f.fs, Getenv: os.Getenv, Join: f.join, Shared: f.shared})
 }
 
 // resolve is the checked model.

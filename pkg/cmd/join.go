@@ -72,6 +72,20 @@ same --name) starts the same worker, and ` + "`usernode down`" + ` stops it.`,
 			if err != nil {
 				return err
 			}
+			// The node takes the cluster's address ranges, DNS and VXLAN
+			// port: the model again, with the cluster's section under it.
+			if cf.shared, err = node.SharedConfig(ctx, jc, tok); err != nil {
+				return err
+			}
+			if cfg, err = cf.load(); err != nil {
+				return err
+			}
+			if cl, err = cfg.Resolve(hostEnv()); err != nil {
+				return err
+			}
+			if _, err := node.Check(cl, sb); err != nil {
+				return err
+			}
 			if err := node.CheckJoin(ctx, jc, tok, cl, node.Joined(sb)); err != nil {
 				return err
 			}

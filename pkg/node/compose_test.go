@@ -214,17 +214,23 @@ func mapValues(m map[string]string) []string {
 }
 
 func TestHostPorts(t *testing.T) {
-	n := cluster.DefaultCluster().Self()
-	if got := hostPorts(n); len(got) != 2 || got[0].HostIP.String() != "127.0.0.1" {
+	cl := cluster.DefaultCluster()
+	n := cl.Self()
+	if got := hostPorts(cl); len(got) != 2 || got[0].HostIP.String() != "127.0.0.1" {
 		t.Errorf("loopback host IP: %v", got)
 	}
 	n.HostIP = netip.MustParseAddr("198.51.100.1")
-	got := hostPorts(n)
+	got := hostPorts(cl)
 	var s []string
 	for _, p := range got {
 		s = append(s, p.String())
 	}
 	if want := "198.51.100.1:6443/tcp->6443 198.51.100.1:10250/tcp->10250 127.0.0.1:6443/tcp->6443 127.0.0.1:10250/tcp->10250"; strings.Join(s, " ") != want {
 		t.Errorf("host ports %q, want %q", strings.Join(s, " "), want)
+	}
+	// A multi-node node's VXLAN comes in at the cluster's port.
+	n.CNI, cl.VXLANPort = "flannel", 9472
+	if got := hostPorts(cl); got[len(got)-1].String() != "198.51.100.1:9472/udp->9472" {
+		t.Errorf("VXLAN's host port: %v", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	clientcmdv1 "k8s.io/client-go/tools/clientcmd/api/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/usernode/usernode/pkg/bootstraptoken"
 	"github.com/usernode/usernode/pkg/cluster"
@@ -38,30 +39,52 @@ func Joined(c sandbox.Config) bool {
 // take the other's Node over) or its InternalIP. rejoin is set when this
 // host's node joined before, under the same name.
 func CheckJoin(ctx context.Context, jc *join.Cluster, tok bootstraptoken.Token, cl *cluster.Cluster, rejoin bool) error {
+	var nodes corev1.NodeList
+	if err := tokenGet(ctx, jc, tok, "/api/v1/nodes", &nodes); err != nil {
+		return fmt.Errorf("listing the cluster's nodes with the token: %w", err)
+	}
+	return checkNodeFits(cl.Self(), nodes.Items, rejoin)
+}
+
+// SharedConfig is the cluster section the cluster's control plane
+// publishes (cluster.SharedConfigMap), read with the bootstrap token: the
+// address ranges, DNS and VXLAN port its workers must use.
+func SharedConfig(ctx context.Context, jc *join.Cluster, tok bootstraptoken.Token) (*cluster.ClusterConfig, error) {
+	var cm corev1.ConfigMap
+	if err := tokenGet(ctx, jc, tok, "/api/v1/namespaces/"+bootstraptoken.ClusterInfoNS+"/configmaps/"+cluster.SharedConfigMap, &cm); err != nil {
+		return nil, fmt.Errorf("reading the cluster's settings: %w", err)
+	}
+	var cc cluster.ClusterConfig
+	if err := yaml.UnmarshalStrict([]byte(cm.Data[cluster.SharedKey]), &cc); err != nil {
+		return nil, fmt.Errorf("the cluster's settings (%s/%s): %w", bootstraptoken.ClusterInfoNS, cluster.SharedConfigMap, err)
+	}
+	return &cc, nil
+}
+
+// tokenGet GETs path from the cluster with the bootstrap token, trusting
+// only the pinned CA; a refusal says the control plane may predate what
+// this usernode asks of it.
+func tokenGet(ctx context.Context, jc *join.Cluster, tok bootstraptoken.Token, path string, out any) error {
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(jc.CA) {
 		return errors.New("the cluster's CA is not PEM")
 	}
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	defer hc.CloseIdleConnections()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jc.Server+"/api/v1/nodes", nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, jc.Server+path, nil)
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+tok.String())
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("listing the cluster's nodes: %w", err)
+		return err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("listing the cluster's nodes with the token: %s (a control plane older than this usernode does not allow it: upgrade it)", resp.Status)
+		return fmt.Errorf("GET %s: %s (a control plane older than this usernode does not allow it: upgrade it)", path, resp.Status)
 	}
-	var nodes corev1.NodeList
-	if err := json.NewDecoder(resp.Body).Decode(&nodes); err != nil {
-		return err
-	}
-	return checkNodeFits(cl.Self(), nodes.Items, rejoin)
+	return json.NewDecoder(resp.Body).Decode(out)
 }
 
 func checkNodeFits(n *cluster.Node, nodes []corev1.Node, rejoin bool) error {

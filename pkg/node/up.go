@@ -43,7 +43,8 @@ func SandboxConfig(cl *cluster.Cluster, getenv func(string) string) (sandbox.Con
 // hostPorts are the node's own forwards: kube-apiserver and the kubelet,
 // from the host IP, and from 127.0.0.1 too when the host IP is another
 // address, so that what runs on the host itself keeps the loopback path.
-func hostPorts(n *cluster.Node) []port.Spec {
+func hostPorts(cl *cluster.Cluster) []port.Spec {
+	n := cl.Self()
 	var out []port.Spec
 	for _, ip := range []netip.Addr{n.HostIP, netip.AddrFrom4([4]byte{127, 0, 0, 1})} {
 		if n.Role == cluster.ControlPlane {
@@ -62,7 +63,7 @@ func hostPorts(n *cluster.Node) []port.Spec {
 	// Flannel's peers send VXLAN to the host IP (the node publishes it as
 	// its public IP); the node's kernel takes it from there.
 	if n.CNI == flannel.CNI.Name && !n.HostIP.IsLoopback() {
-		out = append(out, port.Spec{Proto: "udp", HostIP: n.HostIP, HostPort: flannel.Port, ChildPort: flannel.Port})
+		out = append(out, port.Spec{Proto: "udp", HostIP: n.HostIP, HostPort: cl.VXLANPort, ChildPort: cl.VXLANPort})
 	}
 	return out
 }
@@ -124,12 +125,12 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 		}
 	}
 	cl.KubernetesVersion = v
-	for _, p := range hostPorts(cl.Self()) {
+	for _, p := range hostPorts(cl) {
 		addr := netip.AddrPortFrom(p.HostIP, p.HostPort).String()
 		if p.Proto == "udp" {
 			c, err := net.ListenPacket("udp", addr)
 			if err != nil {
-				return nil, fmt.Errorf("host port %s/udp (for the node's %d) is already in use: stop what holds it (`ss -lunp 'sport = :%d'` shows it), or, if it is another node's, give this one another --host-ip (VXLAN's 8472) or --dns-port", addr, p.ChildPort, p.HostPort)
+				return nil, fmt.Errorf("host port %s/udp (for the node's %d) is already in use: stop what holds it (`ss -lunp 'sport = :%d'` shows it), or, if it is another node's, give this one another --host-ip (VXLAN's port is the cluster's: a new cluster can take another --vxlan-port) or --dns-port", addr, p.ChildPort, p.HostPort)
 			}
 			c.Close()
 			continue
@@ -161,7 +162,7 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 	cfg.Command = nil
 	cfg.StopTimeout = 2 * time.Minute
 	cfg.Env = procenv.Root()
-	cfg.Ports = append(cfg.Ports, hostPorts(n)...)
+	cfg.Ports = append(cfg.Ports, hostPorts(cl)...)
 	timeout := cl.Options.ReadyTimeout
 	start := time.Now()
 	hook := func(ctx context.Context, st *sandbox.State) error {

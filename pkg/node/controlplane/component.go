@@ -71,7 +71,7 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	boot, err := RenderBootstrap(ClusterInfo{Server: env.Cluster.API.URL(), CA: ca})
+	boot, err := RenderBootstrap(ClusterInfo{Server: env.Cluster.API.URL(), CA: ca, Shared: env.Cluster.Shared()})
 	if err != nil {
 		return nil, err
 	}

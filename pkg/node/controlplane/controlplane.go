@@ -16,14 +16,14 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/usernode/usernode/pkg/bootstraptoken"
-
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/usernode/usernode/internal/k8sversion"
+	"github.com/usernode/usernode/pkg/bootstraptoken"
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
 )
@@ -338,15 +338,19 @@ var defaultServiceAccount = corev1.ServiceAccount{
 type ClusterInfo struct {
 	Server string
 	CA     []byte // PEM
+	// Shared is the cluster section every node must agree on (address
+	// ranges, DNS, the VXLAN port): a worker takes it when it joins.
+	Shared cluster.ClusterConfig
 }
 
 // NodeBootstrapObjects are kubeadm's node-bootstrap objects, bound to
 // usernode's token group (bootstraptoken.Group): a token may create a node
 // client CSR (system:node-bootstrapper), which is approved automatically,
 // as are a node's renewals of its own certificate; and it may read
-// cluster-info. Anonymous requests are off, so cluster-info is readable by
-// the bootstrappers, not by everyone as in kubeadm.
-func NodeBootstrapObjects(ci ClusterInfo) []any {
+// cluster-info and usernode's cluster section. Anonymous requests are off,
+// so both are readable by the bootstrappers, not by everyone as
+// cluster-info is in kubeadm.
+func NodeBootstrapObjects(ci ClusterInfo) ([]any, error) {
 	crb := func(name, role string, subject rbacv1.Subject) rbacv1.ClusterRoleBinding {
 		return rbacv1.ClusterRoleBinding{
 			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "ClusterRoleBinding"},
@@ -361,6 +365,10 @@ func NodeBootstrapObjects(ci ClusterInfo) []any {
 	info := kubeconfig.New(kubeconfig.Options{Name: "", Server: ci.Server, CAData: ci.CA})
 	info.AuthInfos, info.Contexts, info.CurrentContext = nil, nil, ""
 	kc, _ := kubeconfig.Render(info) // a config of plain strings always marshals
+	shared, err := yaml.Marshal(ci.Shared)
+	if err != nil {
+		return nil, err
+	}
 	return []any{
 		crb("usernode:kubelet-bootstrap", "system:node-bootstrapper", group(bootstraptoken.Group)),
 		crb("usernode:node-autoapprove-bootstrap", "system:certificates.k8s.io:certificatesigningrequests:nodeclient", group(bootstraptoken.Group)),
@@ -384,11 +392,16 @@ func NodeBootstrapObjects(ci ClusterInfo) []any {
 			ObjectMeta: metav1.ObjectMeta{Name: bootstraptoken.ClusterInfo, Namespace: bootstraptoken.ClusterInfoNS},
 			Data:       map[string]string{"kubeconfig": string(kc)},
 		},
+		corev1.ConfigMap{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ConfigMap"},
+			ObjectMeta: metav1.ObjectMeta{Name: cluster.SharedConfigMap, Namespace: bootstraptoken.ClusterInfoNS},
+			Data:       map[string]string{cluster.SharedKey: string(shared)},
+		},
 		rbacv1.Role{
 			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "Role"},
 			ObjectMeta: metav1.ObjectMeta{Name: "usernode:bootstrap-signer-clusterinfo", Namespace: bootstraptoken.ClusterInfoNS},
 			Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"},
-				ResourceNames: []string{bootstraptoken.ClusterInfo}, Verbs: []string{"get"}}},
+				ResourceNames: []string{bootstraptoken.ClusterInfo, cluster.SharedConfigMap}, Verbs: []string{"get"}}},
 		},
 		rbacv1.RoleBinding{
 			TypeMeta:   metav1.TypeMeta{APIVersion: rbacv1.SchemeGroupVersion.String(), Kind: "RoleBinding"},
@@ -396,7 +409,7 @@ func NodeBootstrapObjects(ci ClusterInfo) []any {
 			RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "usernode:bootstrap-signer-clusterinfo"},
 			Subjects:   []rbacv1.Subject{group("system:bootstrappers")},
 		},
-	}
+	}, nil
 }
 
 // RenderBootstrap is the default ServiceAccount, BootstrapObjects and
@@ -408,7 +421,11 @@ func RenderBootstrap(ci ClusterInfo) ([]byte, error) {
 	for _, b := range BootstrapObjects() {
 		objs = append(objs, b)
 	}
-	objs = append(objs, NodeBootstrapObjects(ci)...)
+	nodeObjs, err := NodeBootstrapObjects(ci)
+	if err != nil {
+		return nil, err
+	}
+	objs = append(objs, nodeObjs...)
 	for _, obj := range objs {
 		b, err := yaml.Marshal(obj)
 		if err != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/usernode/usernode/pkg/bootstraptoken"
+	"github.com/usernode/usernode/pkg/cluster"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	corev1 "k8s.io/api/core/v1"
@@ -157,7 +158,8 @@ func TestValidation(t *testing.T) {
 }
 
 func TestBootstrap(t *testing.T) {
-	b, err := RenderBootstrap(ClusterInfo{Server: "https://198.51.100.1:6443", CA: []byte("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n")})
+	shared := cluster.DefaultCluster().Shared()
+	b, err := RenderBootstrap(ClusterInfo{Server: "https://198.51.100.1:6443", CA: []byte("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"), Shared: shared})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +171,8 @@ func TestBootstrap(t *testing.T) {
 	// Each document decodes strictly into its kind; the bindings are what
 	// kube-apiserver's kubelet client and the bootstrap tokens need.
 	bindings := map[string]rbacv1.ClusterRoleBinding{}
-	var info corev1.ConfigMap
+	cms := map[string]corev1.ConfigMap{}
+	var role rbacv1.Role
 	for _, d := range docs[1:] {
 		var meta metav1.TypeMeta
 		if err := yaml.Unmarshal([]byte(d), &meta); err != nil {
@@ -183,7 +186,13 @@ func TestBootstrap(t *testing.T) {
 			}
 			bindings[crb.RoleRef.Name] = crb
 		case "ConfigMap":
-			if err := yaml.UnmarshalStrict([]byte(d), &info); err != nil {
+			var cm corev1.ConfigMap
+			if err := yaml.UnmarshalStrict([]byte(d), &cm); err != nil {
+				t.Fatal(err)
+			}
+			cms[cm.Namespace+"/"+cm.Name] = cm
+		case "Role":
+			if err := yaml.UnmarshalStrict([]byte(d), &role); err != nil {
 				t.Fatal(err)
 			}
 		case "ClusterRole":
@@ -196,7 +205,7 @@ func TestBootstrap(t *testing.T) {
 			if cr.Name != "usernode:get-nodes" || len(cr.Rules) != 1 || strings.Join(cr.Rules[0].Resources, ",") != "nodes" || strings.Join(cr.Rules[0].Verbs, ",") != "get,list" {
 				t.Errorf("unexpected ClusterRole %+v", cr)
 			}
-		case "Role", "RoleBinding":
+		case "RoleBinding":
 		default:
 			t.Errorf("unexpected %s:\n%s", meta.Kind, d)
 		}
@@ -215,8 +224,21 @@ func TestBootstrap(t *testing.T) {
 			t.Errorf("%s bound to %+v, want group %s", role, crb.Subjects, group)
 		}
 	}
+	info := cms["kube-public/cluster-info"]
 	kc := info.Data["kubeconfig"]
-	if info.Namespace != "kube-public" || info.Name != "cluster-info" || !strings.Contains(kc, "server: https://198.51.100.1:6443") || !strings.Contains(kc, "certificate-authority-data:") || strings.Contains(kc, "client-") {
+	if !strings.Contains(kc, "server: https://198.51.100.1:6443") || !strings.Contains(kc, "certificate-authority-data:") || strings.Contains(kc, "client-") {
 		t.Errorf("cluster-info = %+v", info)
+	}
+	// The cluster section a worker takes, as the cluster resolved it.
+	var got cluster.ClusterConfig
+	if err := yaml.UnmarshalStrict([]byte(cms["kube-public/"+cluster.SharedConfigMap].Data[cluster.SharedKey]), &got); err != nil || got != shared {
+		t.Errorf("%s = %+v (%v), want %+v", cluster.SharedConfigMap, got, err, shared)
+	}
+	// The bootstrappers read those two ConfigMaps and nothing else.
+	if len(role.Rules) != 1 || strings.Join(role.Rules[0].ResourceNames, ",") != "cluster-info,"+cluster.SharedConfigMap || strings.Join(role.Rules[0].Verbs, ",") != "get" {
+		t.Errorf("kube-public role %+v", role.Rules)
+	}
+	if len(cms) != 2 {
+		t.Errorf("ConfigMaps %v", cms)
 	}
 }

@@ -35,7 +35,7 @@ func (Component) Tools() []component.Tool {
 // lease, write the bridge network for exactly that subnet.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	n, cl := env.Node, env.Cluster
-	conf, err := Config(cl.PodCIDR, n.UplinkMTU)
+	conf, err := Config(cl.PodCIDR, n.UplinkMTU, cl.VXLANPort)
 	if err != nil {
 		return nil, err
 	}

@@ -39,10 +39,9 @@ import (
 const (
 	// Device is the VXLAN device flanneld makes for VNI 1.
 	Device = "flannel.1"
-	// VNI and Port are the VXLAN network and UDP port (flannel's and the
-	// kernel's defaults).
-	VNI  = 1
-	Port = 8472
+	// VNI is the VXLAN network (flannel's default). Its UDP port is the
+	// cluster's (cluster.vxlanPort).
+	VNI = 1
 	// SubnetFile is where flanneld writes the lease it got.
 	SubnetFile = "/run/flannel/subnet.env"
 	// NetConfPath is its network config.
@@ -72,15 +71,15 @@ type Backend struct {
 }
 
 // Config is the net-conf for a cluster whose pods are in podCIDR, across
-// hosts whose uplinks have MTU uplinkMTU.
-func Config(podCIDR netip.Prefix, uplinkMTU int) (NetConf, error) {
+// hosts whose uplinks have MTU uplinkMTU, with VXLAN on UDP port.
+func Config(podCIDR netip.Prefix, uplinkMTU int, port uint16) (NetConf, error) {
 	if !podCIDR.IsValid() || !podCIDR.Addr().Is4() {
 		return NetConf{}, fmt.Errorf("flannel: the pod CIDR %v is not an IPv4 prefix", podCIDR)
 	}
 	if uplinkMTU < 576+vxlanOverhead {
 		return NetConf{}, fmt.Errorf("flannel: uplink MTU %d leaves pods less than IPv4's 576 after VXLAN's %d", uplinkMTU, vxlanOverhead)
 	}
-	return NetConf{Network: podCIDR.String(), Backend: Backend{Type: "vxlan", VNI: VNI, Port: Port, MTU: uplinkMTU}}, nil
+	return NetConf{Network: podCIDR.String(), Backend: Backend{Type: "vxlan", VNI: VNI, Port: int(port), MTU: uplinkMTU}}, nil
 }
 
 // Render is c as JSON.

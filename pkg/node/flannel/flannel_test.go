@@ -10,7 +10,7 @@ import (
 // The net-conf flanneld reads: VXLAN on 8472 over the cluster's pod CIDR,
 // with the host uplink's MTU (flanneld takes 50 off), never slirp's 65520.
 func TestConfig(t *testing.T) {
-	c, err := Config(netip.MustParsePrefix("10.244.0.0/16"), 1500)
+	c, err := Config(netip.MustParsePrefix("10.244.0.0/16"), 1500, 9472)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,7 +23,7 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	be, _ := m["Backend"].(map[string]any)
-	if m["Network"] != "10.244.0.0/16" || be["Type"] != "vxlan" || be["Port"] != float64(8472) || be["VNI"] != float64(1) || be["MTU"] != float64(1500) || m["EnableNFTables"] != false {
+	if m["Network"] != "10.244.0.0/16" || be["Type"] != "vxlan" || be["Port"] != float64(9472) || be["VNI"] != float64(1) || be["MTU"] != float64(1500) || m["EnableNFTables"] != false {
 		t.Errorf("net-conf:\n%s", b)
 	}
 	for _, bad := range []struct {
@@ -31,7 +31,7 @@ func TestConfig(t *testing.T) {
 		mtu  int
 		want string
 	}{{"fd00::/48", 1500, "IPv4"}, {"10.244.0.0/16", 600, "576"}} {
-		if _, err := Config(netip.MustParsePrefix(bad.cidr), bad.mtu); err == nil || !strings.Contains(err.Error(), bad.want) {
+		if _, err := Config(netip.MustParsePrefix(bad.cidr), bad.mtu, 8472); err == nil || !strings.Contains(err.Error(), bad.want) {
 			t.Errorf("Config(%s, %d): %v", bad.cidr, bad.mtu, err)
 		}
 	}
