@@ -53,6 +53,9 @@ The join command ` + "`token create`" + ` prints also pins the cluster's CA
 			if err != nil {
 				return err
 			}
+			if why := ts.LocalOnly(); why != "" {
+				newLogger(c).Warnf("%s", why)
+			}
 			if !tok.Expires.IsZero() {
 				newLogger(c).Infof("token %s expires %s", tok.ID, tok.Expires.Local().Format(time.RFC1123))
 			}

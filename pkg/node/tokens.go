@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"sort"
 	"time"
@@ -23,6 +25,7 @@ import (
 // Tokens manages a running node's bootstrap tokens from the host, as the
 // cluster's admin.
 type Tokens struct {
+	name   string
 	api    *apiClient
 	server string
 	caHash string
@@ -57,7 +60,20 @@ func NewTokens(c sandbox.Config) (*Tokens, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Tokens{api: api, server: server, caHash: hash}, nil
+	return &Tokens{name: c.Name, api: api, server: server, caHash: hash}, nil
+}
+
+// LocalOnly says, when the cluster's API is on the host's loopback only,
+// that a join command for it works on no other host, and what to do.
+func (t *Tokens) LocalOnly() string {
+	u, err := url.Parse(t.server)
+	if err != nil {
+		return ""
+	}
+	if ip, err := netip.ParseAddr(u.Hostname()); err != nil || !ip.IsLoopback() {
+		return ""
+	}
+	return fmt.Sprintf("node %q serves this host only (its API is at %s): no other host can use this command; `usernode down --name %s`, then `usernode up --name %s --host-ip auto` (or an address of this host the others reach) lets them join", t.name, t.server, t.name, t.name)
 }
 
 // Create makes a token valid for ttl (0: never expires) and returns it

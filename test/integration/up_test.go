@@ -377,6 +377,11 @@ func TestUp(t *testing.T) {
 		if f[2] != fmt.Sprintf("https://127.0.0.1:%d", c.api) {
 			t.Errorf("join server %s", f[2])
 		}
+		// A node of this host only: the user is told no other host can
+		// join it, and how to make it one they can.
+		if !strings.Contains(r.Stderr, "--host-ip auto") {
+			t.Errorf("token create on a node of this host only does not say so: %s", r.Stderr)
+		}
 		tok, err := bootstraptoken.Parse(f[4])
 		if err != nil {
 			t.Fatal(err)
