@@ -26,6 +26,9 @@ add_user() {
 }
 
 add_user "$name" 65536
+# The second host's user of the multi-node test: two users, as on two
+# machines, each with a range of its own.
+add_user usernode-test2 65536
 # Bad-input tests: an account with no ranges and one with a short range.
 add_user usernode-nosubid 0
 add_user usernode-shortsubid 1000

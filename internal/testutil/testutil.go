@@ -26,8 +26,12 @@ import (
 	"github.com/usernode/usernode/internal/procenv"
 )
 
-// DefaultUser is the account `make test-user` creates.
-const DefaultUser = "usernode-test"
+// DefaultUser is the account `make test-user` creates, and SecondUser the
+// one that runs the second host's node in the multi-node test.
+const (
+	DefaultUser = "usernode-test"
+	SecondUser  = "usernode-test2"
+)
 
 // User is the unprivileged account tests run as.
 type User struct {

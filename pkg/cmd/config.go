@@ -7,9 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
+	"github.com/usernode/usernode/internal/hostnet"
 	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
@@ -90,38 +89,10 @@ func hostEnv() cluster.Env {
 			}
 		}
 	}
-	env.DefaultRouteIP = defaultRouteIP()
+	if up, ok := hostnet.DefaultRoute(); ok {
+		env.DefaultRouteIP = up.IP
+	}
 	return env
-}
-
-// defaultRouteIP is the address this host's traffic to other hosts leaves
-// from: the preferred source of the default route, or the first IPv4
-// address of its device. It asks the kernel's routing table; nothing is
-// sent.
-func defaultRouteIP() netip.Addr {
-	routes, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: unix.RT_TABLE_MAIN}, netlink.RT_FILTER_TABLE)
-	if err != nil {
-		return netip.Addr{}
-	}
-	for _, r := range routes {
-		if r.Dst != nil && r.Dst.IP.To4() != nil && !r.Dst.IP.IsUnspecified() {
-			continue
-		}
-		if ip, ok := netip.AddrFromSlice(r.Src.To4()); ok && r.Src != nil {
-			return ip
-		}
-		link, err := netlink.LinkByIndex(r.LinkIndex)
-		if err != nil {
-			continue
-		}
-		addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
-		if err == nil && len(addrs) > 0 {
-			if ip, ok := netip.AddrFromSlice(addrs[0].IP.To4()); ok {
-				return ip
-			}
-		}
-	}
-	return netip.Addr{}
 }
 
 // newLogger is what a command tells the user through: its stderr, at the

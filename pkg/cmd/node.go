@@ -108,7 +108,8 @@ func runUp(cl *cluster.Cluster, detach bool, l *log.Logger) error {
 
 func downCommand() *cobra.Command {
 	var cf configFlags
-	var purge bool
+	var purge, drain bool
+	var drainTimeout time.Duration
 	c := &cobra.Command{
 		Use:   "down",
 		Short: "Stop the node; its state stays for the next up (--purge removes it)",
@@ -117,6 +118,11 @@ func downCommand() *cobra.Command {
 			cfg, err := cf.node()
 			if err != nil {
 				return err
+			}
+			if drain {
+				if err := node.Drain(c.Context(), cfg, drainTimeout, newLogger(c)); err != nil {
+					return err
+				}
 			}
 			err = node.Down(cfg, 3*time.Minute)
 			if err != nil && !purge {
@@ -136,6 +142,8 @@ func downCommand() *cobra.Command {
 	}
 	cf.add(c.Flags(), cluster.NodeFlags)
 	c.Flags().BoolVar(&purge, "purge", false, "also remove the node's state (etcd data, images, PKI)")
+	c.Flags().BoolVar(&drain, "drain", false, "first cordon the node and evict its pods (as kubectl drain --ignore-daemonsets), so that they move to the cluster's other nodes; the next up uncordons it")
+	c.Flags().DurationVar(&drainTimeout, "drain-timeout", 2*time.Minute, "how long --drain waits for the pods to go; the node keeps running if they do not")
 	return c
 }
 
@@ -188,8 +196,8 @@ type verdict struct {
 	Problems []string `json:"problems,omitempty"`
 }
 
-// doctorVerdict runs doctor's checks but the namespace trial (the running
-// node proves that one) and sums them up.
+// doctorVerdict runs doctor's checks but the trials and the port check
+// and sums them up.
 func doctorVerdict(ctx context.Context) *verdict {
 	sys, err := doctor.Host()
 	if err != nil {
@@ -198,9 +206,11 @@ func doctorVerdict(ctx context.Context) *verdict {
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	// The running node proves the trials, and holds the multi-node ports
+	// itself.
 	var ids []string
 	for _, id := range doctor.IDs() {
-		if id != "trial.namespaces" {
+		if id != "trial.namespaces" && id != "trial.vxlan" && id != "multinode.ports" {
 			ids = append(ids, id)
 		}
 	}
@@ -253,6 +263,9 @@ func printStatus(w *strings.Builder, st *node.Status) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	if err := printNodes(w, st); err != nil {
+		return err
+	}
 	if len(st.Ports) > 0 {
 		fmt.Fprintln(w, "forwarded ports:")
 		for _, p := range st.Ports {
@@ -260,6 +273,47 @@ func printStatus(w *strings.Builder, st *node.Status) error {
 		}
 	}
 	return nil
+}
+
+// printNodes adds the cluster's nodes, as the API server reports them, to
+// status's text.
+func printNodes(w *strings.Builder, st *node.Status) error {
+	if st.NodesError != "" {
+		fmt.Fprintf(w, "nodes: the API server did not answer: %s\n", st.NodesError)
+		return nil
+	}
+	if len(st.Nodes) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w, "nodes (from the API server):")
+	var rows strings.Builder
+	fmt.Fprintln(&rows, "  NAME\tSTATUS\tINTERNAL-IP\tEXTERNAL-IP\tVERSION\tAGE\t")
+	for _, n := range st.Nodes {
+		status := map[string]string{"True": "Ready", "False": "NotReady"}[n.Ready]
+		if status == "" {
+			status = "Unknown"
+		}
+		if n.Unschedulable {
+			status += ",SchedulingDisabled"
+		}
+		self := ""
+		if n.Self {
+			self = "(this node)"
+		}
+		fmt.Fprintf(&rows, "  %s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, status, orNone(n.InternalIP), orNone(n.ExternalIP), n.Version, time.Since(n.Created).Round(time.Second), self)
+	}
+	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
+	if _, err := io.WriteString(tw, rows.String()); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "<none>"
+	}
+	return s
 }
 
 func logsCommand() *cobra.Command {

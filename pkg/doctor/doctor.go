@@ -97,8 +97,8 @@ func (r *run) memo(key string, f func() any) any {
 	return v
 }
 
-// catalogue lists every check in report order; the namespace trial is last
-// because it is the only one with side effects on the kernel.
+// catalogue lists every check in report order; the namespace trials are
+// last because they are the only ones with side effects on the kernel.
 func catalogue() []check {
 	return []check{
 		{"cgroup.v2", "cgroup", "cgroup v2 at /sys/fs/cgroup", checkCgroupV2},
@@ -124,7 +124,10 @@ func catalogue() []check {
 		{"binary.network", "binaries", "network driver (" + helperNames() + ")", checkNetDriver},
 		{"binary.cni", "binaries", "CNI plugins", checkCNI},
 		{"binary.iptables", "binaries", "iptables", checkIPTables},
+		{"multinode.host-ip", "multinode", "the host IP other hosts reach", checkHostIP},
+		{"multinode.ports", "multinode", "multi-node ports free on the host IP", checkMultiNodePorts},
 		{"trial.namespaces", "trial", "user+network namespace trial", checkTrial},
+		{"trial.vxlan", "trial", "VXLAN and rp_filter in a user+network namespace (multi-node)", checkVXLANTrial},
 	}
 }
 

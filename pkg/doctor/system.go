@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"io/fs"
+	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/user"
@@ -18,6 +20,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/usernode/usernode/internal/hostnet"
 	"github.com/usernode/usernode/internal/userns"
 )
 
@@ -53,6 +56,12 @@ type System struct {
 	// Trial creates the node's namespaces once; nil when this build has no
 	// trial.
 	Trial func(ctx context.Context) error
+	// VXLANTrial makes a VXLAN device on port in such namespaces.
+	VXLANTrial func(ctx context.Context, port uint16) error
+	// Uplink is the host's default route (hostnet.DefaultRoute).
+	Uplink func() (hostnet.Uplink, bool)
+	// PortFree says whether the port can be bound (nil error).
+	PortFree func(proto string, addr netip.AddrPort) error
 }
 
 // Host describes the running system as the calling user.
@@ -63,7 +72,8 @@ func Host() (*System, error) {
 		name = u.Username
 	}
 	exe, _ := os.Executable()
-	s := &System{UID: uid, User: name, Executable: exe, Env: os.Getenv, Trial: userns.Trial}
+	s := &System{UID: uid, User: name, Executable: exe, Env: os.Getenv, Trial: userns.Trial, VXLANTrial: userns.TrialVXLAN,
+		Uplink: hostnet.DefaultRoute, PortFree: portFree}
 	s.Stat = s.hostStat
 	s.OpenRW = func(p string) error {
 		f, err := os.OpenFile(s.path(p), os.O_RDWR, 0)
@@ -84,6 +94,22 @@ func Host() (*System, error) {
 	}
 	s.Exec = hostExec
 	return s, nil
+}
+
+// portFree binds the port for a moment.
+func portFree(proto string, addr netip.AddrPort) error {
+	if proto == "udp" {
+		c, err := net.ListenPacket("udp", addr.String())
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	}
+	l, err := net.Listen("tcp", addr.String())
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }
 
 func (s *System) hostStat(p string) (FileInfo, error) {

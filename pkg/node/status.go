@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"os"
+	"time"
 
 	"github.com/usernode/usernode/internal/log"
 
@@ -21,6 +22,11 @@ type Status struct {
 	Sandbox *sandbox.State    `json:"sandbox"`
 	Node    *supervise.Status `json:"node"`
 	Ports   []port.Spec       `json:"ports"`
+	// Nodes are the cluster's nodes as the API server reports them now
+	// (a worker sees only its own), or NodesError why they could not be
+	// read.
+	Nodes      []NodeInfo `json:"nodes,omitempty"`
+	NodesError string     `json:"nodesError,omitempty"`
 }
 
 // GetStatus reads a running node's state.
@@ -29,12 +35,26 @@ func GetStatus(ctx context.Context, c sandbox.Config) (*Status, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	out := &Status{Sandbox: st, Node: &supervise.Status{Phase: "starting"}}
 	if ns, err := supervise.ReadStatus(PathsOf(c).Status()); err == nil {
 		out.Node = ns
 	}
 	if st.PortSocket != "" {
 		out.Ports, _ = api.NewClient(st.PortSocket).List(ctx)
+	}
+	if out.Node.Phase == "ready" {
+		cl, cs, err := runningCluster(c)
+		if err == nil {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			out.Nodes, err = listNodes(actx, cs, cl.Self().Name)
+			cancel()
+		}
+		if err != nil {
+			out.NodesError = err.Error()
+		}
 	}
 	return out, nil
 }

@@ -24,7 +24,6 @@ import (
 	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/flannel"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
-	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/pki"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/sandbox"
@@ -195,6 +194,9 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 		} else {
 			l.Infof("node %q Ready %.1fs after `up` (Kubernetes %s); kubeconfig: %s", n.Name, time.Since(start).Seconds(), cl.KubernetesVersion, paths.Kubeconfig())
 		}
+		if err := uncordonDrained(ctx, cs, n.Name, l); err != nil {
+			l.Warnf("%v", err)
+		}
 		if cl.MultiNode() && n.Role == cluster.ControlPlane {
 			go runNodeControllers(ctx, cs, l)
 		}
@@ -239,16 +241,15 @@ func waitSupervisor(ctx context.Context, p Paths, timeout time.Duration) error {
 	return fmt.Errorf("the node's components were not ready within %s: see `usernode status` and `usernode logs`", timeout)
 }
 
-// hostClient is how the host side reads the cluster: as its admin on a
-// control plane (and the user gets the admin kubeconfig), with the
-// kubelet's own identity on a worker, which has no other.
+// hostClient is clusterClient for `up`, which gives the user the admin
+// kubeconfig on a control plane first.
 func hostClient(p Paths, cl *cluster.Cluster) (*apiClient, error) {
 	if cl.Self().Role != cluster.Worker {
-		return writeHostKubeconfig(p, cl)
+		if err := writeHostKubeconfig(p, cl); err != nil {
+			return nil, err
+		}
 	}
-	ps := pki.Paths(p.PKI())
-	cert := p.inside(kubelet.ClientCertCurrent)
-	return newAPIClientUnder(p.State, cl.API.URL(), ps.CA.Cert, cert, cert)
+	return clusterClient(p, cl)
 }
 
 // inside is the host's path of what the node sees at path (under /var,
@@ -257,21 +258,21 @@ func (p Paths) inside(path string) string {
 	return filepath.Join(p.State, strings.TrimPrefix(path, "/"))
 }
 
-func writeHostKubeconfig(p Paths, cl *cluster.Cluster) (*apiClient, error) {
+func writeHostKubeconfig(p Paths, cl *cluster.Cluster) error {
 	ps := pki.Paths(p.PKI())
 	kc, err := kubeconfig.FromPKI(kubeconfig.ContextName(cl.Self().Name), cl.API.URL(), ps, ps.Admin)
 	if err != nil {
-		return nil, fmt.Errorf("host kubeconfig: %w", err)
+		return fmt.Errorf("host kubeconfig: %w", err)
 	}
 	if err := kubeconfig.Write(p.Kubeconfig(), kc); err != nil {
-		return nil, err
+		return err
 	}
 	if w := cl.Options.WriteKubeconfig; w != "" {
 		if err := kubeconfig.Merge(w, kc, kubeconfig.MergeOptions{SetCurrentContext: true}); err != nil {
-			return nil, fmt.Errorf("merging into %s: %w", w, err)
+			return fmt.Errorf("merging into %s: %w", w, err)
 		}
 	}
-	return newAPIClient(cl.API.URL(), ps)
+	return nil
 }
 
 func waitNodeReady(ctx context.Context, c *apiClient, name string, since time.Time, timeout time.Duration) error {

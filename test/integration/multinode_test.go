@@ -3,8 +3,10 @@ package integration
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -91,32 +93,112 @@ func (c *hostCluster) kubectl(args ...string) (string, error) {
 	return string(out), err
 }
 
-func (c *hostCluster) mustKubectl(args ...string) string {
-	c.t.Helper()
+// must is kubectl failing t (a subtest's own) when the command does.
+func (c *hostCluster) must(t *testing.T, args ...string) string {
+	t.Helper()
 	out, err := c.kubectl(args...)
 	if err != nil {
-		c.t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("kubectl %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
 }
 
+// run starts a busybox pod pinned to node that runs script.
+func (c *hostCluster) run(t *testing.T, name, node, script string) {
+	t.Helper()
+	c.must(t, "run", name, "--image="+busybox, "--image-pull-policy=Never", "--restart=Never", "--labels=app="+name,
+		`--overrides={"spec":{"nodeName":"`+node+`"}}`, "--", "sh", "-c", script)
+}
+
+// podIP waits for the pod to run and returns its IP.
+func (c *hostCluster) podIP(t *testing.T, name string) string {
+	t.Helper()
+	var ip string
+	waitFor(t, name+" Running", 3*time.Minute, func() (bool, string) {
+		out, _ := c.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase} {.status.podIP}")
+		f := strings.Fields(out)
+		if len(f) == 2 && f[0] == "Running" {
+			ip = f[1]
+			return true, out
+		}
+		return false, out
+	})
+	return ip
+}
+
+const busybox = "docker.io/library/busybox:usernode"
+
+// web serves "served-by-NAME" over HTTP on 8080.
+func web(name string) string {
+	return "echo served-by-" + name + " > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"
+}
+
+// statefulSet is Usernetes' multi-node smoke test: three members behind a
+// headless Service, spread over the nodes, each answering by its name.
+const statefulSet = `apiVersion: v1
+kind: Service
+metadata: {name: sts}
+spec:
+  clusterIP: None
+  selector: {app: sts}
+  ports: [{port: 8080}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: sts}
+spec:
+  serviceName: sts
+  replicas: 3
+  podManagementPolicy: Parallel
+  selector: {matchLabels: {app: sts}}
+  template:
+    metadata: {labels: {app: sts}}
+    spec:
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: sts}}}
+      containers:
+      - name: web
+        image: docker.io/library/busybox:usernode
+        imagePullPolicy: Never
+        command: [sh, -c, 'echo served-by-$(hostname) > /tmp/index.html; exec httpd -f -p 8080 -h /tmp']
+`
+
+// mover is a Deployment `down --drain` moves off the worker.
+const mover = `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: mover}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: mover}}
+  template:
+    metadata: {labels: {app: mover}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: c, image: docker.io/library/busybox:usernode, imagePullPolicy: Never, command: [sleep, "3600"]}
+`
+
 // TestJoin: host A runs `up --host-ip`, host B runs the `usernode join`
 // line `token create` printed there (each host a network namespace on one
-// LAN, each node as the non-root user). The worker comes up Ready through
-// TLS bootstrap; the control plane gives it its host IP as ExternalIP and
-// approves its serving certificate, so logs and exec reach a pod on it
-// through B's forwarded kubelet port. Its credentials stop at what the
-// Node authorizer allows. Bad joins are refused with the fix and leave
-// nothing behind on host B.
+// LAN, each node as a non-root user of its own). The worker comes up
+// Ready through TLS bootstrap and takes the cluster's settings (here a
+// service range and VXLAN port other than the defaults); the control plane
+// gives it its host IP as ExternalIP and approves its serving certificate,
+// so logs and exec reach a pod on it through B's forwarded kubelet port.
+// Pods, Services, DNS and NodePorts work across the hosts, again after
+// each restart. Its credentials stop at what the Node authorizer allows.
+// Bad joins are refused with the fix and leave nothing behind on host B.
 func TestJoin(t *testing.T) {
 	u := testutil.Integration(t)
+	u2 := testutil.Account(t, testutil.SecondUser)
 	bins := testutil.K8sBin(t)
 	hostA, hostB := testutil.TwoHosts(t)
 	bin := testutil.Binary(t)
 	cp := &hostCluster{cluster: &cluster{t: t, env: u.NewEnv(t), name: "mna", kubectlBin: filepath.Join(bins, "kubectl"), api: 6443, klt: 10250}, host: hostA}
 	cp.env.NetNS = hostA.NetNS
 	cp.kubeconfig = filepath.Join(cp.env.DataHome, "usernode", cp.name, "kubeconfig")
-	cp.extra = []string{"--host-ip", hostA.IP.String()}
+	const vxlanPort, serviceCIDR, dnsIP = "9472", "10.112.0.0/16", "10.112.0.10"
+	cp.extra = []string{"--host-ip", hostA.IP.String(), "--vxlan-port", vxlanPort, "--service-cidr", serviceCIDR}
 	t.Cleanup(func() {
 		if r := cp.down("--purge"); r.Code != 0 {
 			t.Errorf("down on host A: %s", r)
@@ -125,52 +207,63 @@ func TestJoin(t *testing.T) {
 	if r := cp.up(); r.Code != 0 {
 		t.Fatalf("up on host A: %s", r)
 	}
-	r := cp.env.Run(t, 30*time.Second, bin, "token", "create", "--name", cp.name)
-	joinCmd := strings.Fields(r.Stdout)
-	if r.Code != 0 || len(joinCmd) != 7 {
-		t.Fatalf("token create: %s", r)
+	token := func(args ...string) []string {
+		t.Helper()
+		r := cp.env.Run(t, 30*time.Second, bin, append([]string{"token", "create", "--name", cp.name}, args...)...)
+		f := strings.Fields(r.Stdout)
+		if r.Code != 0 || len(f) != 7 {
+			t.Fatalf("token create: %s", r)
+		}
+		return f
 	}
-	server, token, pin := joinCmd[2], joinCmd[4], joinCmd[6]
+	expired := token("--ttl", "1s")[4]
+	joinCmd := token()
+	server, tok, pin := joinCmd[2], joinCmd[4], joinCmd[6]
 
-	wEnv := u.NewEnv(t)
+	wEnv := u2.NewEnv(t)
 	wEnv.NetNS = hostB.NetNS
 	const worker = "mnb"
 	wState := filepath.Join(wEnv.DataHome, "usernode", worker)
 	join := func(name string, args ...string) testutil.Result {
 		return wEnv.Run(t, 5*time.Minute, bin, append([]string{"join", "-d", "--name", name, "--bin-dir", bins}, args...)...)
 	}
+	wrun := func(timeout time.Duration, args ...string) testutil.Result {
+		return wEnv.Run(t, timeout, bin, append(args, "--name", worker)...)
+	}
 
 	t.Run("bad input", func(t *testing.T) {
-		otherPin := "sha256:" + strings.Repeat("ab", 32)
-		wrongToken := "abcdef.0123456789abcdef"
+		cpIP := strings.TrimSpace(cp.must(t, "get", "node", cp.name, "-o", `jsonpath={.status.addresses[?(@.type=="InternalIP")].address}`))
+		cpSubnet := netip.PrefixFrom(netip.MustParseAddr(cpIP), 24).Masked().String()
 		for _, c := range []struct {
-			name string
-			args []string
-			want string
+			what, name string
+			args       []string
+			want       string
 		}{
-			{"wrong CA pin", []string{server, "--token", token, "--ca-cert-hash", otherPin}, "pin"},
-			{"wrong token", []string{server, "--token", wrongToken, "--ca-cert-hash", pin}, "token"},
-			{"unreachable server", []string{"https://198.51.100.9:6443", "--token", token, "--ca-cert-hash", pin}, "198.51.100.9"},
-			{"host IP not here", []string{server, "--token", token, "--ca-cert-hash", pin, "--host-ip", "198.51.100.77"}, "not an address of this host"},
-			{"a name the cluster has", []string{server, "--token", token, "--ca-cert-hash", pin, "--name", cp.name}, "already has a node named"},
+			{"wrong CA pin", worker, []string{server, "--token", tok, "--ca-cert-hash", "sha256:" + strings.Repeat("ab", 32)}, "pin"},
+			{"wrong token", worker, []string{server, "--token", "abcdef.0123456789abcdef", "--ca-cert-hash", pin}, "token"},
+			{"expired token", worker, []string{server, "--token", expired, "--ca-cert-hash", pin}, "expired"},
+			{"unreachable server", worker, []string{"https://198.51.100.9:6443", "--token", tok, "--ca-cert-hash", pin}, "198.51.100.9"},
+			{"host IP not here", worker, []string{server, "--token", tok, "--ca-cert-hash", pin, "--host-ip", "198.51.100.77"}, "not an address of this host"},
+			{"a name the cluster has", cp.name, []string{server, "--token", tok, "--ca-cert-hash", pin}, "already has a node named"},
+			{"a node subnet the cluster has", worker, []string{server, "--token", tok, "--ca-cert-hash", pin, "--node-subnet", cpSubnet}, "two nodes would share an address"},
+			{"another pod range than the cluster's", worker, []string{server, "--token", tok, "--ca-cert-hash", pin, "--pod-cidr", "10.88.0.0/16"}, "a worker takes its cluster's"},
 		} {
-			name := worker
-			if len(c.args) > 4 && c.args[3] == "--name" {
-				name = c.args[4]
-			}
-			r := join(name, c.args...)
+			r := join(c.name, c.args...)
 			if r.Code == 0 || !strings.Contains(r.Stderr, c.want) {
-				t.Errorf("%s: exit %d, want an error naming %q:\n%s", c.name, r.Code, c.want, r.Stderr)
+				t.Errorf("%s: exit %d, want an error naming %q:\n%s", c.what, r.Code, c.want, r.Stderr)
 			}
-			if _, err := os.Stat(filepath.Join(wEnv.DataHome, "usernode", name)); err == nil {
-				t.Errorf("%s: left %s behind", c.name, filepath.Join(wEnv.DataHome, "usernode", name))
+			if _, err := os.Stat(filepath.Join(wEnv.DataHome, "usernode", c.name)); err == nil {
+				t.Errorf("%s: left %s behind", c.what, filepath.Join(wEnv.DataHome, "usernode", c.name))
+			}
+			if procs, _ := testutil.ProcsOf(u2.UID); len(procs) > 0 {
+				t.Errorf("%s: left processes of %s behind: %v", c.what, u2.Name, procs)
 			}
 		}
 	})
 
-	r = join(worker, server, "--token", token, "--ca-cert-hash", pin)
+	r := join(worker, server, "--token", tok, "--ca-cert-hash", pin)
 	t.Cleanup(func() {
-		if r := wEnv.Run(t, 5*time.Minute, bin, "down", "--name", worker, "--purge"); r.Code != 0 {
+		if r := wrun(5*time.Minute, "down", "--purge"); r.Code != 0 {
 			t.Errorf("down on host B: %s", r)
 		}
 	})
@@ -178,140 +271,102 @@ func TestJoin(t *testing.T) {
 		t.Fatalf("join on host B: %s", r)
 	}
 
-	t.Run("nodes", func(t *testing.T) {
-		var nodes corev1.NodeList
-		if err := json.Unmarshal([]byte(cp.mustKubectl("get", "nodes", "-o", "json")), &nodes); err != nil {
-			t.Fatal(err)
-		}
-		if len(nodes.Items) != 2 {
-			t.Fatalf("%d nodes", len(nodes.Items))
-		}
-		internal := map[string]bool{}
-		for _, n := range nodes.Items {
-			addr := map[corev1.NodeAddressType]string{}
-			for _, a := range n.Status.Addresses {
-				addr[a.Type] = a.Address
-			}
-			want := map[string]string{cp.name: hostA.IP.String(), worker: hostB.IP.String()}[n.Name]
-			if addr[corev1.NodeExternalIP] != want {
-				t.Errorf("node %s ExternalIP %q, want its host's %s", n.Name, addr[corev1.NodeExternalIP], want)
-			}
-			if internal[addr[corev1.NodeInternalIP]] {
-				t.Errorf("node %s shares InternalIP %s", n.Name, addr[corev1.NodeInternalIP])
-			}
-			internal[addr[corev1.NodeInternalIP]] = true
-			for _, taint := range n.Spec.Taints {
-				if taint.Key == "node.cloudprovider.kubernetes.io/uninitialized" {
-					t.Errorf("node %s still tainted uninitialized", n.Name)
+	checkAll := func(t *testing.T, round string) {
+		t.Run("nodes", func(t *testing.T) { checkNodes(t, cp, map[string]string{cp.name: hostA.IP.String(), worker: hostB.IP.String()}) })
+		t.Run("status", func(t *testing.T) {
+			// The control plane's status lists the cluster's nodes as the
+			// API reports them; the worker's, itself.
+			for _, c := range []struct {
+				env  *testutil.Env
+				name string
+				want []string
+			}{{cp.env, cp.name, []string{cp.name, worker}}, {wEnv, worker, []string{worker}}} {
+				r := c.env.Run(t, 30*time.Second, bin, "status", "--name", c.name, "--json")
+				var st struct {
+					Nodes []struct {
+						Name, Ready, ExternalIP string
+						Self                    bool
+					}
+					NodesError string
+				}
+				if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil || r.Code != 0 {
+					t.Fatalf("status on %s: %v %s", c.name, err, r)
+				}
+				var got []string
+				for _, n := range st.Nodes {
+					got = append(got, n.Name)
+					if n.Ready != "True" || n.ExternalIP == "" || n.Self != (n.Name == c.name) {
+						t.Errorf("status on %s: node %+v", c.name, n)
+					}
+				}
+				if strings.Join(got, " ") != strings.Join(c.want, " ") {
+					t.Errorf("status on %s lists %v (%s), want %v", c.name, got, st.NodesError, c.want)
 				}
 			}
-			ready := false
-			for _, c := range n.Status.Conditions {
-				ready = ready || c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
+			r := cp.env.Run(t, 30*time.Second, bin, "status", "--name", cp.name)
+			if !regexp.MustCompile(`(?m)^\s+` + worker + `\s+Ready\s+\S+\s+` + regexp.QuoteMeta(hostB.IP.String()) + `\s`).MatchString(r.Stdout) {
+				t.Errorf("status on the control plane does not show %s Ready at %s:\n%s", worker, hostB.IP, r.Stdout)
 			}
-			if !ready {
-				t.Errorf("node %s not Ready: %+v", n.Name, n.Status.Conditions)
-			}
-		}
-	})
-
-	t.Run("logs and exec on the worker", func(t *testing.T) {
-		cp.mustKubectl("run", "onb", "--image=docker.io/library/busybox:usernode", "--image-pull-policy=Never", "--restart=Never",
-			`--overrides={"spec":{"nodeName":"`+worker+`"}}`, "--", "sh", "-c", "echo hello-from-worker; exec sleep 3600")
-		waitFor(t, "the pod on the worker Running", 3*time.Minute, func() (bool, string) {
-			out, _ := cp.kubectl("get", "pod", "onb", "-o", "jsonpath={.status.phase}")
-			return out == "Running", out
 		})
-		waitFor(t, "kubectl logs of the worker's pod", time.Minute, func() (bool, string) {
-			out, err := cp.kubectl("logs", "onb")
-			return err == nil && strings.Contains(out, "hello-from-worker"), out
-		})
-		if out, err := cp.kubectl("exec", "onb", "--", "cat", "/proc/1/cmdline"); err != nil || !strings.Contains(out, "sleep") {
-			t.Errorf("kubectl exec on the worker: %v %s", err, out)
-		}
-	})
-
-	// Pods on both nodes: Flannel's VXLAN between the hosts carries their
-	// traffic, addressed pod to pod.
-	// crossHost runs a web pod on each node (named with suffix) and checks
-	// TCP and full-size ICMP between them both ways.
-	crossHost := func(t *testing.T, suffix string) map[string]string {
-		a, b := "weba"+suffix, "webb"+suffix
-		for _, p := range []struct{ name, node string }{{a, cp.name}, {b, worker}} {
-			cp.mustKubectl("run", p.name, "--image=docker.io/library/busybox:usernode", "--image-pull-policy=Never", "--restart=Never",
-				"--labels=app="+p.name, `--overrides={"spec":{"nodeName":"`+p.node+`"}}`, "--",
-				"sh", "-c", "echo served-by-"+p.name+" > /tmp/index.html; exec httpd -f -p 8080 -h /tmp")
-		}
-		ips := map[string]string{}
-		for _, name := range []string{a, b} {
-			waitFor(t, name+" Running", 3*time.Minute, func() (bool, string) {
-				out, _ := cp.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase} {.status.podIP}")
-				f := strings.Fields(out)
-				if len(f) == 2 && f[0] == "Running" {
-					ips[name] = f[1]
-					return true, out
-				}
-				return false, out
+		t.Run("logs and exec on the worker", func(t *testing.T) {
+			name := "onb" + round
+			cp.run(t, name, worker, "echo hello-from-worker; exec sleep 3600")
+			cp.podIP(t, name)
+			waitFor(t, "kubectl logs of the worker's pod", time.Minute, func() (bool, string) {
+				out, err := cp.kubectl("logs", name)
+				return err == nil && strings.Contains(out, "hello-from-worker"), out
 			})
-		}
-		if ips[a] == ips[b] {
-			t.Fatalf("both pods have IP %s", ips[a])
-		}
-		for from, to := range map[string]string{b: a, a: b} {
-			waitFor(t, "TCP from "+from+" to "+to, time.Minute, func() (bool, string) {
-				out, err := cp.kubectl("exec", from, "--", "wget", "-q", "-O", "-", "http://"+ips[to]+":8080/")
-				return err == nil && strings.Contains(out, "served-by-"+to), out
-			})
-			// A full-size ICMP packet: the pods' MTU fits the VXLAN path.
-			if out, err := cp.kubectl("exec", from, "--", "busybox", "ping", "-c", "2", "-W", "5", "-s", "1422", ips[to]); err != nil {
-				t.Errorf("ICMP from %s to %s: %v %s", from, to, err, out)
+			if out, err := cp.kubectl("exec", name, "--", "cat", "/proc/1/cmdline"); err != nil || !strings.Contains(out, "sleep") {
+				t.Errorf("kubectl exec on the worker: %v %s", err, out)
 			}
-		}
-		return ips
-	}
-	nodesReady := func(t *testing.T) {
-		waitFor(t, "both nodes Ready", 3*time.Minute, func() (bool, string) {
-			out, _ := cp.kubectl("get", "nodes", "--no-headers")
-			return strings.Count(out, " Ready ") == 2, out
 		})
+		a, b := "weba"+round, "webb"+round
+		t.Run("pod network across hosts", func(t *testing.T) { checkPodNetwork(t, cp, a, b, map[string]string{a: cp.name, b: worker}) })
+		t.Run("services", func(t *testing.T) {
+			// A ClusterIP Service whose only pod is on the other node.
+			svc := "svca" + round
+			cp.must(t, "expose", "pod", a, "--port=80", "--target-port=8080", "--name="+svc)
+			ip := strings.TrimSpace(cp.must(t, "get", "svc", svc, "-o", "jsonpath={.spec.clusterIP}"))
+			if !netip.MustParsePrefix(serviceCIDR).Contains(netip.MustParseAddr(ip)) {
+				t.Errorf("Service IP %s is not in the cluster's range %s", ip, serviceCIDR)
+			}
+			waitFor(t, "the worker's pod reaching a Service whose pod is on the control plane", time.Minute, func() (bool, string) {
+				// By IP: busybox-static's own name lookups crash (FACTS).
+				out, err := cp.kubectl("exec", b, "--", "wget", "-q", "-O", "-", "http://"+ip+"/")
+				return err == nil && strings.Contains(out, "served-by-"+a), out
+			})
+			// DNS from the worker's pod, at the cluster's DNS IP: CoreDNS
+			// runs on the control plane, behind host A's NAT, and answers
+			// through A's forwarded DNS port.
+			waitFor(t, "DNS from the worker's pod", time.Minute, func() (bool, string) {
+				out, err := cp.kubectl("exec", b, "--", "nslookup", svc+".default.svc.cluster.local", dnsIP)
+				return err == nil && strings.Contains(out, ip), out
+			})
+			// A NodePort on host B's address, served by the pod on host A.
+			np := "npa" + round
+			cp.must(t, "expose", "pod", a, "--port=80", "--target-port=8080", "--name="+np, "--type=NodePort")
+			port := strings.TrimSpace(cp.must(t, "get", "svc", np, "-o", "jsonpath={.spec.ports[0].nodePort}"))
+			waitFor(t, "host B's NodePort served by host A's pod", time.Minute, func() (bool, string) {
+				out, err := hostB.In("curl", "-s", "-m", "5", "http://127.0.0.1:"+port+"/").CombinedOutput()
+				return err == nil && strings.Contains(string(out), "served-by-"+a), string(out)
+			})
+		})
+		t.Run("statefulset", func(t *testing.T) { checkStatefulSet(t, cp, b, dnsIP) })
 	}
 
-	var podIPs map[string]string
-	t.Run("pod network across hosts", func(t *testing.T) {
-		podIPs = crossHost(t, "")
-		// A ClusterIP Service whose only pod is on the other node.
-		cp.mustKubectl("expose", "pod", "weba", "--port=80", "--target-port=8080", "--name=svca")
-		waitFor(t, "the worker's pod reaching a Service whose pod is on the control plane", time.Minute, func() (bool, string) {
-			// By IP: busybox-static's own name lookups crash (FACTS).
-			ip, _ := cp.kubectl("get", "svc", "svca", "-o", "jsonpath={.spec.clusterIP}")
-			out, err := cp.kubectl("exec", "webb", "--", "wget", "-q", "-O", "-", "http://"+ip+"/")
-			return err == nil && strings.Contains(out, "served-by-weba"), out
-		})
-		// DNS from the worker's pod: CoreDNS runs on the control plane,
-		// behind host A's NAT, and answers through A's forwarded DNS port.
-		svcIP := strings.TrimSpace(cp.mustKubectl("get", "svc", "svca", "-o", "jsonpath={.spec.clusterIP}"))
-		waitFor(t, "DNS from the worker's pod", time.Minute, func() (bool, string) {
-			out, err := cp.kubectl("exec", "webb", "--", "nslookup", "svca.default.svc.cluster.local", "10.96.0.10")
-			return err == nil && strings.Contains(out, svcIP), out
-		})
-		// A NodePort on host B's address, served by the pod on host A.
-		cp.mustKubectl("expose", "pod", "weba", "--port=80", "--target-port=8080", "--name=npa", "--type=NodePort")
-		np := strings.TrimSpace(cp.mustKubectl("get", "svc", "npa", "-o", "jsonpath={.spec.ports[0].nodePort}"))
-		waitFor(t, "host B's NodePort served by host A's pod", time.Minute, func() (bool, string) {
-			out, err := hostB.In("curl", "-s", "-m", "5", "http://127.0.0.1:"+np+"/").CombinedOutput()
-			return err == nil && strings.Contains(string(out), "served-by-weba"), string(out)
-		})
-	})
+	t.Run("first", func(t *testing.T) { checkAll(t, "") })
 
 	// Without host B's VXLAN forward, host A's pod cannot reach B's: pod
-	// traffic between the hosts is VXLAN to that port and nothing else.
+	// traffic between the hosts is VXLAN to the cluster's port and
+	// nothing else.
 	t.Run("the path is VXLAN", func(t *testing.T) {
-		if podIPs == nil {
-			t.Skip("no pods: the pod network test failed")
+		ips := map[string]string{}
+		for _, p := range []string{"weba", "webb"} {
+			ips[p] = strings.TrimSpace(cp.must(t, "get", "pod", p, "-o", "jsonpath={.status.podIP}"))
 		}
-		vxlan := fmt.Sprintf("%s:8472:8472/udp", hostB.IP)
+		vxlan := fmt.Sprintf("%s:%s:%s/udp", hostB.IP, vxlanPort, vxlanPort)
 		get := func() (string, error) {
-			return cp.kubectl("exec", "weba", "--", "busybox", "timeout", "5", "wget", "-q", "-O", "-", "http://"+podIPs["webb"]+":8080/")
+			return cp.kubectl("exec", "weba", "--", "busybox", "timeout", "5", "wget", "-q", "-O", "-", "http://"+ips["webb"]+":8080/")
 		}
 		if r := wEnv.Run(t, 30*time.Second, bin, "port", "rm", "--name", worker, vxlan); r.Code != 0 {
 			t.Fatalf("port rm %s: %s", vxlan, r)
@@ -328,33 +383,73 @@ func TestJoin(t *testing.T) {
 		})
 	})
 
+	// `down --drain` on the worker: its pods move to the control plane
+	// (a pod no controller manages stops it, named), and its next `up`
+	// makes it schedulable again.
+	t.Run("drain", func(t *testing.T) {
+		cp.must(t, "cordon", cp.name)
+		manifest := filepath.Join(t.TempDir(), "mover.yaml")
+		if err := os.WriteFile(manifest, []byte(mover), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cp.must(t, "apply", "-f", manifest)
+		onNode := func(node string) (bool, string) {
+			out, _ := cp.kubectl("get", "pods", "-l", "app=mover", "-o", `jsonpath={range .items[*]}{.spec.nodeName}/{.status.phase} {end}`)
+			return strings.Count(out, node+"/Running") == 2, out
+		}
+		waitFor(t, "mover's pods on the worker", 3*time.Minute, func() (bool, string) { return onNode(worker) })
+		cp.must(t, "uncordon", cp.name)
+		r := wrun(3*time.Minute, "down", "--drain")
+		if r.Code == 0 || !strings.Contains(r.Stderr, "default/webb") {
+			t.Fatalf("down --drain with bare pods on the worker: exit %d, want them named:\n%s", r.Code, r.Stderr)
+		}
+		if out := cp.must(t, "get", "node", worker, "-o", "jsonpath={.spec.unschedulable}"); out == "true" {
+			t.Errorf("a refused drain cordoned the worker")
+		}
+		cp.must(t, "delete", "pods", "--field-selector", "spec.nodeName="+worker, "-l", "app!=mover", "--wait=true")
+		if r := wrun(3*time.Minute, "down", "--drain"); r.Code != 0 {
+			t.Fatalf("down --drain: %s", r)
+		}
+		if ok, out := onNode(cp.name); !ok {
+			t.Errorf("after the drain, mover's pods are not running on the control plane: %s", out)
+		}
+		if out := cp.must(t, "get", "node", worker, "-o", "jsonpath={.spec.unschedulable}"); out != "true" {
+			t.Errorf("the drained worker is not cordoned: %q", out)
+		}
+		if r := wrun(6*time.Minute, "up", "-d", "--bin-dir", bins); r.Code != 0 {
+			t.Fatalf("up on host B: %s", r)
+		}
+		if out := cp.must(t, "get", "node", worker, "-o", "jsonpath={.spec.unschedulable}"); out == "true" {
+			t.Errorf("the worker is still cordoned after its up")
+		}
+		cp.must(t, "delete", "deployment", "mover")
+	})
+
 	// Both hosts stop and start again, in each order; the cluster comes
-	// back and pods talk across the hosts again. The worker restarts with
-	// a plain `up`: its state dir remembers the join.
-	t.Run("restart", func(t *testing.T) {
-		upWorker := func() testutil.Result {
-			return wEnv.Run(t, 6*time.Minute, bin, "up", "-d", "--name", worker, "--bin-dir", bins)
+	// back and everything above works again. The worker restarts with a
+	// plain `up`: its state dir remembers the join.
+	upWorker := func() testutil.Result { return wrun(6*time.Minute, "up", "-d", "--bin-dir", bins) }
+	down := func(t *testing.T, host string, r testutil.Result) {
+		if r.Code != 0 {
+			t.Fatalf("down on %s: %s", host, r)
 		}
-		down := func(host string, r testutil.Result) {
-			if r.Code != 0 {
-				t.Fatalf("down on %s: %s", host, r)
-			}
-		}
-		down("host B", wEnv.Run(t, 5*time.Minute, bin, "down", "--name", worker))
-		down("host A", cp.down())
+	}
+	t.Run("restart, the worker first down and last up", func(t *testing.T) {
+		down(t, "host B", wrun(5*time.Minute, "down"))
+		down(t, "host A", cp.down())
 		if r := cp.up(); r.Code != 0 {
 			t.Fatalf("up on host A: %s", r)
 		}
 		if r := upWorker(); r.Code != 0 {
 			t.Fatalf("up on host B: %s", r)
 		}
-		nodesReady(t)
-		crossHost(t, "-r1")
-
-		// The control plane goes first and comes back last: the worker's
-		// kubelet waits for it.
-		down("host A", cp.down())
-		down("host B", wEnv.Run(t, 5*time.Minute, bin, "down", "--name", worker))
+		checkAll(t, "-r1")
+	})
+	// The control plane goes first and comes back last: the worker's
+	// kubelet waits for it.
+	t.Run("restart, the control plane first down and last up", func(t *testing.T) {
+		down(t, "host A", cp.down())
+		down(t, "host B", wrun(5*time.Minute, "down"))
 		done := make(chan testutil.Result, 1)
 		go func() { done <- upWorker() }()
 		time.Sleep(5 * time.Second)
@@ -364,12 +459,11 @@ func TestJoin(t *testing.T) {
 		if r := <-done; r.Code != 0 {
 			t.Fatalf("up on host B before host A: %s", r)
 		}
-		nodesReady(t)
-		crossHost(t, "-r2")
+		checkAll(t, "-r2")
 	})
 
 	t.Run("security", func(t *testing.T) {
-		cp.mustKubectl("create", "secret", "generic", "nobodys", "--from-literal=k=v")
+		cp.must(t, "create", "secret", "generic", "nobodys", "--from-literal=k=v")
 		ca := filepath.Join(wState, "var/lib/usernode/pki/ca.crt")
 		// A symlink to an absolute path inside the node.
 		cert := filepath.Join(wState, "var/lib/kubelet/pki/kubelet-client-current.pem")
@@ -391,7 +485,7 @@ func TestJoin(t *testing.T) {
 		}
 		// The token: bootstrapping only.
 		for _, path := range []string{"/api/v1/namespaces/default/secrets", "/api/v1/namespaces/kube-system/pods"} {
-			if code := get([]string{"-H", "Authorization: Bearer " + token}, path); code != "403" {
+			if code := get([]string{"-H", "Authorization: Bearer " + tok}, path); code != "403" {
 				t.Errorf("the bootstrap token GET %s: HTTP %s, want 403", path, code)
 			}
 		}
@@ -399,4 +493,112 @@ func TestJoin(t *testing.T) {
 			t.Errorf("worker state dir %s: %v", wState, fi)
 		}
 	})
+}
+
+// checkNodes: every node Ready, with its host's IP as ExternalIP, an
+// InternalIP of its own, and no uninitialized taint left.
+func checkNodes(t *testing.T, cp *hostCluster, hostIPs map[string]string) {
+	waitFor(t, "every node Ready", 3*time.Minute, func() (bool, string) {
+		out, _ := cp.kubectl("get", "nodes", "--no-headers")
+		return strings.Count(out, " Ready ") == len(hostIPs), out
+	})
+	var nodes corev1.NodeList
+	if err := json.Unmarshal([]byte(cp.must(t, "get", "nodes", "-o", "json")), &nodes); err != nil {
+		t.Fatal(err)
+	}
+	if len(nodes.Items) != len(hostIPs) {
+		t.Fatalf("%d nodes, want %d", len(nodes.Items), len(hostIPs))
+	}
+	internal := map[string]bool{}
+	for _, n := range nodes.Items {
+		addr := map[corev1.NodeAddressType]string{}
+		for _, a := range n.Status.Addresses {
+			addr[a.Type] = a.Address
+		}
+		if addr[corev1.NodeExternalIP] != hostIPs[n.Name] {
+			t.Errorf("node %s ExternalIP %q, want its host's %s", n.Name, addr[corev1.NodeExternalIP], hostIPs[n.Name])
+		}
+		if internal[addr[corev1.NodeInternalIP]] {
+			t.Errorf("node %s shares InternalIP %s", n.Name, addr[corev1.NodeInternalIP])
+		}
+		internal[addr[corev1.NodeInternalIP]] = true
+		for _, taint := range n.Spec.Taints {
+			if taint.Key == "node.cloudprovider.kubernetes.io/uninitialized" {
+				t.Errorf("node %s still tainted uninitialized", n.Name)
+			}
+		}
+	}
+}
+
+// checkPodNetwork runs web pods a and b on their nodes and checks, both
+// ways between them: TCP; UDP and the full pod MTU with don't-fragment set
+// (traceroute -F's probes of 1450 bytes reach the other pod, 1451 do
+// not); and ICMP echo.
+func checkPodNetwork(t *testing.T, cp *hostCluster, a, b string, nodes map[string]string) {
+	for _, p := range []string{a, b} {
+		cp.run(t, p, nodes[p], web(p))
+	}
+	ips := map[string]string{a: cp.podIP(t, a), b: cp.podIP(t, b)}
+	if ips[a] == ips[b] {
+		t.Fatalf("both pods have IP %s", ips[a])
+	}
+	for from, to := range map[string]string{b: a, a: b} {
+		waitFor(t, "TCP from "+from+" to "+to, time.Minute, func() (bool, string) {
+			out, err := cp.kubectl("exec", from, "--", "wget", "-q", "-O", "-", "http://"+ips[to]+":8080/")
+			return err == nil && strings.Contains(out, "served-by-"+to), out
+		})
+		// The last hop of a traceroute is the pod itself answering the
+		// UDP probe ("port unreachable"), with its time and no "!".
+		reached := regexp.MustCompile(`(?m)^\s*\d+\s+` + regexp.QuoteMeta(ips[to]) + `\s+[\d.]+ ms\s*$`)
+		trace := func(size string) string {
+			out, _ := cp.kubectl("exec", from, "--", "traceroute", "-F", "-n", "-q", "1", "-w", "3", "-m", "5", ips[to], size)
+			return out
+		}
+		if out := trace("1450"); !reached.MatchString(out) {
+			t.Errorf("UDP of the full pod MTU (1450) with DF from %s to %s did not arrive:\n%s", from, to, out)
+		}
+		if out := trace("1451"); reached.MatchString(out) {
+			t.Errorf("1451 bytes with DF from %s to %s arrived: the pods' MTU is not the VXLAN path's:\n%s", from, to, out)
+		}
+		if out, err := cp.kubectl("exec", from, "--", "ping", "-c", "2", "-W", "5", "-s", "1422", ips[to]); err != nil {
+			t.Errorf("ICMP from %s to %s: %v %s", from, to, err, out)
+		}
+	}
+}
+
+// checkStatefulSet applies the StatefulSet (once) and, from pod client,
+// finds each member by its name in the cluster DNS and reaches it there.
+func checkStatefulSet(t *testing.T, cp *hostCluster, client, dnsIP string) {
+	manifest := filepath.Join(t.TempDir(), "sts.yaml")
+	if err := os.WriteFile(manifest, []byte(statefulSet), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cp.must(t, "apply", "-f", manifest)
+	waitFor(t, "the StatefulSet's 3 members ready", 3*time.Minute, func() (bool, string) {
+		out, _ := cp.kubectl("get", "sts", "sts", "-o", "jsonpath={.status.readyReplicas}")
+		return out == "3", out
+	})
+	nodes := map[string]bool{}
+	for i := range 3 {
+		member := fmt.Sprintf("sts-%d", i)
+		f := strings.Fields(cp.must(t, "get", "pod", member, "-o", "jsonpath={.status.podIP} {.spec.nodeName}"))
+		if len(f) != 2 {
+			t.Fatalf("member %s: %v", member, f)
+		}
+		nodes[f[1]] = true
+		name := member + ".sts.default.svc.cluster.local"
+		waitFor(t, "member "+member+" by its name", time.Minute, func() (bool, string) {
+			out, err := cp.kubectl("exec", client, "--", "nslookup", name, dnsIP)
+			if err != nil || !strings.Contains(out, f[0]) {
+				return false, out
+			}
+			// busybox-static cannot resolve names itself (FACTS): the
+			// address nslookup gave.
+			out, err = cp.kubectl("exec", client, "--", "wget", "-q", "-O", "-", "http://"+f[0]+":8080/")
+			return err == nil && strings.Contains(out, "served-by-"+member), out
+		})
+	}
+	if len(nodes) != 2 {
+		t.Errorf("the StatefulSet's members are all on %v, not spread over both nodes", nodes)
+	}
 }
