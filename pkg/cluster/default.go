@@ -12,23 +12,23 @@ const (
 	// Flannel's VXLAN carries pod traffic between them.
 	DefaultMultiNodeCNI = "flannel"
 	// DefaultUplinkMTU is the host uplink's MTU when it cannot be read.
-	DefaultUplinkMTU        = 1500
-	DefaultRole             = ControlPlane
-	DefaultHostIP           = "127.0.0.1"
-	DefaultAPIPort          = APIServerPort
-	DefaultKubeletPort      = KubeletPort
-	DefaultDNSPort          = 10053
-	DefaultPortBusyPoll     = "50us"
-	DefaultReadyTimeout     = "5m"
-	DefaultServiceCIDR      = "10.96.0.0/16"
-	DefaultPodCIDR          = "10.88.0.0/16"
+	DefaultUplinkMTU    = 1500
+	DefaultRole         = ControlPlane
+	DefaultHostIP       = "127.0.0.1"
+	DefaultAPIPort      = APIServerPort
+	DefaultKubeletPort  = KubeletPort
+	DefaultDNSPort      = 10053
+	DefaultPortBusyPoll = "50us"
+	DefaultReadyTimeout = "5m"
+	DefaultServiceCIDR  = "10.96.0.0/16"
+	DefaultPodCIDR      = "10.88.0.0/16"
 	// DefaultMultiNodePodCIDR is Flannel's own default, which its users
 	// know and its docs assume.
 	DefaultMultiNodePodCIDR = "10.244.0.0/16"
 	DefaultVXLANPort        = 8472
 	// AutoHostIP as the host IP is the address of the host's default
 	// route: the one other hosts most likely reach.
-	AutoHostIP = "auto"
+	AutoHostIP              = "auto"
 	DefaultNodeCIDRMaskSize = 24
 	DefaultDNSDomain        = "cluster.local"
 	// DefaultNodeSubnet is slirp4netns's own default network: the node is

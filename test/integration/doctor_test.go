@@ -123,12 +123,12 @@ func TestDoctor(t *testing.T) {
 		}
 	}
 	for id, want := range map[string]string{
-		"subid.subuid":      "PASS",
-		"subid.subgid":      "PASS",
-		"subid.helpers":     "PASS",
-		"kernel.userns":     "PASS",
-		"kernel.tun":        "PASS", // hack/test-user.sh makes it 0666
-		"trial.namespaces":  "PASS",
+		"subid.subuid":     "PASS",
+		"subid.subgid":     "PASS",
+		"subid.helpers":    "PASS",
+		"kernel.userns":    "PASS",
+		"kernel.tun":       "PASS", // hack/test-user.sh makes it 0666
+		"trial.namespaces": "PASS",
 		// A VXLAN device made as the user, in its own namespaces: the
 		// kernel has vxlan, as multi-node needs.
 		"trial.vxlan":       "PASS",

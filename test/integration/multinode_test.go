@@ -272,7 +272,9 @@ func TestJoin(t *testing.T) {
 	}
 
 	checkAll := func(t *testing.T, round string) {
-		t.Run("nodes", func(t *testing.T) { checkNodes(t, cp, map[string]string{cp.name: hostA.IP.String(), worker: hostB.IP.String()}) })
+		t.Run("nodes", func(t *testing.T) {
+			checkNodes(t, cp, map[string]string{cp.name: hostA.IP.String(), worker: hostB.IP.String()})
+		})
 		t.Run("status", func(t *testing.T) {
 			// The control plane's status lists the cluster's nodes as the
 			// API reports them; the worker's, itself.
