@@ -7,9 +7,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/user"
@@ -127,7 +129,8 @@ func (n *node) stateDir() string { return filepath.Join(n.acct.dataHome, "userno
 
 func (n *node) kubeconfig() string { return filepath.Join(n.stateDir(), "kubeconfig") }
 
-// usernode runs `usernode ARGS` as the account in the host's namespace.
+// usernode runs `usernode ARGS` as the account in the host's namespace
+// and returns its stdout; with -v it also prints all it said.
 // Root enters the namespace first and then drops to the account: a user
 // may not join a namespace root made. Its own process group, so that a
 // Ctrl-C reaches only the harness, which then stops the nodes in order.
@@ -143,11 +146,17 @@ func (n *node) usernode(ctx context.Context, timeout time.Duration, args ...stri
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGKILL) }
 	c.WaitDelay = 5 * time.Second
-	out, err := c.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("usernode %s on %s as %s: %v\n%s", strings.Join(args, " "), n.host.ns, n.acct.name, err, tail(string(out), 30))
+	// stdout apart: `token create` prints the join line there and its
+	// notes on stderr.
+	var out, all bytes.Buffer
+	c.Stdout, c.Stderr = io.MultiWriter(&out, &all), &all
+	if err := c.Run(); err != nil {
+		return out.String(), fmt.Errorf("usernode %s on %s as %s: %v\n%s", strings.Join(args, " "), n.host.ns, n.acct.name, err, tail(all.String(), 30))
 	}
-	return string(out), nil
+	if *verbose {
+		fmt.Fprint(os.Stderr, all.String())
+	}
+	return out.String(), nil
 }
 
 // down stops the node and removes its state; the state dir must be gone.

@@ -231,12 +231,10 @@ func (b *bench) controlPlane(ctx context.Context) error {
 	cp := b.cp
 	b.undo.push("usernode down on host A", func() error { return cp.down(context.Background()) })
 	logf("usernode up on host A (%s, as %s)", cp.host.ip, cp.acct.name)
-	out, err := cp.usernode(ctx, 6*time.Minute, "up", "-d", "--name", cp.name, "--bin-dir", *binDir, "--host-ip", hostAIP)
-	if err != nil {
+	if _, err := cp.usernode(ctx, 6*time.Minute, "up", "-d", "--name", cp.name, "--bin-dir", *binDir, "--host-ip", hostAIP); err != nil {
 		return err
 	}
-	b.logOutput(out)
-	out, err = cp.usernode(ctx, time.Minute, "token", "create", "--name", cp.name)
+	out, err := cp.usernode(ctx, time.Minute, "token", "create", "--name", cp.name)
 	if err != nil {
 		return err
 	}
@@ -343,13 +341,12 @@ func (b *bench) join(ctx context.Context) (joinTimes, string, error) {
 		})
 	}
 	start := time.Now()
-	out, err := worker.usernode(ctx, 6*time.Minute, "join", b.server, "--token", b.token, "--ca-cert-hash", b.pin,
+	_, err = worker.usernode(ctx, 6*time.Minute, "join", b.server, "--token", b.token, "--ca-cert-hash", b.pin,
 		"-d", "--name", worker.name, "--bin-dir", *binDir)
 	jt.returned = time.Since(start).Seconds()
 	if err != nil {
 		return jt, "", err
 	}
-	b.logOutput(out)
 	select {
 	case t := <-w.ready:
 		jt.ready = t.Sub(start).Seconds()
@@ -417,12 +414,6 @@ func (b *bench) once(ctx context.Context, s *scenario, m metric) (float64, error
 		return 0, fmt.Errorf("the tool printed %q: %v", out, err)
 	}
 	return res.Value, nil
-}
-
-func (b *bench) logOutput(out string) {
-	if *verbose {
-		fmt.Fprint(os.Stderr, out)
-	}
 }
 
 func loadavg() string {

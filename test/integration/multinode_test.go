@@ -93,6 +93,16 @@ func (c *hostCluster) kubectl(args ...string) (string, error) {
 	return string(out), err
 }
 
+// apply applies a manifest given as text (on kubectl's stdin).
+func (c *hostCluster) apply(t *testing.T, manifest string) {
+	t.Helper()
+	cmd := c.host.In(c.kubectlBin, "--kubeconfig", c.kubeconfig, "--request-timeout=60s", "apply", "-f", "-")
+	cmd.Stdin = strings.NewReader(manifest)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+}
+
 // must is kubectl failing t (a subtest's own) when the command does.
 func (c *hostCluster) must(t *testing.T, args ...string) string {
 	t.Helper()
@@ -276,13 +286,14 @@ func TestJoin(t *testing.T) {
 			checkNodes(t, cp, map[string]string{cp.name: hostA.IP.String(), worker: hostB.IP.String()})
 		})
 		t.Run("status", func(t *testing.T) {
-			// The control plane's status lists the cluster's nodes as the
-			// API reports them; the worker's, itself.
+			// Each host's status lists the cluster's nodes as the API
+			// reports them (the worker's kubelet may list Nodes), its
+			// own marked.
 			for _, c := range []struct {
 				env  *testutil.Env
 				name string
 				want []string
-			}{{cp.env, cp.name, []string{cp.name, worker}}, {wEnv, worker, []string{worker}}} {
+			}{{cp.env, cp.name, []string{cp.name, worker}}, {wEnv, worker, []string{cp.name, worker}}} {
 				r := c.env.Run(t, 30*time.Second, bin, "status", "--name", c.name, "--json")
 				var st struct {
 					Nodes []struct {
@@ -390,11 +401,7 @@ func TestJoin(t *testing.T) {
 	// makes it schedulable again.
 	t.Run("drain", func(t *testing.T) {
 		cp.must(t, "cordon", cp.name)
-		manifest := filepath.Join(t.TempDir(), "mover.yaml")
-		if err := os.WriteFile(manifest, []byte(mover), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cp.must(t, "apply", "-f", manifest)
+		cp.apply(t, mover)
 		onNode := func(node string) (bool, string) {
 			out, _ := cp.kubectl("get", "pods", "-l", "app=mover", "-o", `jsonpath={range .items[*]}{.spec.nodeName}/{.status.phase} {end}`)
 			return strings.Count(out, node+"/Running") == 2, out
@@ -553,7 +560,7 @@ func checkPodNetwork(t *testing.T, cp *hostCluster, a, b string, nodes map[strin
 		// UDP probe ("port unreachable"), with its time and no "!".
 		reached := regexp.MustCompile(`(?m)^\s*\d+\s+` + regexp.QuoteMeta(ips[to]) + `\s+[\d.]+ ms\s*$`)
 		trace := func(size string) string {
-			out, _ := cp.kubectl("exec", from, "--", "traceroute", "-F", "-n", "-q", "1", "-w", "3", "-m", "5", ips[to], size)
+			out, _ := cp.kubectl("exec", from, "--", "busybox", "traceroute", "-F", "-n", "-q", "1", "-w", "3", "-m", "5", ips[to], size)
 			return out
 		}
 		if out := trace("1450"); !reached.MatchString(out) {
@@ -562,7 +569,7 @@ func checkPodNetwork(t *testing.T, cp *hostCluster, a, b string, nodes map[strin
 		if out := trace("1451"); reached.MatchString(out) {
 			t.Errorf("1451 bytes with DF from %s to %s arrived: the pods' MTU is not the VXLAN path's:\n%s", from, to, out)
 		}
-		if out, err := cp.kubectl("exec", from, "--", "ping", "-c", "2", "-W", "5", "-s", "1422", ips[to]); err != nil {
+		if out, err := cp.kubectl("exec", from, "--", "busybox", "ping", "-c", "2", "-W", "5", "-s", "1422", ips[to]); err != nil {
 			t.Errorf("ICMP from %s to %s: %v %s", from, to, err, out)
 		}
 	}
@@ -571,11 +578,7 @@ func checkPodNetwork(t *testing.T, cp *hostCluster, a, b string, nodes map[strin
 // checkStatefulSet applies the StatefulSet (once) and, from pod client,
 // finds each member by its name in the cluster DNS and reaches it there.
 func checkStatefulSet(t *testing.T, cp *hostCluster, client, dnsIP string) {
-	manifest := filepath.Join(t.TempDir(), "sts.yaml")
-	if err := os.WriteFile(manifest, []byte(statefulSet), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cp.must(t, "apply", "-f", manifest)
+	cp.apply(t, statefulSet)
 	waitFor(t, "the StatefulSet's 3 members ready", 3*time.Minute, func() (bool, string) {
 		out, _ := cp.kubectl("get", "sts", "sts", "-o", "jsonpath={.status.readyReplicas}")
 		return out == "3", out
