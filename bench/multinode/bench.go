@@ -26,6 +26,7 @@ type bench struct {
 	token, pin  string
 	scenarios   []*scenario
 	res         map[string][][]float64 // scenario name -> metric index -> one value per round
+	udpLoss     [][]udpLoss            // metric index -> one per round, the across-hosts row's
 	joins       []joinTimes
 	info        runInfo
 	podsStarted time.Time
@@ -47,6 +48,19 @@ type scenario struct {
 	name, note string
 	server     string
 	client     func(ctx context.Context, args ...string) (string, error)
+	// udp, if set, reads UDP counters the path's datagrams pass through
+	// (delivered, dropped for a full receive buffer).
+	udp func(ctx context.Context) (delivered, dropped int64, err error)
+}
+
+// udpLoss is what one measurement lost of its datagrams.
+type udpLoss struct{ delivered, dropped int64 }
+
+func (l udpLoss) String() string {
+	if l.delivered+l.dropped == 0 {
+		return "none sent"
+	}
+	return fmt.Sprintf("%d of %d (%.1f %%)", l.dropped, l.delivered+l.dropped, 100*float64(l.dropped)/float64(l.delivered+l.dropped))
 }
 
 type metric struct {
@@ -82,6 +96,7 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	b.res = map[string][][]float64{}
+	b.udpLoss = make([][]udpLoss, len(metrics))
 	for _, s := range b.scenarios {
 		b.res[s.name] = make([][]float64, len(metrics))
 	}
@@ -95,6 +110,10 @@ func (b *bench) run(ctx context.Context) error {
 	// A round that failed after others completed: what was measured is
 	// still reported, and the run still fails.
 	b.report(os.Stdout)
+	if *hold {
+		logf("holding: kubectl with nsenter --net=%s %s --kubeconfig %s; Ctrl-C tears down", b.k.host.path(), b.k.bin, b.k.kubeconfig)
+		<-ctx.Done()
+	}
 	return err
 }
 
@@ -259,7 +278,7 @@ func (b *bench) controlPlane(ctx context.Context) error {
 	b.scenarios = append(b.scenarios,
 		&scenario{name: nameOneNode, server: ips[1], client: b.podClient,
 			note: "two busybox pods pinned to A's node: veth, the node's bridge, veth, all inside the node"},
-		&scenario{name: nameAcross, client: b.podClient, // its server is set each round
+		&scenario{name: nameAcross, client: b.podClient, udp: b.hostsUDP, // its server is set each round
 			note: "A's pod → A's node: flannel.1 (VXLAN) → slirp4netns (A's egress) → host B's 198.51.100.2:8472/udp, usernode's forwarder → B's node: flannel.1 → B's pod; replies the same way back through B's slirp4netns and A's forwarder"})
 	return nil
 }
@@ -303,6 +322,9 @@ func (b *bench) round(ctx context.Context, r int) error {
 	b.measure(ctx, r)
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	if *hold && r == *rounds-1 {
+		return nil // -hold keeps the worker up too; the teardown stops it
 	}
 	if err := b.leave(ctx); err != nil {
 		return fmt.Errorf("round %d: %w", r+1, err)
@@ -391,14 +413,49 @@ func (b *bench) measure(ctx context.Context, r int) {
 			if ctx.Err() != nil {
 				return
 			}
+			var before udpLoss
+			if s.udp != nil {
+				before = b.readUDP(ctx, s)
+			}
 			v, err := b.once(ctx, s, m)
 			if err != nil {
 				logf("round %d %s %s: %v", r+1, s.name, m.name, err)
 			}
-			logf("round %d %-42s %-20s %8.2f %s", r+1, s.name, m.name, v, m.unit)
+			line := fmt.Sprintf("round %d %-42s %-20s %8.2f %s", r+1, s.name, m.name, v, m.unit)
+			if s.udp != nil {
+				after := b.readUDP(ctx, s)
+				l := udpLoss{after.delivered - before.delivered, after.dropped - before.dropped}
+				b.udpLoss[mi] = append(b.udpLoss[mi], l)
+				line += "; UDP datagrams dropped at the hosts: " + l.String()
+			}
+			logf("%s", line)
 			b.res[s.name][mi] = append(b.res[s.name][mi], v)
 		}
 	}
+}
+
+// readUDP reads the scenario's UDP counters; a failure is logged and
+// reads as zero: the counters are a diagnosis, not a result.
+func (b *bench) readUDP(ctx context.Context, s *scenario) udpLoss {
+	d, x, err := s.udp(ctx)
+	if err != nil {
+		logf("%s: %v", s.name, err)
+	}
+	return udpLoss{d, x}
+}
+
+// hostsUDP sums both hosts' UDP counters: VXLAN to a host is read there
+// by usernode's forwarder from 8472, and replies come back the same way
+// to the other host.
+func (b *bench) hostsUDP(ctx context.Context) (delivered, dropped int64, err error) {
+	for _, h := range []netHost{b.cp.host, b.worker.host} {
+		d, x, err := h.udpCounters(ctx)
+		if err != nil {
+			return 0, 0, err
+		}
+		delivered, dropped = delivered+d, dropped+x
+	}
+	return delivered, dropped, nil
 }
 
 // once is one measurement; a failed one counts as 0, as in

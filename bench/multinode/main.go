@@ -42,6 +42,7 @@ var (
 	userA       = flag.String("user-a", "unbench-a", "non-root account that runs host A's node (the control plane)")
 	userB       = flag.String("user-b", "unbench-b", "non-root account that runs host B's node (the worker)")
 	verbose     = flag.Bool("v", false, "also print usernode's output")
+	hold        = flag.Bool("hold", false, "after the report, keep the cluster up until Ctrl-C (to look around), then tear down")
 )
 
 // Node names, and the hosts' addresses (internal/testutil's).

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 )
 
@@ -109,4 +110,36 @@ func staleNamespaces() []string {
 		}
 	}
 	return out
+}
+
+// udpCounters reads the namespace's UDP datagrams delivered and those
+// dropped because a socket's receive buffer was full (RcvbufErrors):
+// where a datagram relay that falls behind loses packets.
+func (h netHost) udpCounters(ctx context.Context) (delivered, dropped int64, err error) {
+	out, err := h.in(ctx, "cat", "/proc/net/snmp").Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("/proc/net/snmp in %s: %v", h.ns, err)
+	}
+	var names []string
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "Udp:" {
+			continue
+		}
+		if names == nil {
+			names = f // the first Udp: line names the second's columns
+			continue
+		}
+		for i := 1; i < len(f) && i < len(names); i++ {
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			switch names[i] {
+			case "InDatagrams":
+				delivered = v
+			case "RcvbufErrors":
+				dropped = v
+			}
+		}
+		return delivered, dropped, nil
+	}
+	return 0, 0, fmt.Errorf("no Udp: counters in /proc/net/snmp of %s", h.ns)
 }

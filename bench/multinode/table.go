@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"time"
 
@@ -48,6 +49,12 @@ func (b *bench) podTable(out *strings.Builder) {
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "The client is always on host A's side (pod mnb-a1, or the bound's namespace A), the server on B's (the pod on B's node, or namespace B); in the one-node row the server is a second pod on A's node.")
 	fmt.Fprintln(out)
+	fmt.Fprintln(out, "UDP datagrams dropped for a full socket receive buffer in the hosts' namespaces (RcvbufErrors of A and B, of all UDP they received) during the across-hosts runs, the run with the median loss:")
+	fmt.Fprintln(out)
+	for mi, m := range metrics {
+		fmt.Fprintf(out, "- %s: %s\n", m.name, medianLoss(b.udpLoss[mi]))
+	}
+	fmt.Fprintln(out)
 	for _, s := range b.scenarios {
 		fmt.Fprintf(out, "- %s: %s\n", s.name, s.note)
 	}
@@ -82,6 +89,17 @@ func (b *bench) joinTable(out *strings.Builder) {
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "Each round starts from nothing on host B: the previous round's worker was stopped with `usernode down --purge` and its Node deleted.")
+}
+
+// medianLoss is the run whose share of drops is the median.
+func medianLoss(l []udpLoss) string {
+	if len(l) == 0 {
+		return "–"
+	}
+	s := append([]udpLoss(nil), l...)
+	share := func(x udpLoss) float64 { return float64(x.dropped) / float64(max(1, x.delivered+x.dropped)) }
+	sort.Slice(s, func(i, j int) bool { return share(s[i]) < share(s[j]) })
+	return s[len(s)/2].String()
 }
 
 func cell(v, base float64, unit string) string {
