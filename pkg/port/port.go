@@ -15,6 +15,10 @@ type Spec struct {
 	HostIP    netip.Addr `json:"hostIP"`
 	HostPort  uint16     `json:"hostPort"`
 	ChildPort uint16     `json:"childPort"`
+	// ChildIP, when set, is the address dialled in the namespace instead
+	// of the forwarder's default (127.0.0.1): a pod's IP for a hostPort,
+	// a Service's ClusterIP for a LoadBalancer port.
+	ChildIP netip.Addr `json:"childIP,omitzero"`
 }
 
 // Forwarder adds and removes forwarded ports at run time.

@@ -17,6 +17,9 @@ var DefaultHostIP = netip.MustParseAddr("127.0.0.1")
 const specForm = "[hostIP:]hostPort:childPort[/tcp|/udp], e.g. 8080:80 or 0.0.0.0:8443:443/tcp"
 
 func (s Spec) String() string {
+	if s.ChildIP.IsValid() {
+		return fmt.Sprintf("%s/%s->%s", netip.AddrPortFrom(s.HostIP, s.HostPort), s.Proto, netip.AddrPortFrom(s.ChildIP, s.ChildPort))
+	}
 	return fmt.Sprintf("%s/%s->%d", netip.AddrPortFrom(s.HostIP, s.HostPort), s.Proto, s.ChildPort)
 }
 

@@ -8,10 +8,10 @@ import (
 
 func TestParseSpec(t *testing.T) {
 	for in, want := range map[string]Spec{
-		"8080:80":              {"tcp", netip.MustParseAddr("127.0.0.1"), 8080, 80},
-		"0.0.0.0:8443:443/tcp": {"tcp", netip.MustParseAddr("0.0.0.0"), 8443, 443},
-		"10.0.0.1:5353:53/udp": {"udp", netip.MustParseAddr("10.0.0.1"), 5353, 53},
-		"[::1]:8080:80/UDP":    {"udp", netip.MustParseAddr("::1"), 8080, 80},
+		"8080:80":              {"tcp", netip.MustParseAddr("127.0.0.1"), 8080, 80, netip.Addr{}},
+		"0.0.0.0:8443:443/tcp": {"tcp", netip.MustParseAddr("0.0.0.0"), 8443, 443, netip.Addr{}},
+		"10.0.0.1:5353:53/udp": {"udp", netip.MustParseAddr("10.0.0.1"), 5353, 53, netip.Addr{}},
+		"[::1]:8080:80/UDP":    {"udp", netip.MustParseAddr("::1"), 8080, 80, netip.Addr{}},
 	} {
 		got, err := ParseSpec(in)
 		if err != nil || got != want {

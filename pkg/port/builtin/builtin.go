@@ -149,6 +149,9 @@ func (f *Forwarder) Add(_ context.Context, s port.Spec) error {
 	}
 	fw := &forward{spec: s}
 	target := netip.AddrPortFrom(f.opts.ChildIP, s.ChildPort)
+	if s.ChildIP.IsValid() {
+		target = netip.AddrPortFrom(s.ChildIP, s.ChildPort)
+	}
 	switch s.Proto {
 	case "tcp":
 		fd, err := listenTCP(k.host)
