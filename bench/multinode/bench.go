@@ -202,6 +202,14 @@ func (b *bench) network(ctx context.Context) error {
 	if err := lan(nsPrefix+"lan-"+b.tag, []netHost{b.cp.host, b.worker.host}, b.undo); err != nil {
 		return err
 	}
+	if *hostRmem > 0 {
+		for _, h := range []netHost{b.cp.host, b.worker.host} {
+			// Per namespace in this kernel: nothing outside the hosts changes.
+			if out, err := h.in(ctx, "sysctl", "-w", fmt.Sprintf("net.core.rmem_default=%d", *hostRmem), fmt.Sprintf("net.core.rmem_max=%d", *hostRmem)).CombinedOutput(); err != nil {
+				return fmt.Errorf("-host-rmem in %s: %v: %s", h.ns, err, out)
+			}
+		}
+	}
 	if err := lan(nsPrefix+"vlan-"+b.tag, b.vx[:], b.undo); err != nil {
 		return err
 	}

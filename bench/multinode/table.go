@@ -18,6 +18,9 @@ func (b *bench) report(w io.Writer) {
 		len(b.joins), *secs, rttMax, rttWarm, *secs)
 	fmt.Fprintf(&out, "Kernel %s, %d CPUs, load average %s at the start. Ratios are against the first row (the bound).\n", host.Kernel(), host.NumCPU(), b.info.load)
 	fmt.Fprintf(&out, "usernode %s, %s, TCP congestion control in a fresh namespace: %s, pods' MTU %s.\n\n", orDash(b.info.usernode), orDash(b.info.kubelet), orDash(b.info.cc), orDash(b.info.podMTU))
+	if *hostRmem > 0 {
+		fmt.Fprintf(&out, "**Experiment, not the default:** net.core.rmem_default and rmem_max set to %d in both hosts' namespaces (-host-rmem).\n\n", *hostRmem)
+	}
 	b.podTable(&out)
 	b.joinTable(&out)
 	fmt.Fprintf(&out, "\nTotal time %s.\n", time.Since(t0).Round(time.Second))
@@ -47,16 +50,16 @@ func (b *bench) podTable(out *strings.Builder) {
 		fmt.Fprintln(out, row)
 	}
 	fmt.Fprintln(out)
+	for _, s := range b.scenarios {
+		fmt.Fprintf(out, "- %s: %s\n", s.name, s.note)
+	}
+	fmt.Fprintln(out)
 	fmt.Fprintln(out, "The client is always on host A's side (pod mnb-a1, or the bound's namespace A), the server on B's (the pod on B's node, or namespace B); in the one-node row the server is a second pod on A's node.")
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "UDP datagrams dropped for a full socket receive buffer in the hosts' namespaces (RcvbufErrors of A and B, of all UDP they received) during the across-hosts runs, the run with the median loss:")
 	fmt.Fprintln(out)
 	for mi, m := range metrics {
 		fmt.Fprintf(out, "- %s: %s\n", m.name, medianLoss(b.udpLoss[mi]))
-	}
-	fmt.Fprintln(out)
-	for _, s := range b.scenarios {
-		fmt.Fprintf(out, "- %s: %s\n", s.name, s.note)
 	}
 	fmt.Fprintln(out)
 }

@@ -69,6 +69,11 @@ type Config struct {
 	// route. Default 127.0.0.1 for a control plane (a cluster of this
 	// host only), "auto" for a worker.
 	HostIP string `json:"hostIP,omitempty"`
+	// PublishAddress is where NodePorts, LoadBalancer ports and hostPorts
+	// bind on the host: 127.0.0.1 (the default: this host only), 0.0.0.0
+	// (every address: the network reaches them), or one address of the
+	// host. The API and kubelet ports follow HostIP instead.
+	PublishAddress string `json:"publishAddress,omitempty"`
 	// APIPort and KubeletPort are the host ports that reach
 	// kube-apiserver's 6443 and the kubelet's 10250 in the node; two nodes
 	// on one host need different ones. Default 6443 and 10250.
@@ -165,6 +170,9 @@ type Node struct {
 	HostIP      netip.Addr `json:"hostIP"`
 	APIPort     uint16     `json:"apiPort"`
 	KubeletPort uint16     `json:"kubeletPort"`
+	// PublishIP is where the node's Services and hostPorts bind on the
+	// host.
+	PublishIP netip.Addr `json:"publishIP"`
 	// DNSPort is set on a multi-node control plane: the host port of
 	// CoreDNS (see coredns.Endpoint).
 	DNSPort uint16 `json:"dnsPort,omitempty"`

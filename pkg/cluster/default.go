@@ -12,16 +12,17 @@ const (
 	// Flannel's VXLAN carries pod traffic between them.
 	DefaultMultiNodeCNI = "flannel"
 	// DefaultUplinkMTU is the host uplink's MTU when it cannot be read.
-	DefaultUplinkMTU    = 1500
-	DefaultRole         = ControlPlane
-	DefaultHostIP       = "127.0.0.1"
-	DefaultAPIPort      = APIServerPort
-	DefaultKubeletPort  = KubeletPort
-	DefaultDNSPort      = 10053
-	DefaultPortBusyPoll = "50us"
-	DefaultReadyTimeout = "5m"
-	DefaultServiceCIDR  = "10.96.0.0/16"
-	DefaultPodCIDR      = "10.88.0.0/16"
+	DefaultUplinkMTU      = 1500
+	DefaultRole           = ControlPlane
+	DefaultHostIP         = "127.0.0.1"
+	DefaultPublishAddress = "127.0.0.1"
+	DefaultAPIPort        = APIServerPort
+	DefaultKubeletPort    = KubeletPort
+	DefaultDNSPort        = 10053
+	DefaultPortBusyPoll   = "50us"
+	DefaultReadyTimeout   = "5m"
+	DefaultServiceCIDR    = "10.96.0.0/16"
+	DefaultPodCIDR        = "10.88.0.0/16"
 	// DefaultMultiNodePodCIDR is Flannel's own default, which its users
 	// know and its docs assume.
 	DefaultMultiNodePodCIDR = "10.244.0.0/16"
@@ -67,6 +68,7 @@ func SetDefaults(c *Config) {
 	str(&c.Net, DefaultNet)
 	str(&c.CRI, DefaultCRI)
 	str(&c.PortBusyPoll, DefaultPortBusyPoll)
+	str(&c.PublishAddress, DefaultPublishAddress)
 	str(&c.ReadyTimeout, DefaultReadyTimeout)
 	if c.Role == "" {
 		c.Role = DefaultRole

@@ -73,6 +73,8 @@ var flagDefs = []flagDef{
 		bind: strFlag(func(c *Config) *string { return &c.CNI })},
 	{name: "host-ip", field: "hostIP", set: UpFlags, usage: "host address the API and kubelet ports are forwarded from (and the API server's certificate names): 127.0.0.1 serves this host only; an address of this host, or auto (its default route's), lets other hosts join",
 		bind: strFlag(func(c *Config) *string { return &c.HostIP })},
+	{name: "publish-address", field: "publishAddress", set: UpFlags, usage: "where NodePorts, LoadBalancer ports and hostPorts bind on the host: 127.0.0.1 (this host only), 0.0.0.0 (the network reaches them), or an address of this host",
+		bind: strFlag(func(c *Config) *string { return &c.PublishAddress })},
 	{name: "api-port", field: "apiPort", set: UpFlags, usage: "host port for kube-apiserver",
 		bind: portFlag(func(c *Config) *uint16 { return &c.APIPort })},
 	{name: "kubelet-port", field: "kubeletPort", set: UpFlags, usage: "host port for the kubelet's API",

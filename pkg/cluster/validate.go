@@ -199,6 +199,13 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	if c.KeepSourceIP && n.HostIP.IsValid() && !n.HostIP.IsLoopback() {
 		v.fail("keepSourceIP", "true", "cannot be used with a hostIP other than 127.0.0.1 yet: kube-proxy in the node drops the API's and kubelet's forwarded connections that keep a non-loopback source; drop --keep-source-ip or --host-ip")
 	}
+	if pub, err := netip.ParseAddr(c.PublishAddress); err != nil || pub.Zone() != "" {
+		v.fail("publishAddress", c.PublishAddress, "not an IP address: 127.0.0.1 (this host only), 0.0.0.0 (every address) or one of the host's")
+	} else if !pub.IsLoopback() && !pub.IsUnspecified() && env.HostAddrs != nil && !slices.ContainsFunc(env.HostAddrs, func(p netip.Prefix) bool { return p.Addr() == pub }) {
+		v.fail("publishAddress", c.PublishAddress, "is not an address of this host (`ip addr` lists them)")
+	} else {
+		n.PublishIP = pub
+	}
 	if c.APIPort == c.KubeletPort {
 		v.fail("kubeletPort", fmt.Sprint(c.KubeletPort), "is also apiPort: each needs its own host port")
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -270,6 +271,12 @@ func printStatus(w *strings.Builder, st *node.Status) error {
 		fmt.Fprintln(w, "forwarded ports:")
 		for _, p := range st.Ports {
 			fmt.Fprintf(w, "  %s\n", p)
+		}
+	}
+	if e := st.Exposure; e != nil && len(e.Failed) > 0 {
+		fmt.Fprintln(w, "not exposed (tried again every few seconds):")
+		for _, f := range e.Failed {
+			fmt.Fprintf(w, "  %s of %s at %s: %s\n", f.What, f.Obj, netip.AddrPortFrom(f.Spec.HostIP, f.Spec.HostPort), f.Reason)
 		}
 	}
 	return nil

@@ -27,6 +27,9 @@ type Status struct {
 	// read.
 	Nodes      []NodeInfo `json:"nodes,omitempty"`
 	NodesError string     `json:"nodesError,omitempty"`
+	// Exposure is the ports usernode opened for the cluster's Services
+	// and pods, and those it could not, with why.
+	Exposure *Exposure `json:"exposure,omitempty"`
 }
 
 // GetStatus reads a running node's state.
@@ -45,6 +48,7 @@ func GetStatus(ctx context.Context, c sandbox.Config) (*Status, error) {
 	if st.PortSocket != "" {
 		out.Ports, _ = api.NewClient(st.PortSocket).List(ctx)
 	}
+	out.Exposure, _ = readExposure(PathsOf(c).exposure())
 	if out.Node.Phase == "ready" {
 		cl, cs, err := runningCluster(c)
 		if err == nil {

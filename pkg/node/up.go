@@ -26,6 +26,7 @@ import (
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
 	"github.com/usernode/usernode/pkg/port"
+	"github.com/usernode/usernode/pkg/port/api"
 	"github.com/usernode/usernode/pkg/sandbox"
 )
 
@@ -94,6 +95,9 @@ func (p Paths) Ready() string { return filepath.Join(p.Runtime, "node-ready") }
 
 func (p Paths) spec() string { return filepath.Join(p.Runtime, "node.json") }
 
+// exposure is where the host side says which ports it exposes.
+func (p Paths) exposure() string { return filepath.Join(p.Runtime, "exposure.json") }
+
 // Check does what `up` must do before it builds anything: the node is
 // not running, its components' tools are there, the Kubernetes version is
 // one usernode configures (and the one the model asks for), the host ports
@@ -128,6 +132,9 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 		addr := netip.AddrPortFrom(p.HostIP, p.HostPort).String()
 		if p.Proto == "udp" {
 			c, err := net.ListenPacket("udp", addr)
+			if err != nil && errors.Is(err, syscall.EACCES) {
+				return nil, privilegedPort(addr+"/udp", p.HostPort)
+			}
 			if err != nil {
 				return nil, fmt.Errorf("host port %s/udp (for the node's %d) is already in use: stop what holds it (`ss -lunp 'sport = :%d'` shows it), or, if it is another node's, give this one another --host-ip (VXLAN's port is the cluster's: a new cluster can take another --vxlan-port) or --dns-port", addr, p.ChildPort, p.HostPort)
 			}
@@ -135,12 +142,23 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 			continue
 		}
 		l, err := net.Listen("tcp", addr)
+		if err != nil && errors.Is(err, syscall.EACCES) {
+			return nil, privilegedPort(addr, p.HostPort)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("host port %s (for the node's %d) is already in use: stop what holds it (`ss -ltnp 'sport = :%d'` shows it), run `usernode down` if it is another node, or choose another with --api-port/--kubelet-port", addr, p.ChildPort, p.HostPort)
 		}
 		l.Close()
 	}
 	return &Spec{Cluster: cl, Binaries: bins}, nil
+}
+
+// privilegedPort is the error for a host port below
+// ip_unprivileged_port_start: the kernel refuses it to a user (EACCES),
+// which is not "in use".
+func privilegedPort(addr string, p uint16) error {
+	start := port.UnprivilegedPortStart()
+	return fmt.Errorf("host port %s is privileged: it is below net.ipv4.ip_unprivileged_port_start=%d, and only root may bind such ports; choose a port >= %d (--api-port, --kubelet-port, --dns-port, --vxlan-port), or as root `sysctl net.ipv4.ip_unprivileged_port_start=%d`", addr, start, start, p)
 }
 
 // Up runs cl's node in the foreground until ctx ends or the node stops,
@@ -206,7 +224,13 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 		if ready != nil {
 			ready()
 		}
-		return watchNodePorts(ctx, cs, st.PortSocket, l)
+		x := &exposer{c: cs, fwd: api.NewClient(st.PortSocket), l: l, status: paths.exposure(),
+			o:  exposeOpts{Node: n.Name, Publish: n.PublishIP, UnprivStart: port.UnprivilegedPortStart()},
+			lb: n.Role == cluster.ControlPlane, ingress: n.PublishIP}
+		if x.ingress.IsUnspecified() {
+			x.ingress = n.HostIP
+		}
+		return x.run(ctx)
 	}
 	opt.Ready = hook
 	code, err := sandbox.Run(ctx, cfg, opt)
