@@ -14,22 +14,20 @@ import (
 )
 
 type bench struct {
-	undo        *undoStack
-	tag         string // in the namespaces' names: this run's
-	work        string // the run's files, under /tmp
-	tool        string // this binary, where the accounts and pods can read it
-	cp, worker  *node
-	workerUp    bool // a join has run since the last `down`
-	k           *kube
-	vx          [2]netHost // the bound's two namespaces
-	server      string     // from the join line
-	token, pin  string
-	scenarios   []*scenario
-	res         map[string][][]float64 // scenario name -> metric index -> one value per round
-	udpLoss     [][]udpLoss            // metric index -> one per round, the across-hosts row's
-	joins       []joinTimes
-	info        runInfo
-	podsStarted time.Time
+	undo       *undoStack
+	tag        string // in the namespaces' names: this run's
+	work       string // the run's files, under /tmp
+	tool       string // this binary, where the accounts and pods can read it
+	cp, worker *node
+	k          *kube
+	vx         [2]netHost // the bound's two namespaces
+	server     string     // from the join line
+	token, pin string
+	scenarios  []*scenario
+	res        map[string][][]float64 // scenario name -> metric index -> one value per round
+	udpLoss    [][]udpLoss            // metric index -> one per round, the across-hosts row's
+	joins      []joinTimes
+	info       runInfo
 }
 
 // runInfo is what the report says about the machine and the run.
@@ -202,14 +200,6 @@ func (b *bench) network(ctx context.Context) error {
 	if err := lan(nsPrefix+"lan-"+b.tag, []netHost{b.cp.host, b.worker.host}, b.undo); err != nil {
 		return err
 	}
-	if *hostRmem > 0 {
-		for _, h := range []netHost{b.cp.host, b.worker.host} {
-			// Per namespace in this kernel: nothing outside the hosts changes.
-			if out, err := h.in(ctx, "sysctl", "-w", fmt.Sprintf("net.core.rmem_default=%d", *hostRmem), fmt.Sprintf("net.core.rmem_max=%d", *hostRmem)).CombinedOutput(); err != nil {
-				return fmt.Errorf("-host-rmem in %s: %v: %s", h.ns, err, out)
-			}
-		}
-	}
 	if err := lan(nsPrefix+"vlan-"+b.tag, b.vx[:], b.undo); err != nil {
 		return err
 	}
@@ -237,8 +227,7 @@ func (b *bench) network(ctx context.Context) error {
 			c.Stderr = &errb
 			out, err := c.Output()
 			if err != nil {
-				err = fmt.Errorf("%v: %s", err, strings.TrimSpace(errb.String()))
-				return string(out), fmt.Errorf("%s in %s: %w", strings.Join(args, " "), b.vx[0].ns, err)
+				return string(out), fmt.Errorf("%s in %s: %v: %s", strings.Join(args, " "), b.vx[0].ns, err, strings.TrimSpace(errb.String()))
 			}
 			return string(out), nil
 		}}
@@ -255,8 +244,11 @@ func (b *bench) network(ctx context.Context) error {
 // controlPlane starts host A's node, makes the join token, and starts
 // the two pods on A's node.
 func (b *bench) controlPlane(ctx context.Context) error {
-	cp := b.cp
+	cp, worker := b.cp, b.worker
 	b.undo.push("usernode down on host A", func() error { return cp.down(context.Background()) })
+	// Stops whatever worker the last round left (none, unless it failed
+	// or -hold kept it), before A's node goes.
+	b.undo.push("usernode down on host B", func() error { return worker.down(context.Background()) })
 	logf("usernode up on host A (%s, as %s)", cp.host.ip, cp.acct.name)
 	if _, err := cp.usernode(ctx, 6*time.Minute, "up", "-d", "--name", cp.name, "--bin-dir", *binDir, "--host-ip", hostAIP); err != nil {
 		return err
@@ -360,16 +352,7 @@ func (b *bench) join(ctx context.Context) (joinTimes, string, error) {
 		return jt, "", err
 	}
 	defer w.stop()
-	b.workerUp = true
 	worker := b.worker
-	if len(b.joins) == 0 {
-		b.undo.push("usernode down on host B", func() error {
-			if !b.workerUp {
-				return nil
-			}
-			return worker.down(context.Background())
-		})
-	}
 	start := time.Now()
 	_, err = worker.usernode(ctx, 6*time.Minute, "join", b.server, "--token", b.token, "--ca-cert-hash", b.pin,
 		"-d", "--name", worker.name, "--bin-dir", *binDir)
@@ -407,7 +390,6 @@ func (b *bench) leave(ctx context.Context) error {
 	if err := b.worker.down(ctx); err != nil {
 		return err
 	}
-	b.workerUp = false
 	_, err := b.k.run(ctx, nil, "delete", "node", workerName, "--ignore-not-found", "--wait=true", "--timeout=90s")
 	return err
 }

@@ -81,7 +81,8 @@ func (k *kube) startPod(ctx context.Context, name, node string) error {
 		out, err := k.run(ctx, nil, "run", name, "--image="+busybox, "--image-pull-policy=Never", "--restart=Never",
 			"--overrides="+overrides, "--", "sh", "-c", script)
 		if err != nil {
-			return false, err.Error()
+			// A try that timed out on our side may still have made it.
+			return strings.Contains(err.Error(), "already exists"), err.Error()
 		}
 		return true, out
 	})

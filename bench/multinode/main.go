@@ -42,7 +42,6 @@ var (
 	userA       = flag.String("user-a", "unbench-a", "non-root account that runs host A's node (the control plane)")
 	userB       = flag.String("user-b", "unbench-b", "non-root account that runs host B's node (the worker)")
 	verbose     = flag.Bool("v", false, "also print usernode's output")
-	hostRmem    = flag.Int("host-rmem", 0, "an experiment, not the benchmark: net.core.rmem_default and rmem_max of the two hosts' namespaces, in bytes, before the nodes start (0: the kernel's default), to see what a larger receive buffer on the forwarders' UDP sockets gives")
 	hold        = flag.Bool("hold", false, "after the report, keep the cluster up until Ctrl-C (to look around), then tear down")
 )
 

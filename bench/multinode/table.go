@@ -18,9 +18,6 @@ func (b *bench) report(w io.Writer) {
 		len(b.joins), *secs, rttMax, rttWarm, *secs)
 	fmt.Fprintf(&out, "Kernel %s, %d CPUs, load average %s at the start. Ratios are against the first row (the bound).\n", host.Kernel(), host.NumCPU(), b.info.load)
 	fmt.Fprintf(&out, "usernode %s, %s, TCP congestion control in a fresh namespace: %s, pods' MTU %s.\n\n", orDash(b.info.usernode), orDash(b.info.kubelet), orDash(b.info.cc), orDash(b.info.podMTU))
-	if *hostRmem > 0 {
-		fmt.Fprintf(&out, "**Experiment, not the default:** net.core.rmem_default and rmem_max set to %d in both hosts' namespaces (-host-rmem).\n\n", *hostRmem)
-	}
 	b.podTable(&out)
 	b.joinTable(&out)
 	fmt.Fprintf(&out, "\nTotal time %s.\n", time.Since(t0).Round(time.Second))

@@ -2,11 +2,16 @@ package testutil
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot is for the tests that build scaffolding only root can
@@ -81,4 +86,41 @@ func TwoHosts(t testing.TB) (a, b *Host) {
 // In runs a command as root in h's namespace (a client on that host).
 func (h *Host) In(name string, args ...string) *exec.Cmd {
 	return exec.Command("nsenter", append([]string{"--net=" + h.NetNS, "--", name}, args...)...)
+}
+
+// Dial connects from h's namespace, as a client on that host would, from
+// the test process itself: the socket is made on a thread moved into the
+// namespace, which then goes back (and is retired if it cannot).
+func (h *Host) Dial(network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer self.Close()
+		ns, err := os.Open(h.NetNS)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: err}
+			return
+		}
+		c, err := net.DialTimeout(network, addr, 5*time.Second)
+		ch <- result{c, err}
+		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		} // else the thread exits still locked, in the namespace
+	}()
+	r := <-ch
+	return r.c, r.err
 }

@@ -273,6 +273,16 @@ func printStatus(w *strings.Builder, st *node.Status) error {
 			fmt.Fprintf(w, "  %s\n", p)
 		}
 	}
+	if e := st.Exposure; e != nil && len(e.Exposed) > 0 {
+		fmt.Fprintln(w, "exposed for the cluster's Services and pods:")
+		for _, x := range e.Exposed {
+			fmt.Fprintf(w, "  %s of %s at %s", x.What, x.Obj, netip.AddrPortFrom(x.Spec.HostIP, x.Spec.HostPort))
+			if x.Mapped != "" {
+				fmt.Fprintf(w, " (%s)", x.Mapped)
+			}
+			fmt.Fprintln(w)
+		}
+	}
 	if e := st.Exposure; e != nil && len(e.Failed) > 0 {
 		fmt.Fprintln(w, "not exposed (tried again every few seconds):")
 		for _, f := range e.Failed {
