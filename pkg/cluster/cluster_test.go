@@ -142,6 +142,7 @@ func TestBadValues(t *testing.T) {
 		{"host IP any", Config{HostIP: "0.0.0.0"}, []string{"hostIP", "name one address"}},
 		{"host IP not here", Config{HostIP: "198.51.100.7"}, []string{"hostIP", "not an address of this host"}},
 		{"publish address", Config{PublishAddress: "all"}, []string{"publishAddress (--publish-address)", "not an IP address"}},
+		{"volume guard", Config{VolumeGuard: "maybe"}, []string{"volumeGuard (--volume-guard) \"maybe\"", "deny", "warn", "off"}},
 		{"publish address not here", Config{PublishAddress: "198.51.100.7"}, []string{"publishAddress", "not an address of this host"}},
 		{"same ports", Config{APIPort: 7000, KubeletPort: 7000}, []string{"kubeletPort (--kubelet-port) \"7000\"", "also apiPort"}},
 		{"source IP with a host IP", Config{KeepSourceIP: true, HostIP: "192.0.2.2"}, []string{"keepSourceIP (--keep-source-ip)", "--host-ip"}},

@@ -92,6 +92,11 @@ type Config struct {
 	ReadyTimeout string `json:"readyTimeout,omitempty"`
 	// WriteKubeconfig is a kubeconfig to merge the node's context into.
 	WriteKubeconfig string `json:"writeKubeconfig,omitempty"`
+	// VolumeGuard is what a control plane does with pods and
+	// PersistentVolumes that use network storage a rootless node cannot
+	// mount (nfs, iscsi, fc, rbd, cephfs, glusterfs): deny (the default),
+	// warn, or off.
+	VolumeGuard string `json:"volumeGuard,omitempty"`
 
 	Cluster ClusterConfig `json:"cluster,omitempty"`
 }
@@ -151,6 +156,8 @@ type Cluster struct {
 	DNSIP             netip.Addr   `json:"dnsIP"`
 	// VXLANPort is the UDP port of VXLAN between hosts.
 	VXLANPort uint16 `json:"vxlanPort"`
+	// VolumeGuard is deny, warn or off (Config.VolumeGuard).
+	VolumeGuard string `json:"volumeGuard"`
 	// APIServerIP is the `kubernetes` Service's ClusterIP (the first
 	// address of ServiceCIDR), which pods use to reach kube-apiserver.
 	APIServerIP netip.Addr `json:"apiServerIP"`

@@ -16,6 +16,7 @@ const (
 	DefaultRole           = ControlPlane
 	DefaultHostIP         = "127.0.0.1"
 	DefaultPublishAddress = "127.0.0.1"
+	DefaultVolumeGuard    = "deny"
 	DefaultAPIPort        = APIServerPort
 	DefaultKubeletPort    = KubeletPort
 	DefaultDNSPort        = 10053
@@ -69,6 +70,7 @@ func SetDefaults(c *Config) {
 	str(&c.CRI, DefaultCRI)
 	str(&c.PortBusyPoll, DefaultPortBusyPoll)
 	str(&c.PublishAddress, DefaultPublishAddress)
+	str(&c.VolumeGuard, DefaultVolumeGuard)
 	str(&c.ReadyTimeout, DefaultReadyTimeout)
 	if c.Role == "" {
 		c.Role = DefaultRole

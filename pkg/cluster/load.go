@@ -93,6 +93,8 @@ var flagDefs = []flagDef{
 		bind: strFlag(func(c *Config) *string { return &c.Cluster.DNSDomain })},
 	{name: "timeout", field: "readyTimeout", set: UpFlags, usage: "how long to wait for the node to be Ready",
 		bind: durationFlag(func(c *Config) *string { return &c.ReadyTimeout })},
+	{name: "volume-guard", field: "volumeGuard", set: UpFlags, usage: "pods and PersistentVolumes with network storage a rootless node cannot mount (nfs, iscsi, fc, rbd, cephfs, glusterfs): deny, warn or off",
+		bind: strFlag(func(c *Config) *string { return &c.VolumeGuard })},
 	{name: "write-kubeconfig", field: "writeKubeconfig", set: UpFlags, path: true, usage: "also merge the node's context into this kubeconfig (e.g. ~/.kube/config) and make it current",
 		bind: strFlag(func(c *Config) *string { return &c.WriteKubeconfig })},
 }

@@ -210,6 +210,10 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 		v.fail("kubeletPort", fmt.Sprint(c.KubeletPort), "is also apiPort: each needs its own host port")
 	}
 	cl.VXLANPort = c.Cluster.VXLANPort
+	if !slices.Contains([]string{"deny", "warn", "off"}, c.VolumeGuard) {
+		v.fail("volumeGuard", c.VolumeGuard, "must be deny (refuse pods and volumes with nfs, iscsi and other network storage), warn (admit them with a warning) or off")
+	}
+	cl.VolumeGuard = c.VolumeGuard
 	if multiNode && c.Role == ControlPlane {
 		n.DNSPort = c.DNSPort
 		if c.DNSPort == c.Cluster.VXLANPort {

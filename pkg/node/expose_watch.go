@@ -21,7 +21,7 @@ import (
 // for the cluster's objects: those open, and those it could not open,
 // with why (it tries again every few seconds).
 type Exposure struct {
-	Exposed []exposure    `json:"exposed,omitempty"`
+	Exposed []exposure   `json:"exposed,omitempty"`
 	Failed  []failedPort `json:"failed,omitempty"`
 }
 
@@ -173,7 +173,7 @@ func (x *exposer) event(ctx context.Context, obj objRef, typ, reason, msg string
 		"involvedObject": map[string]any{"apiVersion": "v1", "kind": obj.Kind, "namespace": obj.Namespace, "name": obj.Name, "uid": obj.UID},
 		"type":           typ, "reason": reason, "message": msg, "count": 1,
 		"firstTimestamp": now, "lastTimestamp": now,
-		"source":         map[string]any{"component": "usernode", "host": x.o.Node},
+		"source": map[string]any{"component": "usernode", "host": x.o.Node},
 	}
 	if err := x.c.send(ctx, http.MethodPost, "/api/v1/namespaces/"+obj.Namespace+"/events", ev, nil); err != nil && ctx.Err() == nil {
 		x.l.V(1).Infof("event on %s: %v", obj, err)

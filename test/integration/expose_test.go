@@ -48,7 +48,7 @@ func TestExpose(t *testing.T) {
 		return c
 	}
 	local := newNode(u1, "exa", 6443, 10250)
-	open := newNode(u2, "exb", 6444, 10251, "--publish-address", "0.0.0.0")
+	open := newNode(u2, "exb", 6444, 10251, "--publish-address", "0.0.0.0", "--volume-guard", "warn")
 
 	get := func(h *testutil.Host, addr string) (string, error) {
 		out, err := h.In("curl", "-s", "-m", "5", "http://"+addr+"/").CombinedOutput()
@@ -214,6 +214,73 @@ endpoints: [{addresses: [`+dns[0]+`]}]
 		}
 	})
 
+	// The volume guard: network storage, which a rootless node cannot
+	// mount, is refused at create (deny, the default) or admitted with a
+	// warning kubectl prints (warn); local kinds of volume run.
+	t.Run("volume guard", func(t *testing.T) {
+		nfsPod := `apiVersion: v1
+kind: Pod
+metadata: {name: nfs}
+spec:
+  containers: [{name: c, image: docker.io/library/busybox:usernode, imagePullPolicy: Never, command: [sleep, "3600"], volumeMounts: [{name: data, mountPath: /data}]}]
+  volumes: [{name: data, nfs: {server: 198.51.100.9, path: /export}}]
+`
+		applyOut := func(c *hostCluster, manifest string) (string, error) {
+			cmd := c.host.In(c.kubectlBin, "--kubeconfig", c.kubeconfig, "apply", "-f", "-")
+			cmd.Stdin = strings.NewReader(manifest)
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		}
+		out, err := applyOut(local, nfsPod)
+		if err == nil || !strings.Contains(out, "volume data of pod nfs uses network storage") || !strings.Contains(out, "user namespace") {
+			t.Errorf("a pod with an nfs volume, guard deny: %v\n%s", err, out)
+		}
+		out, err = applyOut(local, `apiVersion: v1
+kind: PersistentVolume
+metadata: {name: iscsi}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  iscsi: {targetPortal: "198.51.100.9:3260", iqn: "iqn.2001-04.com.example:storage", lun: 0}
+`)
+		if err == nil || !strings.Contains(out, "PersistentVolume iscsi uses network storage") {
+			t.Errorf("a PersistentVolume with iscsi, guard deny: %v\n%s", err, out)
+		}
+		out, err = applyOut(open, nfsPod)
+		if err != nil || !strings.Contains(out, "Warning:") || !strings.Contains(out, "volume data of pod nfs uses network storage") {
+			t.Errorf("a pod with an nfs volume, guard warn: %v\n%s", err, out)
+		}
+		local.must(t, "create", "configmap", "cm", "--from-literal=k=from-configmap")
+		local.must(t, "create", "secret", "generic", "sec", "--from-literal=k=from-secret")
+		local.apply(t, `apiVersion: v1
+kind: Pod
+metadata: {name: local-volumes}
+spec:
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: docker.io/library/busybox:usernode
+    imagePullPolicy: Never
+    # Each on a line of its own: the runtime holds a partial line back.
+    command: [sh, -c, 'cat /cm/k; echo; cat /sec/k; echo; touch /scratch/ok /host/ok && echo wrote && sleep 3600']
+    volumeMounts: [{name: cm, mountPath: /cm}, {name: sec, mountPath: /sec}, {name: scratch, mountPath: /scratch}, {name: host, mountPath: /host}]
+  volumes:
+  - {name: cm, configMap: {name: cm}}
+  - {name: sec, secret: {secretName: sec}}
+  - {name: scratch, emptyDir: {}}
+  - {name: host, hostPath: {path: /tmp/usernode-guard-test, type: DirectoryOrCreate}}
+`)
+		local.podIP(t, "local-volumes")
+		waitFor(t, "the pod with local volumes using them", 30*time.Second, func() (bool, string) {
+			out, err := local.kubectl("logs", "local-volumes")
+			if err != nil {
+				d, _ := local.kubectl("describe", "pod", "local-volumes")
+				out += d
+			}
+			return strings.Contains(out, "from-configmap") && strings.Contains(out, "from-secret") && strings.Contains(out, "wrote"), out
+		})
+	})
+
 	t.Run("bad input", func(t *testing.T) {
 		env := u1.NewEnv(t)
 		for _, c := range []struct {
@@ -223,6 +290,7 @@ endpoints: [{addresses: [`+dns[0]+`]}]
 			{[]string{"--publish-address", "everywhere"}, "not an IP address"},
 			{[]string{"--publish-address", "198.51.100.77"}, "not an address of this host"},
 			{[]string{"--api-port", "443"}, "privileged"},
+			{[]string{"--volume-guard", "maybe"}, "deny"},
 		} {
 			r := env.Run(t, time.Minute, bin, append([]string{"up", "--name", "exbad", "--bin-dir", bins}, c.args...)...)
 			if r.Code == 0 || !strings.Contains(r.Stderr, c.want) {

@@ -14,6 +14,13 @@ import (
 // are written.
 const BootstrapPath = "/etc/usernode/bootstrap.yaml"
 
+// guardOff deletes the volume guard's bindings: off is no binding, also
+// when an earlier run had one.
+func guardOff(env *component.Env) supervise.Step {
+	argv := []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin, "delete", "--ignore-not-found", "validatingadmissionpolicybinding"}
+	return supervise.Step{Name: "volume-guard-off", Oneshot: true, Argv: append(argv, VolumeGuardBindings...)}
+}
+
 // Component runs etcd and the control plane: kube-apiserver (then the
 // bootstrap objects), kube-controller-manager and kube-scheduler.
 type Component struct{}
@@ -71,7 +78,7 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	if err != nil {
 		return nil, err
 	}
-	boot, err := RenderBootstrap(ClusterInfo{Server: env.Cluster.API.URL(), CA: ca, Shared: env.Cluster.Shared()})
+	boot, err := RenderBootstrap(ClusterInfo{Server: env.Cluster.API.URL(), CA: ca, Shared: env.Cluster.Shared()}, env.Cluster.VolumeGuard)
 	if err != nil {
 		return nil, err
 	}
@@ -79,7 +86,7 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 		return nil, err
 	}
 	ps := env.PKI
-	return []supervise.Step{
+	steps := []supervise.Step{
 		{Name: "etcd", Argv: append([]string{env.Bin("etcd")}, etcd...),
 			Ready: &supervise.Probe{URL: EtcdClientURL + "/health", CA: ps.EtcdCA.Cert, Cert: ps.APIServerEtcdClient.Cert, Key: ps.APIServerEtcdClient.Key}},
 		// Its first start bootstraps RBAC and the priority classes: 60 s
@@ -88,9 +95,14 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 		{Name: "kube-apiserver", Argv: append([]string{env.Bin("kube-apiserver")}, api...), ReadyTimeout: 4 * time.Minute,
 			Ready: &supervise.Probe{URL: env.Cluster.NodeAPIServer(env.Node) + APIServerReadyzPath, CA: ps.CA.Cert, Cert: ps.Admin.Cert, Key: ps.Admin.Key}},
 		{Name: "bootstrap-rbac", Oneshot: true, Argv: []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin, "apply", "--server-side", "-f", BootstrapPath}},
+	}
+	if env.Cluster.VolumeGuard == "off" {
+		steps = append(steps, guardOff(env))
+	}
+	return append(steps, []supervise.Step{
 		{Name: "kube-controller-manager", Argv: append([]string{env.Bin("kube-controller-manager")}, cm...),
 			Ready: &supervise.Probe{URL: ControllerManagerHealthURL, Insecure: true}},
 		{Name: "kube-scheduler", Argv: append([]string{env.Bin("kube-scheduler")}, sched...),
 			Ready: &supervise.Probe{URL: SchedulerHealthURL, Insecure: true}},
-	}, nil
+	}...), nil
 }

@@ -412,10 +412,10 @@ func NodeBootstrapObjects(ci ClusterInfo) ([]any, error) {
 	}, nil
 }
 
-// RenderBootstrap is the default ServiceAccount, BootstrapObjects and
-// NodeBootstrapObjects as a multi-document YAML stream, for
-// `kubectl apply -f -`.
-func RenderBootstrap(ci ClusterInfo) ([]byte, error) {
+// RenderBootstrap is the default ServiceAccount, BootstrapObjects,
+// NodeBootstrapObjects and the volume guard (VolumeGuardObjects of
+// guard) as a multi-document YAML stream, for `kubectl apply -f -`.
+func RenderBootstrap(ci ClusterInfo, guard string) ([]byte, error) {
 	var docs []string
 	objs := []any{defaultServiceAccount}
 	for _, b := range BootstrapObjects() {
@@ -426,6 +426,7 @@ func RenderBootstrap(ci ClusterInfo) ([]byte, error) {
 		return nil, err
 	}
 	objs = append(objs, nodeObjs...)
+	objs = append(objs, VolumeGuardObjects(guard)...)
 	for _, obj := range objs {
 		b, err := yaml.Marshal(obj)
 		if err != nil {

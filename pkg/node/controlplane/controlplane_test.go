@@ -159,7 +159,7 @@ func TestValidation(t *testing.T) {
 
 func TestBootstrap(t *testing.T) {
 	shared := cluster.DefaultCluster().Shared()
-	b, err := RenderBootstrap(ClusterInfo{Server: "https://198.51.100.1:6443", CA: []byte("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"), Shared: shared})
+	b, err := RenderBootstrap(ClusterInfo{Server: "https://198.51.100.1:6443", CA: []byte("-----BEGIN CERTIFICATE-----\nCA\n-----END CERTIFICATE-----\n"), Shared: shared}, "deny")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +205,7 @@ func TestBootstrap(t *testing.T) {
 			if cr.Name != "usernode:get-nodes" || len(cr.Rules) != 1 || strings.Join(cr.Rules[0].Resources, ",") != "nodes" || strings.Join(cr.Rules[0].Verbs, ",") != "get,list" {
 				t.Errorf("unexpected ClusterRole %+v", cr)
 			}
-		case "RoleBinding":
+		case "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
 		default:
 			t.Errorf("unexpected %s:\n%s", meta.Kind, d)
 		}
