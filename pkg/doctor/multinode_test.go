@@ -45,7 +45,7 @@ func TestMultiNode(t *testing.T) {
 				}
 				return *c.uplink, true
 			}
-			s.PortFree = func(proto string, a netip.AddrPort) error {
+			s.PortFree = func(_ string, a netip.AddrPort) error {
 				if c.taken[a] {
 					return errors.New("address already in use")
 				}

@@ -22,9 +22,9 @@ import (
 	"github.com/usernode/usernode/pkg/sandbox"
 )
 
-// NodeInfo is one of the cluster's nodes as the API server reports it:
+// ClusterNode is one of the cluster's nodes as the API server reports it:
 // `usernode status` lists them.
-type NodeInfo struct {
+type ClusterNode struct {
 	Name string `json:"name"`
 	// Self marks the node this host runs.
 	Self bool `json:"self,omitempty"`
@@ -75,7 +75,7 @@ func clusterClient(p Paths, cl *cluster.Cluster) (*apiClient, error) {
 
 // listNodes is the cluster's nodes, or, for a worker (whose identity may
 // read only its own Node), its node.
-func listNodes(ctx context.Context, cs *apiClient, self string) ([]NodeInfo, error) {
+func listNodes(ctx context.Context, cs *apiClient, self string) ([]ClusterNode, error) {
 	var list corev1.NodeList
 	err := cs.get(ctx, "/api/v1/nodes", &list)
 	var se *statusError
@@ -86,9 +86,9 @@ func listNodes(ctx context.Context, cs *apiClient, self string) ([]NodeInfo, err
 	if err != nil {
 		return nil, err
 	}
-	out := make([]NodeInfo, 0, len(list.Items))
+	out := make([]ClusterNode, 0, len(list.Items))
 	for _, n := range list.Items {
-		ni := NodeInfo{Name: n.Name, Self: n.Name == self, Ready: string(corev1.ConditionUnknown), Unschedulable: n.Spec.Unschedulable,
+		ni := ClusterNode{Name: n.Name, Self: n.Name == self, Ready: string(corev1.ConditionUnknown), Unschedulable: n.Spec.Unschedulable,
 			Version: n.Status.NodeInfo.KubeletVersion, Created: n.CreationTimestamp.Time}
 		for _, c := range n.Status.Conditions {
 			if c.Type == corev1.NodeReady {

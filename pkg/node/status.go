@@ -25,8 +25,8 @@ type Status struct {
 	// Nodes are the cluster's nodes as the API server reports them now
 	// (a worker sees only its own), or NodesError why they could not be
 	// read.
-	Nodes      []NodeInfo `json:"nodes,omitempty"`
-	NodesError string     `json:"nodesError,omitempty"`
+	Nodes      []ClusterNode `json:"nodes,omitempty"`
+	NodesError string        `json:"nodesError,omitempty"`
 	// Exposure is the ports usernode opened for the cluster's Services
 	// and pods, and those it could not, with why.
 	Exposure *Exposure `json:"exposure,omitempty"`

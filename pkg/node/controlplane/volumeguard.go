@@ -17,7 +17,7 @@ import (
 // PersistentVolumes (their schemas differ, and CEL is type-checked against
 // the one it matches).
 
-// VolumeGuardBinding names the bindings; `--volume-guard off` deletes them.
+// VolumeGuardBindings are the policies' names and their bindings'; `--volume-guard off` deletes the bindings.
 var VolumeGuardBindings = []string{"usernode-volume-guard-pods", "usernode-volume-guard-pvs"}
 
 // networkVolumes are the volume sources of core/v1 (in pods and in

@@ -172,6 +172,7 @@ func (f *Forwarder) Add(_ context.Context, s port.Spec) error {
 		if err != nil {
 			return listenErr(s, err)
 		}
+		setUDPBuffers(c)
 		u := &udpForward{f: f, l: c, target: target, flows: map[netip.AddrPort]*udpFlow{}}
 		fw.close, fw.udp = u.close, u
 		fw.wg.Add(1)
