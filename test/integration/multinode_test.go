@@ -438,6 +438,20 @@ func TestJoin(t *testing.T) {
 	// back and everything above works again. The worker restarts with a
 	// plain `up`: its state dir remembers the join.
 	upWorker := func() testutil.Result { return wrun(6*time.Minute, "up", "-d", "--bin-dir", bins) }
+	// Each node's VXLAN MAC and pod subnet (its lease) outlive restarts:
+	// peers' ARP and FDB entries for it stay right.
+	vteps := func(t *testing.T) string {
+		return cp.must(t, "get", "nodes", "-o", `jsonpath={range .items[*]}{.metadata.name} {.spec.podCIDR} {.metadata.annotations.flannel\.alpha\.coreos\.com/backend-data}{"\n"}{end}`)
+	}
+	before := vteps(t)
+	if !strings.Contains(before, "VtepMAC") {
+		t.Errorf("no VXLAN MAC on the nodes: %s", before)
+	}
+	sameVteps := func(t *testing.T) {
+		if after := vteps(t); after != before {
+			t.Errorf("VXLAN MACs or pod subnets changed across the restart:\nbefore %s\nafter  %s", before, after)
+		}
+	}
 	down := func(t *testing.T, host string, r testutil.Result) {
 		if r.Code != 0 {
 			t.Fatalf("down on %s: %s", host, r)
@@ -453,6 +467,7 @@ func TestJoin(t *testing.T) {
 			t.Fatalf("up on host B: %s", r)
 		}
 		checkAll(t, "-r1")
+		sameVteps(t)
 	})
 	// The control plane goes first and comes back last: the worker's
 	// kubelet waits for it.
@@ -469,6 +484,7 @@ func TestJoin(t *testing.T) {
 			t.Fatalf("up on host B before host A: %s", r)
 		}
 		checkAll(t, "-r2")
+		sameVteps(t)
 	})
 
 	t.Run("security", func(t *testing.T) {
