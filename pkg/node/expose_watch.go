@@ -59,26 +59,14 @@ const retryEvery = 2 * time.Second
 func (x *exposer) run(ctx context.Context) error {
 	x.have, x.failed, x.told = map[port.Spec]exposure{}, map[port.Spec]string{}, map[string]string{}
 	go x.informer(ctx, "/api/v1/services", func(m map[string]json.RawMessage) {
-		svcs := map[string]service{}
-		for k, raw := range m {
-			var s service
-			if json.Unmarshal(raw, &s) == nil {
-				svcs[k] = s
-			}
-		}
+		svcs := decodeAll[service](m)
 		x.mu.Lock()
 		x.svcs = svcs
 		x.mu.Unlock()
 		x.reconcile(ctx)
 	})
 	go x.informer(ctx, "/api/v1/pods?fieldSelector="+url.QueryEscape("spec.nodeName="+x.o.Node), func(m map[string]json.RawMessage) {
-		pods := map[string]pod{}
-		for k, raw := range m {
-			var p pod
-			if json.Unmarshal(raw, &p) == nil {
-				pods[k] = p
-			}
-		}
+		pods := decodeAll[pod](m)
 		x.mu.Lock()
 		x.pods = pods
 		x.mu.Unlock()
@@ -268,6 +256,18 @@ func (x *exposer) informer(ctx context.Context, path string, changed func(map[st
 			x.l.V(1).Infof("watching %s: %v; listing again", path, err)
 		}
 	}
+}
+
+// decodeAll decodes each object; one that does not decode is left out.
+func decodeAll[T any](m map[string]json.RawMessage) map[string]T {
+	out := make(map[string]T, len(m))
+	for k, raw := range m {
+		var v T
+		if json.Unmarshal(raw, &v) == nil {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {
