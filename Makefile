@@ -30,6 +30,7 @@ test: vet lint test-unit build test-user
 	GO=$(GO) ./hack/build-k8s.sh $(K8S_TEST_DIR) > bin/k8s-dir.out
 	tail -n1 bin/k8s-dir.out > bin/k8s-dir
 	GO=$(GO) ./hack/build-flannel.sh $(K8S_TEST_DIR) > bin/flannel-dir.out
+	GO=$(GO) ./hack/build-crio.sh $(K8S_TEST_DIR) > bin/crio-dir.out
 	USERNODE_K8S_BIN="$$(cat bin/k8s-dir)" $(GO) test -count=1 -p 1 -timeout 45m ./...
 
 test-user:
@@ -99,6 +100,7 @@ bench-net: test-user
 k8s:
 	GO=$(GO) ./hack/build-k8s.sh $(K8S_OUTDIR)
 	GO=$(GO) ./hack/build-flannel.sh $(K8S_OUTDIR)
+	GO=$(GO) ./hack/build-crio.sh $(K8S_OUTDIR)
 
 k8s-clean:
 	./hack/build-k8s.sh --clean

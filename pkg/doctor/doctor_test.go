@@ -616,7 +616,7 @@ func TestChecksFollowRegistries(t *testing.T) {
 	for _, c := range catalogue() {
 		titles[c.id] = c.title
 	}
-	if got := titles["binary.cri"]; got != "CRI runtime (containerd)" {
+	if got := titles["binary.cri"]; got != "CRI runtime (containerd or crio)" {
 		t.Errorf("binary.cri title %q", got)
 	}
 	if got := titles["binary.network"]; got != "network driver (slirp4netns or pasta)" {

@@ -83,7 +83,7 @@ func FindBinaries(tools []component.Tool, binDir string, getenv func(string) str
 		}
 	}
 	if len(missingBuilt) > 0 {
-		return nil, fmt.Errorf("%s not found in --bin-dir, $USERNODE_BIN_DIR, the build cache (%s) or PATH: run `make k8s` to build Kubernetes, etcd, CoreDNS and Flannel from the Go module proxy, or pass --bin-dir", strings.Join(missingBuilt, ", "), filepath.Join("$XDG_CACHE_HOME", "usernode", "bin"))
+		return nil, fmt.Errorf("%s not found in --bin-dir, $USERNODE_BIN_DIR, the build cache (%s) or PATH: run `make k8s` to build Kubernetes, etcd, CoreDNS, Flannel and CRI-O from the Go module proxy, or pass --bin-dir", strings.Join(missingBuilt, ", "), filepath.Join("$XDG_CACHE_HOME", "usernode", "bin"))
 	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("missing: %s", strings.Join(missing, "; "))

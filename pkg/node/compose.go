@@ -17,6 +17,7 @@ import (
 	"github.com/usernode/usernode/pkg/node/containerd"
 	"github.com/usernode/usernode/pkg/node/controlplane"
 	"github.com/usernode/usernode/pkg/node/coredns"
+	"github.com/usernode/usernode/pkg/node/crio"
 	"github.com/usernode/usernode/pkg/node/flannel"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/kubelet"
@@ -28,6 +29,7 @@ import (
 // with its component and one line here.
 var Runtimes = component.Registry[component.Runtime]{
 	containerd.CRI,
+	crio.CRI,
 }
 
 // CNIs are the pod networks a node can have. Adding one is a package with

@@ -242,6 +242,11 @@ func setupMounts(c *Config, resolv []byte) error {
 	if err := mounts.Tmpfs("/tmp", 0o1777); err != nil {
 		return err
 	}
+	// CRI-O (containers/image, as root) records short-name resolutions in
+	// /var/cache/containers; the host's /var/cache is read-only here.
+	if err := mounts.Tmpfs("/var/cache", 0o755); err != nil {
+		return err
+	}
 	// Shared, so the kubelet's volume mounts propagate between the node's
 	// own mount namespaces.
 	return mounts.Propagate("/", unix.MS_SHARED)
