@@ -18,8 +18,7 @@ import (
 	"fmt"
 
 	"github.com/usernode/usernode/internal/version"
-
-	"github.com/pelletier/go-toml/v2"
+	"github.com/usernode/usernode/pkg/node/component"
 )
 
 // Defaults for Options, matching the layout inside the node.
@@ -183,22 +182,12 @@ func Render(o Options) ([]byte, error) {
 		return nil, err
 	}
 	if v.major == 1 {
-		return encode(configV2For(o))
+		return component.TOML(configV2For(o))
 	}
 	if o.Degraded {
 		return nil, fmt.Errorf("%w: containerd %s cannot run a node without delegated cgroup v2: containerd 2.0 removed the CRI plugin's disable_cgroup, so every pod sandbox would fail to create its cgroup; install containerd 1.6 or 1.7, or give the node a delegated cgroup v2 tree", ErrDegradedNeeds1x, o.Version)
 	}
-	return encode(configV3For(o, v))
-}
-
-func encode(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := toml.NewEncoder(&b)
-	enc.SetIndentTables(true)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return component.TOML(configV3For(o, v))
 }
 
 // Config version 2: containerd 1.6 and 1.7.

@@ -17,14 +17,12 @@
 package crio
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
 
-	"github.com/pelletier/go-toml/v2"
-
 	"github.com/usernode/usernode/internal/images"
+	"github.com/usernode/usernode/pkg/node/component"
 )
 
 // Layout inside the node.
@@ -188,15 +186,15 @@ func Render(o Options) (Files, error) {
 	if err := o.Defaults(); err != nil {
 		return nil, err
 	}
-	c, err := encode(configFor(o))
+	c, err := component.TOML(configFor(o))
 	if err != nil {
 		return nil, err
 	}
-	s, err := encode(storageFor(o))
+	s, err := component.TOML(storageFor(o))
 	if err != nil {
 		return nil, err
 	}
-	r, err := encode(registries())
+	r, err := component.TOML(registries())
 	if err != nil {
 		return nil, err
 	}
@@ -205,16 +203,6 @@ func Render(o Options) (Files, error) {
 		return nil, err
 	}
 	return Files{o.ConfigPath(): c, o.StoragePath(): s, o.RegistriesPath(): r, o.PolicyPath(): append(p, '\n')}, nil
-}
-
-func encode(v any) ([]byte, error) {
-	var b bytes.Buffer
-	enc := toml.NewEncoder(&b)
-	enc.SetIndentTables(true)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
 }
 
 // crio.conf.
