@@ -194,7 +194,9 @@ doctor_full() {
   local s bad
   s=$(doctor_statuses full)
   echo "$s" | tr '\n' ' '; echo
-  bad=$(echo "$s" | awk '$2 == "FAIL" || ($2 == "WARN" && $1 != "sysctl.ip_unprivileged_port_start")')
+  # The VM has no network of its own: the multi-node checks (a host IP
+  # other hosts reach) may warn.
+  bad=$(echo "$s" | awk '$2 == "FAIL" || ($2 == "WARN" && $1 != "sysctl.ip_unprivileged_port_start" && $1 !~ /^multinode\./)')
   [ -z "$bad" ] || { echo "unexpected: $bad"; return 1; }
   grep -q '"mode": "full"' "$logs/doctor-full.json" || { echo "summary mode is not full"; return 1; }
 }
@@ -321,10 +323,14 @@ pod_limits() {
 check pod.limits-cgroup pod_limits
 
 oom_reason() { kc get pod oom -o jsonpath='{.status.containerStatuses[0].state.terminated.reason}'; }
-oom_done() { [ -n "$(oom_reason)" ]; }
 pod_oom() {
-  retry 180 oom_done
-  local r; r=$(oom_reason)
+  # One slow answer of the API (the guest's load reaches 10 under TCG)
+  # must not read as no reason: ask again until the deadline.
+  local r="" deadline=$(( $(now) + 240 ))
+  until [ -n "$r" ] || [ "$(now)" -ge "$deadline" ]; do
+    r=$(oom_reason 2>/dev/null) || r=""
+    [ -n "$r" ] || sleep 2
+  done
   echo "oom pod (64Mi limit, 200Mi allocated): terminated reason=$r exitCode=$(kc get pod oom -o jsonpath='{.status.containerStatuses[0].state.terminated.exitCode}')"
   [ "$r" = OOMKilled ]
 }
