@@ -1,7 +1,6 @@
 package containerd
 
 import (
-	"bytes"
 	"errors"
 	"os"
 	"os/exec"
@@ -10,42 +9,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/pelletier/go-toml/v2"
+	"github.com/usernode/usernode/pkg/node/internal/tomltest"
 )
-
-func raw(t *testing.T, b []byte) map[string]any {
-	t.Helper()
-	m := map[string]any{}
-	if err := toml.Unmarshal(b, &m); err != nil {
-		t.Fatalf("%v\n%s", err, b)
-	}
-	return m
-}
-
-// at follows a TOML key path; each element is one key (dots inside keys
-// are part of the key, as in plugins."io.containerd.grpc.v1.cri").
-func at(m map[string]any, path ...string) (any, bool) {
-	var cur any = m
-	for _, k := range path {
-		mm, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = mm[k]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
-
-func strict(t *testing.T, b []byte, into any) {
-	t.Helper()
-	d := toml.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(into); err != nil {
-		t.Fatalf("strict decode: %v\n%s", err, b)
-	}
-}
 
 const cri = "io.containerd.grpc.v1.cri"
 
@@ -55,7 +20,7 @@ func TestV2Seed(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c ConfigV2
-	strict(t, b, &c)
+	tomltest.Strict(t, b, &c)
 	o := Options{Degraded: true}
 	if _, err := o.defaults(); err != nil {
 		t.Fatal(err)
@@ -64,7 +29,7 @@ func TestV2Seed(t *testing.T) {
 		t.Errorf("decoded %+v\nwant %+v", c, want)
 	}
 
-	m := raw(t, b)
+	m := tomltest.Raw(t, b)
 	for _, tc := range []struct {
 		path []string
 		want any
@@ -87,11 +52,11 @@ func TestV2Seed(t *testing.T) {
 		{[]string{"plugins", cri, "cni", "conf_dir"}, "/etc/cni/net.d"},
 		{[]string{"plugins", "io.containerd.internal.v1.opt", "path"}, "/var/lib/containerd/opt"},
 	} {
-		if got, ok := at(m, tc.path...); !ok || !reflect.DeepEqual(got, tc.want) {
+		if got, ok := tomltest.At(m, tc.path...); !ok || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s = %#v (present %v), want %#v", strings.Join(tc.path, " > "), got, ok, tc.want)
 		}
 	}
-	dis, _ := at(m, "disabled_plugins")
+	dis, _ := tomltest.At(m, "disabled_plugins")
 	for _, p := range []string{"aufs", "btrfs", "devmapper", "zfs"} {
 		if !strings.Contains(toString(dis), "io.containerd.snapshotter.v1."+p) {
 			t.Errorf("%s not disabled: %v", p, dis)
@@ -114,8 +79,8 @@ func toString(v any) string {
 func TestV2DegradedVsFull(t *testing.T) {
 	deg, _ := Render(Options{Degraded: true})
 	full, _ := Render(Options{})
-	dm, fm := raw(t, deg), raw(t, full)
-	if v, _ := at(fm, "plugins", cri, "disable_cgroup"); v != false {
+	dm, fm := tomltest.Raw(t, deg), tomltest.Raw(t, full)
+	if v, _ := tomltest.At(fm, "plugins", cri, "disable_cgroup"); v != false {
 		t.Errorf("full mode disable_cgroup = %v", v)
 	}
 	dm["plugins"].(map[string]any)[cri].(map[string]any)["disable_cgroup"] = false
@@ -130,7 +95,7 @@ func TestV2Options(t *testing.T) {
 		t.Fatal(err)
 	}
 	var c ConfigV2
-	strict(t, b, &c)
+	tomltest.Strict(t, b, &c)
 	if c.Plugins.CRI.Containerd.Snapshotter != "fuse-overlayfs" ||
 		c.ProxyPlugins["fuse-overlayfs"] != (ProxyPlugin{Type: "snapshot", Address: DefaultFuseOverlayfsAddress}) ||
 		c.Plugins.CRI.Containerd.Runtimes["runc"].Options.BinaryName != "crun" ||
@@ -157,8 +122,8 @@ func TestV3(t *testing.T) {
 			t.Fatal(err)
 		}
 		var c ConfigV3
-		strict(t, b, &c)
-		m := raw(t, b)
+		tomltest.Strict(t, b, &c)
+		m := tomltest.Raw(t, b)
 		rt := "io.containerd.cri.v1.runtime"
 		for _, x := range []struct {
 			path []string
@@ -175,7 +140,7 @@ func TestV3(t *testing.T) {
 			{[]string{"plugins", "io.containerd.cri.v1.images", "pinned_images", "sandbox"}, "registry.k8s.io/pause:3.10"},
 			{[]string{"plugins", "io.containerd.internal.v1.opt", "path"}, "/var/lib/containerd/opt"},
 		} {
-			if got, ok := at(m, x.path...); !ok || !reflect.DeepEqual(got, x.want) {
+			if got, ok := tomltest.At(m, x.path...); !ok || !reflect.DeepEqual(got, x.want) {
 				t.Errorf("%s: %s = %#v (present %v), want %#v", tc.version, strings.Join(x.path, " > "), got, ok, x.want)
 			}
 		}

@@ -15,46 +15,12 @@ import (
 	"testing"
 	"testing/fstest"
 
-	"github.com/pelletier/go-toml/v2"
-
 	"github.com/usernode/usernode/internal/images"
 	"github.com/usernode/usernode/pkg/node/internal/nodetest"
+	"github.com/usernode/usernode/pkg/node/internal/tomltest"
 )
 
 const testPinns = "/usr/libexec/crio/pinns"
-
-func raw(t *testing.T, b []byte) map[string]any {
-	t.Helper()
-	m := map[string]any{}
-	if err := toml.Unmarshal(b, &m); err != nil {
-		t.Fatalf("%v\n%s", err, b)
-	}
-	return m
-}
-
-// at follows a TOML key path, one key per element.
-func at(m map[string]any, path ...string) (any, bool) {
-	var cur any = m
-	for _, k := range path {
-		mm, ok := cur.(map[string]any)
-		if !ok {
-			return nil, false
-		}
-		if cur, ok = mm[k]; !ok {
-			return nil, false
-		}
-	}
-	return cur, true
-}
-
-func strict(t *testing.T, b []byte, into any) {
-	t.Helper()
-	d := toml.NewDecoder(bytes.NewReader(b))
-	d.DisallowUnknownFields()
-	if err := d.Decode(into); err != nil {
-		t.Fatalf("strict decode: %v\n%s", err, b)
-	}
-}
 
 func render(t *testing.T, o Options) (Files, Options) {
 	t.Helper()
@@ -79,7 +45,7 @@ type kv struct {
 func checkKeys(t *testing.T, m map[string]any, keys []kv) {
 	t.Helper()
 	for _, tc := range keys {
-		if got, ok := at(m, tc.path...); !ok || !reflect.DeepEqual(got, tc.want) {
+		if got, ok := tomltest.At(m, tc.path...); !ok || !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("%s = %#v (present %v), want %#v", strings.Join(tc.path, " > "), got, ok, tc.want)
 		}
 	}
@@ -92,13 +58,13 @@ func TestCrioConfSeed(t *testing.T) {
 	files, o := render(t, Options{Degraded: true})
 	b := files[DefaultConfigDir+"/crio.conf"]
 	var c Config
-	strict(t, b, &c)
+	tomltest.Strict(t, b, &c)
 	if want := configFor(o); !reflect.DeepEqual(&c, want) {
 		t.Errorf("decoded %+v\nwant %+v", c, want)
 	}
 	rt := []string{"crio", "runtime"}
 	h := append(rt, "runtimes", "crun")
-	checkKeys(t, raw(t, b), []kv{
+	checkKeys(t, tomltest.Raw(t, b), []kv{
 		{[]string{"crio", "root"}, "/var/lib/containers/storage"},
 		{[]string{"crio", "runroot"}, "/run/containers/storage"},
 		{[]string{"crio", "storage_driver"}, "overlay"},
@@ -150,8 +116,8 @@ func TestDegradedVsFull(t *testing.T) {
 			t.Errorf("%s differs between the modes", p)
 		}
 	}
-	dm, fm := raw(t, deg[DefaultConfigDir+"/crio.conf"]), raw(t, full[DefaultConfigDir+"/crio.conf"])
-	if v, _ := at(fm, "crio", "runtime", "drop_infra_ctr"); v != true {
+	dm, fm := tomltest.Raw(t, deg[DefaultConfigDir+"/crio.conf"]), tomltest.Raw(t, full[DefaultConfigDir+"/crio.conf"])
+	if v, _ := tomltest.At(fm, "crio", "runtime", "drop_infra_ctr"); v != true {
 		t.Errorf("full mode drop_infra_ctr = %v", v)
 	}
 	dm["crio"].(map[string]any)["runtime"].(map[string]any)["drop_infra_ctr"] = true
@@ -174,18 +140,18 @@ func TestStorageConf(t *testing.T) {
 	} {
 		files, o := render(t, tc.o)
 		var s StorageConf
-		strict(t, files[o.StoragePath()], &s)
+		tomltest.Strict(t, files[o.StoragePath()], &s)
 		if !reflect.DeepEqual(&s, storageFor(o)) {
 			t.Errorf("decoded %+v, want %+v", s, storageFor(o))
 		}
-		sm, cm := raw(t, files[o.StoragePath()]), raw(t, files[o.ConfigPath()])
+		sm, cm := tomltest.Raw(t, files[o.StoragePath()]), tomltest.Raw(t, files[o.ConfigPath()])
 		checkKeys(t, sm, []kv{
 			{[]string{"storage", "driver"}, o.StorageDriver},
 			{[]string{"storage", "graphroot"}, mustAt(t, cm, "crio", "root")},
 			{[]string{"storage", "runroot"}, mustAt(t, cm, "crio", "runroot")},
 		})
 		checkKeys(t, cm, []kv{{[]string{"crio", "storage_driver"}, o.StorageDriver}, {[]string{"crio", "storage_option"}, tc.opt}})
-		if got, _ := at(sm, "storage", "options", "overlay", "mount_program"); got != tc.mount {
+		if got, _ := tomltest.At(sm, "storage", "options", "overlay", "mount_program"); got != tc.mount {
 			t.Errorf("%+v: mount_program = %v, want %v", tc.o, got, tc.mount)
 		}
 	}
@@ -193,7 +159,7 @@ func TestStorageConf(t *testing.T) {
 
 func mustAt(t *testing.T, m map[string]any, path ...string) any {
 	t.Helper()
-	v, ok := at(m, path...)
+	v, ok := tomltest.At(m, path...)
 	if !ok {
 		t.Fatalf("no %v", path)
 	}
@@ -203,7 +169,7 @@ func mustAt(t *testing.T, m map[string]any, path ...string) any {
 func TestRegistriesAndPolicy(t *testing.T) {
 	files, o := render(t, Options{})
 	var r Registries
-	strict(t, files[o.RegistriesPath()], &r)
+	tomltest.Strict(t, files[o.RegistriesPath()], &r)
 	if !reflect.DeepEqual(r.UnqualifiedSearchRegistries, []string{"docker.io"}) {
 		t.Errorf("registries = %+v", r)
 	}
@@ -232,7 +198,7 @@ func keys(f Files) []string {
 
 func TestOptions(t *testing.T) {
 	files, o := render(t, Options{OCIRuntime: "/usr/sbin/runc", ConfigDir: "/etc/x", StateDir: "/run/x", PauseImage: "localhost/pause:dev"})
-	m := raw(t, files["/etc/x/crio.conf"])
+	m := tomltest.Raw(t, files["/etc/x/crio.conf"])
 	checkKeys(t, m, []kv{
 		{[]string{"crio", "runtime", "default_runtime"}, "runc"},
 		{[]string{"crio", "runtime", "runtimes", "runc", "runtime_path"}, "/usr/sbin/runc"},
@@ -433,7 +399,7 @@ func TestSteps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := raw(t, b)
+	m := tomltest.Raw(t, b)
 	checkKeys(t, m, []kv{
 		{[]string{"crio", "runtime", "default_runtime"}, "runc"},
 		{[]string{"crio", "runtime", "runtimes", "runc", "runtime_path"}, env.Bin("oci-runtime")},
@@ -529,7 +495,7 @@ func TestCrioAcceptsIt(t *testing.T) {
 // or commented out with it when that is CRI-O's default.
 func checkDump(t *testing.T, written, dump []byte) {
 	t.Helper()
-	got := raw(t, dump)
+	got := tomltest.Raw(t, dump)
 	var walk func(path []string, v any)
 	walk = func(path []string, v any) {
 		if m, ok := v.(map[string]any); ok {
@@ -539,7 +505,7 @@ func checkDump(t *testing.T, written, dump []byte) {
 			return
 		}
 		key := path[len(path)-1]
-		if g, ok := at(got, path...); ok {
+		if g, ok := tomltest.At(got, path...); ok {
 			if !reflect.DeepEqual(g, v) {
 				t.Errorf("crio took %s as %#v, want %#v", strings.Join(path, "."), g, v)
 			}
@@ -553,5 +519,5 @@ func checkDump(t *testing.T, written, dump []byte) {
 			t.Errorf("crio's config has no %s = %#v: a key it does not know, or a value it dropped", strings.Join(path, "."), v)
 		}
 	}
-	walk(nil, raw(t, written))
+	walk(nil, tomltest.Raw(t, written))
 }
