@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/usernode/usernode/internal/k8sversion"
+	"github.com/usernode/usernode/internal/atomicfile"
 	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/internal/procenv"
 	"github.com/usernode/usernode/pkg/cluster"
@@ -320,12 +321,16 @@ func waitNodeReady(ctx context.Context, c *apiClient, name string, since time.Ti
 	return fmt.Errorf("node %s not Ready within %s (last: %s)", name, timeout, last)
 }
 
+// writeJSON writes v whole or not at all: the node side reads the spec as
+// soon as the file exists, and `status` the exposure file at any time (a
+// plain write once let the node read an empty spec and stop, in the VM
+// tier).
 func writeJSON(path string, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	return os.WriteFile(path, b, 0o600)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // Down stops a running node and waits until it is gone.
