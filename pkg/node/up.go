@@ -15,8 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/usernode/usernode/internal/k8sversion"
 	"github.com/usernode/usernode/internal/atomicfile"
+	"github.com/usernode/usernode/internal/k8sversion"
 	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/internal/procenv"
 	"github.com/usernode/usernode/pkg/cluster"
