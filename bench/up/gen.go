@@ -41,7 +41,7 @@ func gen(o genOptions) error {
 	if err != nil {
 		return err
 	}
-	bins, err := node.FindBinaries(node.Tools(comps), o.BinDir, os.Getenv)
+	bins, err := node.FindBinaries(node.Tools(comps), node.Search{BinDir: o.BinDir}, os.Getenv)
 	if err != nil {
 		return err
 	}

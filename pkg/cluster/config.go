@@ -57,6 +57,10 @@ type Config struct {
 	Server string `json:"server,omitempty"`
 	// CRI is the container runtime. Default containerd.
 	CRI string `json:"cri,omitempty"`
+	// Containerd is the containerd binary to run (a 2.x build, say) when
+	// CRI is containerd; its ctr and shim are looked for beside it first.
+	// Default: containerd in PATH.
+	Containerd string `json:"containerd,omitempty"`
 	// CNI is the pod network plugin. Default bridge for a single node,
 	// flannel for a worker or a control plane with a host IP other than
 	// 127.0.0.1.
@@ -200,6 +204,7 @@ type Node struct {
 type Options struct {
 	StateDir        string        `json:"stateDir"`
 	BinDir          string        `json:"binDir,omitempty"`
+	Containerd      string        `json:"containerd,omitempty"`
 	Net             string        `json:"net"`
 	PortBusyPoll    time.Duration `json:"portBusyPoll"` // negative: off
 	KeepSourceIP    bool          `json:"keepSourceIP,omitempty"`

@@ -69,6 +69,8 @@ var flagDefs = []flagDef{
 		bind: strFlag(func(c *Config) *string { return &c.BinDir })},
 	{name: "cri", field: "cri", set: UpFlags, usage: "container runtime",
 		bind: strFlag(func(c *Config) *string { return &c.CRI })},
+	{name: "containerd", field: "containerd", set: UpFlags, path: true, usage: "the containerd binary to run, e.g. a 2.x build (default: containerd in PATH; its ctr and shim are looked for beside it first)",
+		bind: strFlag(func(c *Config) *string { return &c.Containerd })},
 	{name: "cni", field: "cni", set: UpFlags, usage: "pod network (CNI)",
 		bind: strFlag(func(c *Config) *string { return &c.CNI })},
 	{name: "host-ip", field: "hostIP", set: UpFlags, usage: "host address the API and kubelet ports are forwarded from (and the API server's certificate names): 127.0.0.1 serves this host only; an address of this host, or auto (its default route's), lets other hosts join",
@@ -351,7 +353,7 @@ func FileFields() []string {
 		}
 	}
 	c := Default()
-	c.StateDir, c.BinDir, c.WriteKubeconfig, c.NodeSubnet, c.KeepSourceIP, c.CNI, c.Server = "x", "x", "x", "x", true, "x", "x"
+	c.StateDir, c.BinDir, c.Containerd, c.WriteKubeconfig, c.NodeSubnet, c.KeepSourceIP, c.CNI, c.Server = "x", "x", "x", "x", "x", true, "x", "x"
 	c.Cluster.KubernetesVersion, c.Cluster.DNSIP = "x", "x"
 	b, _ := yaml.Marshal(c)
 	var m map[string]any

@@ -224,7 +224,7 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 		}
 	}
 
-	o := Options{Net: c.Net, StateDir: c.StateDir, BinDir: c.BinDir, KeepSourceIP: c.KeepSourceIP, WriteKubeconfig: c.WriteKubeconfig}
+	o := Options{Net: c.Net, StateDir: c.StateDir, BinDir: c.BinDir, Containerd: c.Containerd, KeepSourceIP: c.KeepSourceIP, WriteKubeconfig: c.WriteKubeconfig}
 	if d, err := time.ParseDuration(c.PortBusyPoll); err != nil || d < 0 {
 		v.fail("portBusyPoll", c.PortBusyPoll, `not a duration such as "50us" ("0" turns it off)`)
 	} else {
@@ -245,7 +245,7 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 	}
 	// Absolute, so that the detached run and the systemd unit mean the
 	// same files whatever their working directory.
-	for field, p := range map[string]*string{"stateDir": &o.StateDir, "binDir": &o.BinDir, "writeKubeconfig": &o.WriteKubeconfig} {
+	for field, p := range map[string]*string{"stateDir": &o.StateDir, "binDir": &o.BinDir, "containerd": &o.Containerd, "writeKubeconfig": &o.WriteKubeconfig} {
 		if *p == "" {
 			continue
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/usernode/usernode/internal/version"
 
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/component"
 )
 
@@ -47,25 +48,59 @@ func CacheDirs(getenv func(string) string) []string {
 // hiddenInside are host paths the sandbox replaces with its own.
 var hiddenInside = []string{"/tmp/", "/run/", "/var/lib/", "/var/log/"}
 
-// FindBinaries finds every tool: the built ones (Kubernetes, etcd,
-// CoreDNS) in binDir, $USERNODE_BIN_DIR, the build cache, then PATH; the
-// system's (containerd, runc or crun, iptables, the CNI plugins) in PATH
-// and the sbin dirs. Everything missing is named at once, with what
+// Search is where FindBinaries looks, besides PATH and the build cache.
+type Search struct {
+	BinDir string
+	// Paths name tools' binaries outright, by Tool.Name (--containerd).
+	Paths map[string]string
+}
+
+// SearchFor is the search o asks for.
+func SearchFor(o cluster.Options) Search {
+	s := Search{BinDir: o.BinDir, Paths: map[string]string{}}
+	if o.Containerd != "" {
+		s.Paths["containerd"] = o.Containerd
+	}
+	return s
+}
+
+// FindBinaries finds every tool: one named outright in s.Paths as it is;
+// the built ones (Kubernetes, etcd, CoreDNS) in s.BinDir,
+// $USERNODE_BIN_DIR, the build cache, then PATH; the system's (containerd,
+// runc or crun, iptables, the CNI plugins) in PATH and the sbin dirs; a
+// tool that goes with another (ctr and the shim with containerd) beside
+// that one first. Everything missing is named at once, with what
 // installs it.
-func FindBinaries(tools []component.Tool, binDir string, getenv func(string) string) (component.Binaries, error) {
+func FindBinaries(tools []component.Tool, s Search, getenv func(string) string) (component.Binaries, error) {
 	var dirs []string
-	if binDir != "" {
-		dirs = append(dirs, binDir)
+	if s.BinDir != "" {
+		dirs = append(dirs, s.BinDir)
 	}
 	if d := getenv("USERNODE_BIN_DIR"); d != "" {
 		dirs = append(dirs, d)
 	}
 	dirs = append(dirs, CacheDirs(getenv)...)
 	b := component.Binaries{}
+	// placed are the tools found outside the system's dirs, which must not
+	// be where the sandbox mounts its own dirs.
+	placed := map[string]bool{}
 	var missingBuilt, missing []string
 	for _, t := range tools {
+		if p, ok := s.Paths[t.Name]; ok {
+			if !isExecutable(p) {
+				missing = append(missing, fmt.Sprintf("%s (given as %s, which is not an executable file: fix the path)", p, t.Name))
+				continue
+			}
+			b[t.Name], placed[t.Name] = p, true
+			continue
+		}
 		var p string
+		if b[t.Beside] != "" {
+			p = findIn(t.Names, filepath.Dir(b[t.Beside]))
+			placed[t.Name] = p != "" && placed[t.Beside]
+		}
 		switch {
+		case p != "":
 		case t.Dir:
 			p = findDir(t)
 		case t.Built:
@@ -90,12 +125,27 @@ func FindBinaries(tools []component.Tool, binDir string, getenv func(string) str
 	}
 	for _, t := range tools {
 		for _, h := range hiddenInside {
-			if t.Built && strings.HasPrefix(b[t.Name], h) {
+			if (t.Built || placed[t.Name]) && strings.HasPrefix(b[t.Name], h) {
 				return nil, fmt.Errorf("%s is under %s, which the node's sandbox replaces with its own: put the binaries elsewhere (e.g. ~/.cache/usernode/bin) and pass --bin-dir", b[t.Name], h)
 			}
 		}
 	}
 	return b, nil
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
+}
+
+// findIn is the first of names in dir.
+func findIn(names []string, dir string) string {
+	for _, n := range names {
+		if p := filepath.Join(dir, n); isExecutable(p) {
+			return p
+		}
+	}
+	return ""
 }
 
 func findBuilt(name string, dirs []string) string {

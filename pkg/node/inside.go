@@ -36,6 +36,8 @@ const (
 type Spec struct {
 	Cluster  *cluster.Cluster   `json:"cluster"`
 	Binaries component.Binaries `json:"binaries"`
+	// Runtime is the CRI runtime's binary as `up` probed it.
+	Runtime component.RuntimeInfo `json:"runtime"`
 }
 
 func init() { reexec.Register(Entry, insideMain) }

@@ -19,6 +19,7 @@ import (
 	"github.com/usernode/usernode/internal/k8sversion"
 	"github.com/usernode/usernode/internal/log"
 	"github.com/usernode/usernode/internal/procenv"
+	"github.com/usernode/usernode/pkg/cgroup"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
 
@@ -107,13 +108,22 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 	if st, err := sandbox.Running(sb.RuntimeDir); err == nil {
 		return nil, fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", sb.Name, st.Supervisor)
 	}
-	comps, _, err := Components(cl.Self())
+	comps, rt, err := Components(cl.Self())
 	if err != nil {
 		return nil, err
 	}
-	bins, err := FindBinaries(Tools(comps), cl.Options.BinDir, os.Getenv)
+	bins, err := FindBinaries(Tools(comps), SearchFor(cl.Options), os.Getenv)
 	if err != nil {
 		return nil, err
+	}
+	info, err := rt.Probe(context.Background(), bins[rt.Daemon.Name])
+	if err != nil {
+		return nil, err
+	}
+	// The sandbox decides the mode for itself, as this process's child:
+	// the same answer, found here before anything starts.
+	if cg := (cgroup.Host{UID: os.Getuid(), PID: "self"}).Detect(); cg.Mode == cgroup.Degraded && !info.Degraded {
+		return nil, fmt.Errorf("%s (this host gives no delegated cgroup v2 tree: %s)", info.Why, cg.Reason)
 	}
 	v, err := BinaryVersion(bins["kubelet"])
 	if err != nil {
@@ -151,7 +161,7 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 		}
 		l.Close()
 	}
-	return &Spec{Cluster: cl, Binaries: bins}, nil
+	return &Spec{Cluster: cl, Binaries: bins, Runtime: info}, nil
 }
 
 // privilegedPort is the error for a host port below

@@ -120,6 +120,10 @@ type Tool struct {
 	// directories are searched in Dirs.
 	Dir  bool
 	Dirs []string
+	// Beside names the tool this one ships with (ctr with containerd):
+	// it is looked for in that one's directory first, so a containerd
+	// named with --containerd gets its own ctr and shim.
+	Beside string
 	// Debian and Fedora are the packages that ship it, for the fixes
 	// `up` and doctor print.
 	Debian, Fedora string
@@ -137,10 +141,38 @@ type Runtime struct {
 	Daemon Tool
 	// Endpoint is its CRI socket, as the kubelet inside the node dials it.
 	Endpoint string
-	// Degraded says whether it runs without a delegated cgroup tree.
-	Degraded bool
+	// Probe asks the daemon at bin what it is: its version, and the modes
+	// that release runs in. `up` refuses a mode it cannot run before
+	// anything starts; doctor and `usernode status` show it.
+	Probe func(ctx context.Context, bin string) (RuntimeInfo, error)
 	// New returns the component that configures and runs it.
 	New func() Component
+}
+
+// RuntimeInfo is what a runtime's binary is and can do.
+type RuntimeInfo struct {
+	Name    string `json:"name"`
+	Version string `json:"version"`
+	Path    string `json:"path,omitempty"`
+	// Full: runs with a delegated cgroup v2 tree (limits enforced).
+	// Degraded: runs without one (limits dropped).
+	Full     bool `json:"full"`
+	Degraded bool `json:"degraded"`
+	// Why says why a mode is missing, and the fix.
+	Why string `json:"why,omitempty"`
+}
+
+// Modes is what doctor prints: "full and degraded", "full only".
+func (i RuntimeInfo) Modes() string {
+	switch {
+	case i.Full && i.Degraded:
+		return "full and degraded mode"
+	case i.Full:
+		return "full mode only"
+	case i.Degraded:
+		return "degraded mode only"
+	}
+	return "no mode"
 }
 
 // CNI is a pod network usernode can set up.

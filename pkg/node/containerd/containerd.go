@@ -185,9 +185,24 @@ func Render(o Options) ([]byte, error) {
 		return component.TOML(configV2For(o))
 	}
 	if o.Degraded {
-		return nil, fmt.Errorf("%w: containerd %s cannot run a node without delegated cgroup v2: containerd 2.0 removed the CRI plugin's disable_cgroup, so every pod sandbox would fail to create its cgroup; install containerd 1.6 or 1.7, or give the node a delegated cgroup v2 tree", ErrDegradedNeeds1x, o.Version)
+		if err := degradedOK(o.Version); err != nil {
+			return nil, err
+		}
 	}
 	return component.TOML(configV3For(o, v))
+}
+
+// degradedOK says whether containerd v runs a node without a delegated
+// cgroup tree, and if not what to do instead.
+func degradedOK(v string) error {
+	pv, err := parseVersion(v)
+	if err != nil {
+		return err
+	}
+	if pv.major == 1 {
+		return nil
+	}
+	return fmt.Errorf("%w: containerd %s cannot run a node without a delegated cgroup v2 tree (degraded mode): containerd 2.0 removed the CRI plugin's disable_cgroup, so every pod sandbox would fail to create its cgroup. Choose one: give the node a delegated cgroup v2 tree (`usernode doctor` says how), run CRI-O (--cri crio), or run containerd 1.6/1.7 (--containerd PATH)", ErrDegradedNeeds1x, v)
 }
 
 // Config version 2: containerd 1.6 and 1.7.

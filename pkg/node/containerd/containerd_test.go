@@ -1,6 +1,7 @@
 package containerd
 
 import (
+	"context"
 	"errors"
 	"os"
 	"os/exec"
@@ -219,5 +220,40 @@ func TestContainerdAcceptsIt(t *testing.T) {
 	}
 	if degraded && !strings.Contains(string(dump), "disable_cgroup = true") {
 		t.Errorf("containerd %s dump lacks disable_cgroup = true", v)
+	}
+}
+
+// Probe tells the modes from the version the binary prints: 2.x is
+// refused in degraded mode with the three ways out.
+func TestProbe(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		out      string
+		degraded bool
+	}{
+		{"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3", true},
+		{"containerd github.com/containerd/containerd/v2 v2.4.2 5fd60ad5e2b8ed29e8e7a2cff6d3e3cbcf0c1f13", false},
+	} {
+		bin := filepath.Join(dir, "containerd")
+		if err := os.WriteFile(bin, []byte("#!/bin/sh\necho '"+tc.out+"'\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		info, err := Probe(context.Background(), bin)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.out, err)
+		}
+		if !info.Full || info.Degraded != tc.degraded || info.Version == "" || info.Path != bin {
+			t.Errorf("%s: %+v", tc.out, info)
+		}
+		if !tc.degraded {
+			for _, fix := range []string{"delegated cgroup v2", "--cri crio", "--containerd PATH"} {
+				if !strings.Contains(info.Why, fix) {
+					t.Errorf("%s: the refusal does not name %q: %s", tc.out, fix, info.Why)
+				}
+			}
+		}
+	}
+	if _, err := Probe(context.Background(), filepath.Join(dir, "missing")); err == nil {
+		t.Error("a missing binary probed fine")
 	}
 }

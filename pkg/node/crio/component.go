@@ -28,8 +28,22 @@ var CRI = component.Runtime{
 	Name:     "crio",
 	Daemon:   daemon,
 	Endpoint: "unix://" + DefaultAddress,
-	Degraded: true,
+	Probe:    Probe,
 	New:      func() component.Component { return Component{} },
+}
+
+// Probe runs `crio --version`. Every release usernode configures runs in
+// both modes; an older one is refused, since crio ignores keys it does
+// not know.
+func Probe(_ context.Context, bin string) (component.RuntimeInfo, error) {
+	v, err := toolVersion(bin)
+	if err != nil {
+		return component.RuntimeInfo{}, err
+	}
+	if err := checkMin(bin, v); err != nil {
+		return component.RuntimeInfo{}, err
+	}
+	return component.RuntimeInfo{Name: "crio", Version: v, Path: bin, Full: true, Degraded: true}, nil
 }
 
 // daemon is crio itself. No Debian release packages CRI-O, so it is built
@@ -197,6 +211,10 @@ func checkVersion(bin string) error {
 	if err != nil {
 		return err
 	}
+	return checkMin(bin, v)
+}
+
+func checkMin(bin, v string) error {
 	if version.Less(v, daemon.Min) {
 		return fmt.Errorf("%s is CRI-O %s; usernode configures %s or newer: build it with hack/build-crio.sh", bin, v, daemon.Min)
 	}
