@@ -65,13 +65,97 @@ func SearchFor(o cluster.Options) Search {
 }
 
 // FindBinaries finds every tool: one named outright in s.Paths as it is;
-// the built ones (Kubernetes, etcd, CoreDNS) in s.BinDir,
+// the built ones (Kubernetes, etcd, CoreDNS, CRI-O) in s.BinDir,
 // $USERNODE_BIN_DIR, the build cache, then PATH; the system's (containerd,
 // runc or crun, iptables, the CNI plugins) in PATH and the sbin dirs; a
 // tool that goes with another (ctr and the shim with containerd) beside
 // that one first. Everything missing is named at once, with what
 // installs it.
 func FindBinaries(tools []component.Tool, s Search, getenv func(string) string) (component.Binaries, error) {
+	b, placed, missing := findTools(tools, s, getenv)
+	var built, sys []string
+	// Built tools that say how they are built (CRI-O's) get that fix;
+	// the rest come from `make k8s`.
+	builds := map[string][]string{}
+	var buildOrder []string
+	for _, m := range missing {
+		switch {
+		case m.Given != "":
+			sys = append(sys, m.String())
+		case m.Tool.Built && m.Tool.Build != "":
+			if builds[m.Tool.Build] == nil {
+				buildOrder = append(buildOrder, m.Tool.Build)
+			}
+			builds[m.Tool.Build] = append(builds[m.Tool.Build], m.Tool.Names[0])
+		case m.Tool.Built:
+			built = append(built, m.Tool.Names[0])
+		default:
+			sys = append(sys, m.String())
+		}
+	}
+	where := "not found in --bin-dir, $USERNODE_BIN_DIR, the build cache (" + filepath.Join("$XDG_CACHE_HOME", "usernode", "bin") + ") or PATH"
+	if len(built) > 0 {
+		for _, script := range buildOrder {
+			built = append(built, builds[script]...)
+		}
+		return nil, fmt.Errorf("%s %s: run `make k8s` to build Kubernetes, etcd, CoreDNS, Flannel and CRI-O from the Go module proxy, or pass --bin-dir", strings.Join(built, ", "), where)
+	}
+	if len(buildOrder) > 0 {
+		var names, fixes []string
+		for _, script := range buildOrder {
+			names = append(names, builds[script]...)
+			fixes = append(fixes, script)
+		}
+		if len(buildOrder) > 1 {
+			fixes = fixes[:0]
+			for _, script := range buildOrder {
+				fixes = append(fixes, script+" for "+strings.Join(builds[script], ", "))
+			}
+		}
+		return nil, fmt.Errorf("%s %s: run %s (`make k8s` runs it too), or pass --bin-dir with the directory that holds %s", strings.Join(names, ", "), where, strings.Join(fixes, ", "), plural(len(names), "it", "them"))
+	}
+	if len(sys) > 0 {
+		return nil, fmt.Errorf("missing: %s", strings.Join(sys, "; "))
+	}
+	for _, t := range tools {
+		for _, h := range hiddenInside {
+			if (t.Built || placed[t.Name]) && strings.HasPrefix(b[t.Name], h) {
+				return nil, fmt.Errorf("%s is under %s, which the node's sandbox replaces with its own: put the binaries elsewhere (e.g. ~/.cache/usernode/bin) and pass --bin-dir", b[t.Name], h)
+			}
+		}
+	}
+	return b, nil
+}
+
+// Missing is a tool FindTools did not find.
+type Missing struct {
+	Tool component.Tool
+	// Given is the path s.Paths named, which is no executable file.
+	Given string
+}
+
+// String names the tool and its fix.
+func (m Missing) String() string {
+	switch {
+	case m.Given != "":
+		return fmt.Sprintf("%s (given as %s, which is not an executable file: fix the path)", m.Given, m.Tool.Name)
+	case m.Tool.Built && m.Tool.Build != "":
+		return fmt.Sprintf("%s (build it with %s, or pass --bin-dir)", m.Tool.Names[0], m.Tool.Build)
+	case m.Tool.Built:
+		return fmt.Sprintf("%s (run `make k8s`, or pass --bin-dir)", m.Tool.Names[0])
+	}
+	return fmt.Sprintf("%s (Debian/Ubuntu: apt-get install %s)", strings.Join(m.Tool.Names, " or "), m.Tool.Debian)
+}
+
+// FindTools is FindBinaries' search without its verdict: what it found,
+// and each tool it did not. Doctor reports a runtime's tools one by one
+// with it, the way `up` would find them.
+func FindTools(tools []component.Tool, s Search, getenv func(string) string) (component.Binaries, []Missing) {
+	b, _, missing := findTools(tools, s, getenv)
+	return b, missing
+}
+
+func findTools(tools []component.Tool, s Search, getenv func(string) string) (component.Binaries, map[string]bool, []Missing) {
 	var dirs []string
 	if s.BinDir != "" {
 		dirs = append(dirs, s.BinDir)
@@ -84,11 +168,11 @@ func FindBinaries(tools []component.Tool, s Search, getenv func(string) string) 
 	// placed are the tools found outside the system's dirs, which must not
 	// be where the sandbox mounts its own dirs.
 	placed := map[string]bool{}
-	var missingBuilt, missing []string
+	var missing []Missing
 	for _, t := range tools {
 		if p, ok := s.Paths[t.Name]; ok {
 			if !isExecutable(p) {
-				missing = append(missing, fmt.Sprintf("%s (given as %s, which is not an executable file: fix the path)", p, t.Name))
+				missing = append(missing, Missing{Tool: t, Given: p})
 				continue
 			}
 			b[t.Name], placed[t.Name] = p, true
@@ -108,29 +192,13 @@ func FindBinaries(tools []component.Tool, s Search, getenv func(string) string) 
 		default:
 			p = findSystem(t.Names)
 		}
-		switch {
-		case p != "":
-			b[t.Name] = p
-		case t.Built:
-			missingBuilt = append(missingBuilt, t.Names[0])
-		default:
-			missing = append(missing, fmt.Sprintf("%s (Debian/Ubuntu: apt-get install %s)", strings.Join(t.Names, " or "), t.Debian))
+		if p == "" {
+			missing = append(missing, Missing{Tool: t})
+			continue
 		}
+		b[t.Name] = p
 	}
-	if len(missingBuilt) > 0 {
-		return nil, fmt.Errorf("%s not found in --bin-dir, $USERNODE_BIN_DIR, the build cache (%s) or PATH: run `make k8s` to build Kubernetes, etcd, CoreDNS, Flannel and CRI-O from the Go module proxy, or pass --bin-dir", strings.Join(missingBuilt, ", "), filepath.Join("$XDG_CACHE_HOME", "usernode", "bin"))
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("missing: %s", strings.Join(missing, "; "))
-	}
-	for _, t := range tools {
-		for _, h := range hiddenInside {
-			if (t.Built || placed[t.Name]) && strings.HasPrefix(b[t.Name], h) {
-				return nil, fmt.Errorf("%s is under %s, which the node's sandbox replaces with its own: put the binaries elsewhere (e.g. ~/.cache/usernode/bin) and pass --bin-dir", b[t.Name], h)
-			}
-		}
-	}
-	return b, nil
+	return b, placed, missing
 }
 
 func isExecutable(p string) bool {
@@ -208,4 +276,11 @@ func BinaryVersion(bin string) (string, error) {
 		return "v" + v, nil
 	}
 	return "", fmt.Errorf("%s --version: %w: %q", bin, errNoVersion, out)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }

@@ -63,3 +63,38 @@ func TestFindBinariesBeside(t *testing.T) {
 		t.Errorf("--containerd under /tmp: %v", err)
 	}
 }
+
+// A CRI-O bin dir without pinns: `up` names pinns and the script that
+// builds it; FindTools reports it alone, for doctor.
+func TestFindBinariesBuildScript(t *testing.T) {
+	dir, err := os.MkdirTemp(".", "bin-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if dir, err = filepath.Abs(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "crio"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	tools := []component.Tool{
+		{Name: "crio", Names: []string{"crio"}, Built: true, Build: "hack/build-crio.sh"},
+		{Name: "pinns", Names: []string{"pinns"}, Built: true, Build: "hack/build-crio.sh"},
+	}
+	getenv := func(string) string { return "" }
+	_, err = FindBinaries(tools, Search{BinDir: dir}, getenv)
+	if err == nil || !strings.HasPrefix(err.Error(), "pinns not found in --bin-dir") || !strings.Contains(err.Error(), "run hack/build-crio.sh") {
+		t.Errorf("pinns missing: %v", err)
+	}
+	b, missing := FindTools(tools, Search{BinDir: dir}, getenv)
+	if b["crio"] != filepath.Join(dir, "crio") || len(missing) != 1 || missing[0].Tool.Name != "pinns" {
+		t.Errorf("FindTools: %v, missing %+v", b, missing)
+	}
+	// With Kubernetes missing too, `make k8s` builds all of them.
+	_, err = FindBinaries(append(tools, component.Tool{Name: "kubelet", Names: []string{"kubelet"}, Built: true}), Search{BinDir: dir}, getenv)
+	if err == nil || !strings.HasPrefix(err.Error(), "kubelet, pinns not found") || !strings.Contains(err.Error(), "make k8s") {
+		t.Errorf("kubelet and pinns missing: %v", err)
+	}
+}

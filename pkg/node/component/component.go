@@ -116,6 +116,10 @@ type Tool struct {
 	// Built tools come from --bin-dir or the `make k8s` cache before
 	// PATH (Kubernetes, etcd, CoreDNS); the others from the system.
 	Built bool
+	// Build is the script that builds a Built tool on its own
+	// (hack/build-crio.sh), for the fix `up` and doctor name when it is
+	// missing; "" for `make k8s`.
+	Build string
 	// Dir tools are a directory holding Names (the CNI plugins); the
 	// directories are searched in Dirs.
 	Dir  bool

@@ -50,10 +50,13 @@ func Probe(_ context.Context, bin string) (component.RuntimeInfo, error) {
 // from the Go module proxy like Kubernetes (hack/build-crio.sh), and found
 // where the built binaries are. 1.36 is the release this config is checked
 // against (the proxy serves no 1.37).
-var daemon = component.Tool{Name: "crio", Names: []string{"crio"}, Built: true, Min: "1.36"}
+var daemon = component.Tool{Name: "crio", Names: []string{"crio"}, Built: true, Build: build, Min: "1.36"}
+
+// build makes crio and pinns into the build cache.
+const build = "hack/build-crio.sh"
 
 // pinns is built with crio, which refuses to start without it.
-var pinns = component.Tool{Name: "pinns", Names: []string{"pinns"}, Built: true}
+var pinns = component.Tool{Name: "pinns", Names: []string{"pinns"}, Built: true, Build: build}
 
 // OCIRuntime is what CRI-O starts containers with: crun (CRI-O's default),
 // else runc.
