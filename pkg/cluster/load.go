@@ -26,8 +26,11 @@ const (
 	PortFlags
 	// UpFlags are the rest of `up`'s (and `install`'s).
 	UpFlags
+	// RuntimeFlags say which CRI runtime runs and where its binaries are
+	// (`up`, and doctor, which looks for them as `up` would).
+	RuntimeFlags
 	// AllFlags are `up`'s.
-	AllFlags = NodeFlags | NetFlags | PortFlags | UpFlags
+	AllFlags = NodeFlags | NetFlags | PortFlags | UpFlags | RuntimeFlags
 )
 
 // flagDef binds one flag to one field. Each field has at most one flag, and
@@ -65,11 +68,11 @@ var flagDefs = []flagDef{
 		bind: func(fs *pflag.FlagSet, c *Config, name, usage string) {
 			fs.BoolVar(&c.KeepSourceIP, name, c.KeepSourceIP, usage)
 		}},
-	{name: "bin-dir", field: "binDir", set: UpFlags, path: true, usage: "directory with kubelet, kube-apiserver, ..., etcd and coredns (default: $USERNODE_BIN_DIR, the 'make k8s' cache, then PATH)",
+	{name: "bin-dir", field: "binDir", set: RuntimeFlags, path: true, usage: "directory with kubelet, kube-apiserver, ..., etcd and coredns (default: $USERNODE_BIN_DIR, the 'make k8s' cache, then PATH)",
 		bind: strFlag(func(c *Config) *string { return &c.BinDir })},
-	{name: "cri", field: "cri", set: UpFlags, usage: "container runtime",
+	{name: "cri", field: "cri", set: RuntimeFlags, usage: "container runtime",
 		bind: strFlag(func(c *Config) *string { return &c.CRI })},
-	{name: "containerd", field: "containerd", set: UpFlags, path: true, usage: "the containerd binary to run, e.g. a 2.x build (default: containerd in PATH; its ctr and shim are looked for beside it first)",
+	{name: "containerd", field: "containerd", set: RuntimeFlags, path: true, usage: "the containerd binary to run, e.g. a 2.x build (default: containerd in PATH; its ctr and shim are looked for beside it first)",
 		bind: strFlag(func(c *Config) *string { return &c.Containerd })},
 	{name: "cni", field: "cni", set: UpFlags, usage: "pod network (CNI)",
 		bind: strFlag(func(c *Config) *string { return &c.CNI })},

@@ -7,12 +7,14 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/doctor"
 )
 
 func init() {
 	register(func() *cobra.Command {
 		var asJSON, fix bool
+		var cf configFlags
 		c := &cobra.Command{
 			Use:   "doctor",
 			Short: "Check that this host can run a rootless node, and say how to fix what is missing",
@@ -20,13 +22,19 @@ func init() {
 				"kernel features, the binaries a node needs, and finally creates the node's namespaces once.\n" +
 				"It exits 1 when any check fails (with --json and --fix too). --fix prints (never runs) a\n" +
 				"shell script of the fixes that need root, for an administrator to review. Colour is used\n" +
-				"only on a terminal, and never when NO_COLOR is set.",
+				"only on a terminal, and never when NO_COLOR is set. The CRI runtimes are looked for as `up`\n" +
+				"would (config.yaml's or the flags' --bin-dir, --containerd) and judged by its --cri.",
 			Args: cobra.NoArgs,
 			RunE: func(c *cobra.Command, _ []string) error {
 				sys, err := doctor.Host()
 				if err != nil {
 					return err
 				}
+				model, err := cf.load()
+				if err != nil {
+					return err
+				}
+				sys.UseModel(model)
 				ctx := c.Context()
 				if ctx == nil {
 					ctx = context.Background()
@@ -53,6 +61,7 @@ func init() {
 		c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 		c.Flags().BoolVar(&fix, "fix", false, "print a shell script of the root fixes (it is not run)")
 		c.MarkFlagsMutuallyExclusive("json", "fix")
+		cf.add(c.Flags(), cluster.RuntimeFlags)
 		return c
 	})
 }

@@ -164,7 +164,11 @@ func statusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := statusOutput{Status: st, Doctor: doctorVerdict(c.Context())}
+			model, err := cf.load()
+			if err != nil {
+				return err
+			}
+			out := statusOutput{Status: st, Doctor: doctorVerdict(c.Context(), model)}
 			if asJSON {
 				enc := json.NewEncoder(c.OutOrStdout())
 				enc.SetIndent("", "  ")
@@ -198,12 +202,13 @@ type verdict struct {
 }
 
 // doctorVerdict runs doctor's checks but the trials and the port check
-// and sums them up.
-func doctorVerdict(ctx context.Context) *verdict {
+// and sums them up, judging the runtimes by model's.
+func doctorVerdict(ctx context.Context, model *cluster.Config) *verdict {
 	sys, err := doctor.Host()
 	if err != nil {
 		return nil
 	}
+	sys.UseModel(model)
 	if ctx == nil {
 		ctx = context.Background()
 	}

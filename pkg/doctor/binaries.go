@@ -9,7 +9,6 @@ import (
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
 	_ "github.com/usernode/usernode/pkg/network/drivers" // registers the drivers doctor lists
-	"github.com/usernode/usernode/pkg/node"
 	"github.com/usernode/usernode/pkg/node/cni"
 	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/node/containerd"
@@ -103,17 +102,6 @@ func toolAlternatives(t component.Tool) []tool {
 		out = append(out, alt)
 	}
 	return out
-}
-
-func checkCRI(ctx context.Context, r *run) Result {
-	var tools []tool
-	var names []string
-	for _, rt := range node.Runtimes {
-		tools = append(tools, toolAlternatives(rt.Daemon)...)
-		names = append(names, fmt.Sprintf("%s (>= %s)", rt.Name, rt.Daemon.Min))
-	}
-	return r.checkAlternatives(ctx,
-		"The kubelet runs pods through a CRI runtime; usernode configures "+strings.Join(names, " or ")+" for rootless mode.", tools)
 }
 
 func checkOCI(ctx context.Context, r *run) Result {

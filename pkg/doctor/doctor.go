@@ -72,6 +72,8 @@ type Result struct {
 	// DegradedOnly marks a FAIL that leaves the node runnable in degraded
 	// mode.
 	DegradedOnly bool `json:"degraded_only,omitempty"`
+	// Runtimes are binary.cri's findings, one per registered runtime.
+	Runtimes []RuntimeReport `json:"runtimes,omitempty"`
 }
 
 // check is one entry of the catalogue. Checks run in order, and later ones

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/usernode/usernode/pkg/node/component"
 )
 
 // host describes a fixture tree plus what git cannot store in it: owners,
@@ -28,6 +30,10 @@ type host struct {
 	exec   map[string]string // binary base name → --version output
 	trial  error
 	noTrie bool
+	// runtimes are what FindRuntime answers, by runtime; one not named
+	// is looked for in the tree (fixtureRuntime). cri is the model's.
+	runtimes map[string]RuntimeProbe
+	cri      string
 }
 
 const (
@@ -77,6 +83,16 @@ func (h host) system(t *testing.T) *System {
 	}
 	if !h.noTrie {
 		s.Trial = func(context.Context) error { return h.trial }
+	}
+	s.CRI = h.cri
+	if s.CRI == "" {
+		s.CRI = "containerd"
+	}
+	s.FindRuntime = func(_ context.Context, rt component.Runtime) RuntimeProbe {
+		if p, ok := h.runtimes[rt.Name]; ok {
+			return p
+		}
+		return h.fixtureRuntime(s, rt)
 	}
 	return s
 }
@@ -176,7 +192,7 @@ func TestChecks(t *testing.T) {
 			"kernel.tun": {status: Fail, found: `permission denied (mode 0600, owner uid 0): slirp4netns and pasta fail with "open: Permission denied"`,
 				debian: "chmod 0666 /dev/net/tun\n# persist it across reboots:\necho 'KERNEL==\"tun\", MODE=\"0666\", OPTIONS+=\"static_node=tun\"' > /etc/udev/rules.d/99-usernode-tun.rules"},
 			"kernel.modules":   {status: Pass, found: "bridge: loaded (/sys/module/bridge); veth: built-in (CONFIG_VETH=y); iptables nat: built-in (CONFIG_IP_NF_NAT=y); vxlan: loaded (/sys/module/vxlan); br_netfilter: built-in (CONFIG_BRIDGE_NETFILTER=y)"},
-			"binary.cri":       {status: Pass, found: "containerd 1.6.20 (/usr/bin/containerd)"},
+			"binary.cri":       {status: Pass, found: "containerd [configured] 1.6.20 (/usr/bin/containerd): full and degraded mode"},
 			"binary.oci":       {status: Pass, found: "runc 1.1.5 (/usr/sbin/runc), crun 1.8.1 (/usr/bin/crun)"},
 			"binary.network":   {status: Pass, found: "slirp4netns 1.2.0 (/usr/bin/slirp4netns), pasta version unknown (/usr/bin/pasta)"},
 			"binary.cni":       {status: Pass, found: "bridge, host-local, loopback, portmap in /usr/lib/cni"},
@@ -439,11 +455,13 @@ func TestTunMissingAndModulesUnknown(t *testing.T) {
 	assertResult(t, r, want{status: Fail, found: "bridge: absent"})
 }
 
+// A containerd older than usernode configures is no runtime (`up`'s
+// config for it is refused), so with no other one the node cannot run.
 func TestOldCRI(t *testing.T) {
 	h := thisVM()
 	h.exec = map[string]string{"containerd": "containerd containerd.io v1.3.9 ea765aba0d05254012b0b9e595e995c09186427f\n"}
 	r, _ := Run(context.Background(), h.system(t), "binary.cri").Get("binary.cri")
-	assertResult(t, r, want{status: Warn, found: "containerd 1.3.9 is older than 1.4", debian: "apt-get install -y containerd"})
+	assertResult(t, r, want{status: Fail, found: "containerd 1.3.9 is older than 1.4", debian: "apt-get install -y containerd"})
 }
 
 func TestTrialError(t *testing.T) {

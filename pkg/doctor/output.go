@@ -40,7 +40,9 @@ func (rep Report) WriteTable(w io.Writer, colour bool) error {
 			st = colours[r.Status] + st + reset
 		}
 		fmt.Fprintf(&b, "  %s  %s\n", st, r.Title)
-		fmt.Fprintf(&b, "        %s\n", r.Found)
+		for _, l := range strings.Split(r.Found, "\n") {
+			fmt.Fprintf(&b, "        %s\n", l)
+		}
 		if r.Status == Pass || r.Status == Skip {
 			continue
 		}

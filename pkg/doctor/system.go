@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/usernode/usernode/internal/procenv"
+	"github.com/usernode/usernode/pkg/cluster"
+	"github.com/usernode/usernode/pkg/node/component"
 
 	"golang.org/x/sys/unix"
 
@@ -62,6 +64,12 @@ type System struct {
 	Uplink func() (hostnet.Uplink, bool)
 	// PortFree says whether the port can be bound (nil error).
 	PortFree func(proto string, addr netip.AddrPort) error
+	// FindRuntime finds a CRI runtime's tools and asks its daemon what it
+	// is (FindRuntimeWith); nil skips binary.cri.
+	FindRuntime func(ctx context.Context, rt component.Runtime) RuntimeProbe
+	// CRI is the runtime the user's model names (config.yaml's cri,
+	// --cri), which binary.cri judges the host by.
+	CRI string
 }
 
 // Host describes the running system as the calling user.
@@ -93,6 +101,7 @@ func Host() (*System, error) {
 		return false, err
 	}
 	s.Exec = hostExec
+	s.UseModel(&cluster.Config{CRI: cluster.DefaultCRI})
 	return s, nil
 }
 
