@@ -56,7 +56,8 @@ var (
 	apiPort     = flag.Int("api-port", 36443, "host port for usernode's kube-apiserver; the hard way uses the next one")
 	kubeletPort = flag.Int("kubelet-port", 40250, "host port for usernode's kubelet API; the hard way uses the next one")
 	timeout     = flag.Duration("timeout", 3*time.Minute, "limit for each start (to the pod Running)")
-	only        = flag.String("only", "", "run only this side: usernode or hardway")
+	only        = flag.String("only", "", "run only the sides whose label starts with this: usernode (every runtime), usernodecrio, or hardway")
+	runtimes    = flag.String("runtimes", "containerd,crio", "the CRI runtimes usernode runs, each a side of its own (the hard way runs containerd)")
 	verbose     = flag.Bool("v", false, "print every start's figures and the commands' output")
 )
 
@@ -135,7 +136,9 @@ func (s *syncBuf) String() string {
 // ---- the two ways ----
 
 type side struct {
-	label      string // "usernode" or "hard way"
+	label      string // "usernode", "usernode crio" or "hard way"
+	usernode   bool   // started with `usernode up`, with flags
+	flags      []string
 	name       string // node name
 	api, kport int
 	kubeconfig string
@@ -207,14 +210,28 @@ func run() error {
 		return err
 	}
 
-	un := &side{label: "usernode", name: *nodeName, api: *apiPort, kport: *kubeletPort,
+	un := &side{label: "usernode", usernode: true, name: *nodeName, api: *apiPort, kport: *kubeletPort,
 		kubeconfig: filepath.Join(acct.home, ".local/share/usernode", *nodeName, "kubeconfig")}
 	hwName := *nodeName + "-hw"
 	hwState := filepath.Join(acct.home, ".local/share/usernode-hardway", hwName)
 	hw := &side{label: "hard way", name: hwName, api: *apiPort + 1, kport: *kubeletPort + 1,
 		state: hwState, kubeconfig: filepath.Join(hwState, "kubeconfig")}
+	all := []*side{un}
+	// Each other runtime this host runs is a side of its own: the same
+	// node, the same pod, measured in the same rounds.
+	for _, rt := range strings.Split(*runtimes, ",") {
+		if rt == "" || rt == "containerd" {
+			continue
+		}
+		name := *nodeName + "-" + rt
+		all = append(all, &side{label: "usernode " + rt, usernode: true, flags: []string{"--cri", rt}, name: name,
+			api: *apiPort + 1 + len(all), kport: *kubeletPort + 1 + len(all),
+			kubeconfig: filepath.Join(acct.home, ".local/share/usernode", name, "kubeconfig")})
+	}
+	hw.api, hw.kport = *apiPort+len(all), *kubeletPort+len(all)
+	all = append(all, hw)
 	var sides []*side
-	for _, s := range []*side{un, hw} {
+	for _, s := range all {
 		if *only == "" || strings.HasPrefix(strings.ReplaceAll(s.label, " ", ""), *only) {
 			sides = append(sides, s)
 		}
@@ -228,8 +245,13 @@ func run() error {
 			l.Close()
 		}
 	}
-	if out, err := asUser(nil, filepath.Join(work, "usernode"), "status", "--name", un.name).CombinedOutput(); err == nil {
-		return fmt.Errorf("a node named %q is already running (%s): stop it (`usernode down --name %s`) or pass another -name", un.name, strings.SplitN(string(out), "\n", 2)[0], un.name)
+	for _, s := range sides {
+		if !s.usernode {
+			continue
+		}
+		if out, err := asUser(nil, filepath.Join(work, "usernode"), "status", "--name", s.name).CombinedOutput(); err == nil {
+			return fmt.Errorf("a node named %q is already running (%s): stop it (`usernode down --name %s`) or pass another -name", s.name, strings.SplitN(string(out), "\n", 2)[0], s.name)
+		}
 	}
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -248,10 +270,9 @@ func run() error {
 	startAll := time.Now()
 	res := map[string][]result{}
 	for r := 0; r < *rounds; r++ {
-		order := sides
-		if r%2 == 1 && len(sides) == 2 {
-			order = []*side{sides[1], sides[0]}
-		}
+		// Each round starts with the next side, so none always goes
+		// first (or last) on a machine that warms up or slows down.
+		order := append(append([]*side{}, sides[r%len(sides):]...), sides[:r%len(sides)]...)
 		for _, s := range order {
 			if err := s.purge(); err != nil {
 				return err
@@ -304,9 +325,9 @@ func (s *side) measure(ctx context.Context, cold bool, round int) (result, error
 	var returned time.Duration
 
 	t0 := time.Now()
-	if s.label == "usernode" {
-		s.cmd = asUser(nil, filepath.Join(work, "usernode"), "up", "-d", "--bin-dir", *binDir, "--name", s.name,
-			"--api-port", strconv.Itoa(s.api), "--kubelet-port", strconv.Itoa(s.kport))
+	if s.usernode {
+		s.cmd = asUser(nil, append([]string{filepath.Join(work, "usernode"), "up", "-d", "--bin-dir", *binDir, "--name", s.name,
+			"--api-port", strconv.Itoa(s.api), "--kubelet-port", strconv.Itoa(s.kport)}, s.flags...)...)
 	} else {
 		if cold {
 			g := asUser([]string{modeEnv + "=gen"}, filepath.Join(work, "benchup"), "-name", s.name, "-state", s.state,
@@ -329,7 +350,7 @@ func (s *side) measure(ctx context.Context, cold bool, round int) (result, error
 		returned = time.Since(t0)
 		s.waitErr = err
 		close(s.exited)
-		if err != nil || s.label != "usernode" {
+		if err != nil || !s.usernode {
 			failed <- fmt.Errorf("%s exited: %v", s.label, err)
 		}
 	}()
@@ -348,7 +369,7 @@ func (s *side) measure(ctx context.Context, cold bool, round int) (result, error
 	r.refused = refused
 
 	var root int
-	if s.label == "usernode" {
+	if s.usernode {
 		// `up -d` returns once it has seen the node Ready itself.
 		select {
 		case <-s.exited:
@@ -406,7 +427,7 @@ var (
 func (s *side) phases(t0 time.Time) map[string]float64 {
 	out := map[string]float64{}
 	text := s.out.String()
-	if s.label == "usernode" {
+	if s.usernode {
 		for _, m := range phaseRe.FindAllStringSubmatch(text, -1) {
 			v, _ := strconv.ParseFloat(m[2], 64)
 			if m[3] == "ms" {
@@ -427,7 +448,7 @@ func (s *side) phases(t0 time.Time) map[string]float64 {
 }
 
 func (s *side) stop() error {
-	if s.label == "usernode" {
+	if s.usernode {
 		out, err := asUser(nil, filepath.Join(work, "usernode"), "down", "--name", s.name).CombinedOutput()
 		if err != nil {
 			return fmt.Errorf("usernode down: %v: %s", err, out)
@@ -451,7 +472,7 @@ func (s *side) stop() error {
 
 // stopNow stops whatever a failed or interrupted start left running.
 func (s *side) stopNow() {
-	if s.label == "usernode" {
+	if s.usernode {
 		// Best effort, as the rest: the start has already failed, and
 		// purge, which follows, reports what is left.
 		_ = asUser(nil, filepath.Join(work, "usernode"), "down", "--name", s.name).Run()
@@ -463,7 +484,7 @@ func (s *side) stopNow() {
 }
 
 func (s *side) purge() error {
-	if s.label == "usernode" {
+	if s.usernode {
 		out, err := asUser(nil, filepath.Join(work, "usernode"), "down", "--name", s.name, "--purge").CombinedOutput()
 		if _, serr := os.Stat(filepath.Dir(s.kubeconfig)); serr == nil {
 			return fmt.Errorf("usernode down --purge left %s: %v: %s", filepath.Dir(s.kubeconfig), err, out)

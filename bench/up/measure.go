@@ -116,8 +116,8 @@ var groups = []string{
 	"usernode supervisor", "usernode agent", "usernode init", "usernode-node",
 	"rootlesskit (parent + child)", "hardway.sh (sh)",
 	"slirp4netns",
-	"containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns",
-	"containerd-shim (1 pod)", "pod: pause + busybox",
+	"containerd", "crio", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns",
+	"containerd-shim (1 pod)", "conmon (1 pod)", "pod: pause + busybox",
 	"other",
 }
 
@@ -143,10 +143,12 @@ func classify(p proc, underShim bool) string {
 		return "rootlesskit (parent + child)"
 	case "dash", "sh", "bash":
 		return "hardway.sh (sh)"
-	case "slirp4netns", "containerd", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns":
+	case "slirp4netns", "containerd", "crio", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns":
 		return p.exe
 	case "containerd-shim-runc-v2":
 		return "containerd-shim (1 pod)"
+	case "conmon":
+		return "conmon (1 pod)"
 	}
 	return "other"
 }

@@ -31,6 +31,15 @@ func anonOf(m mem) float64 { return m.anon }
 // processes, or RootlessKit's two and the script.
 func launcher(g string) bool { return ownGroups[g] || launcherGroups[g] }
 
+// runtimeGroup is the CRI runtime's part of a node: the daemon and what
+// it keeps per pod (containerd's shims, CRI-O's conmons).
+func runtimeGroup(g string) bool {
+	return g == "containerd" || g == "crio" || g == "containerd-shim (1 pod)" || g == "conmon (1 pod)"
+}
+
+// isUsernode says whether a side's label is one of usernode's.
+func isUsernode(label string) bool { return strings.HasPrefix(label, "usernode") }
+
 type row struct {
 	label string
 	f     func(side string, r result) (float64, bool)
@@ -65,10 +74,13 @@ func report(w io.Writer, res map[string][]result, sides []*side, others int, loa
 		{"node Ready (s)", sec(func(r result) float64 { return r.ready }), "%.1f"},
 		{"first pod accepted by the API (s)", sec(func(r result) float64 { return r.created }), "%.1f"},
 		{"first pod Running (s)", sec(func(r result) float64 { return r.pod }), "%.1f"},
-		{"`usernode up -d` returned (s)", func(s string, r result) (float64, bool) { return r.returned, s == "usernode" }, "%.1f"},
-		{"config + PKI written by gen, in the times above (s)", func(s string, r result) (float64, bool) { return r.gen, s != "usernode" && r.gen > 0 }, "%.2f"},
+		{"`usernode up -d` returned (s)", func(s string, r result) (float64, bool) { return r.returned, isUsernode(s) }, "%.1f"},
+		{"config + PKI written by gen, in the times above (s)", func(s string, r result) (float64, bool) { return r.gen, !isUsernode(s) && r.gen > 0 }, "%.2f"},
 		{"stop: `down` / SIGTERM to rootlesskit (s)", sec(func(r result) float64 { return r.stop }), "%.1f"},
 		{"**RSS, steady state (MB)**", nil, ""},
+		{"the CRI runtime (containerd, or crio + conmon), shims and monitors included", func(_ string, r result) (float64, bool) {
+			return total(r.mem, runtimeGroup, rssOf), true
+		}, "%.1f"},
 		{"launcher: usernode's 4 processes / rootlesskit ×2 + sh", func(_ string, r result) (float64, bool) {
 			return total(r.mem, launcher, rssOf), true
 		}, "%.1f"},
@@ -111,11 +123,24 @@ func report(w io.Writer, res map[string][]result, sides []*side, others int, loa
 			n = len(v)
 		}
 	}
-	fmt.Fprintf(&out, "`usernode up` vs the hard way: %d rounds, each a cold then a warm start of both, interleaved (the order alternates by round); medians. First pod: busybox, created once the node is Ready, timed from the start. Memory read %s after the pod is Running.\n", *rounds, settle.String())
-	fmt.Fprintf(&out, "%s. Kernel %s, %d CPUs; %s; %s; %s; %s.\n\n", version(filepath.Join(work, "usernode"), "version"), host.Kernel(), host.NumCPU(),
-		version(filepath.Join(*binDir, "kubelet"), "--version"), version("containerd", "--version"),
+	fmt.Fprintf(&out, "`usernode up` (one side per CRI runtime) vs the hard way: %d rounds, each a cold then a warm start of every side, interleaved (each round starts with the next side); medians. First pod: busybox, created once the node is Ready, timed from the start. Memory read %s after the pod is Running.\n", *rounds, settle.String())
+	fmt.Fprintf(&out, "%s. Kernel %s, %d CPUs; %s; %s; %s; %s; %s.\n\n", version(filepath.Join(work, "usernode"), "version"), host.Kernel(), host.NumCPU(),
+		version(filepath.Join(*binDir, "kubelet"), "--version"), version("containerd", "--version"), version(filepath.Join(*binDir, "crio"), "--version"),
 		version("rootlesskit", "--version"), version("slirp4netns", "--version"))
 
+	// Ratios: each usernode side over the hard way, when both ran.
+	hwIdx := -1
+	for i, s := range sides {
+		if !s.usernode {
+			hwIdx = i
+		}
+	}
+	var ratioOf []int
+	for i, s := range sides {
+		if s.usernode && hwIdx >= 0 {
+			ratioOf = append(ratioOf, i)
+		}
+	}
 	hdr := "| |"
 	sep := "|---|"
 	for _, k := range kinds {
@@ -123,8 +148,8 @@ func report(w io.Writer, res map[string][]result, sides []*side, others int, loa
 			hdr += " " + s.label + " " + k + " |"
 			sep += "---|"
 		}
-		if len(sides) == 2 {
-			hdr += " usernode / hard way |"
+		for _, i := range ratioOf {
+			hdr += " " + sides[i].label + " / hard way |"
 			sep += "---|"
 		}
 	}
@@ -134,10 +159,7 @@ func report(w io.Writer, res map[string][]result, sides []*side, others int, loa
 		line := "| " + rw.label + " |"
 		if rw.f == nil {
 			for range kinds {
-				for range sides {
-					line += " |"
-				}
-				if len(sides) == 2 {
+				for range len(sides) + len(ratioOf) {
 					line += " |"
 				}
 			}
@@ -156,9 +178,9 @@ func report(w io.Writer, res map[string][]result, sides []*side, others int, loa
 				line += " " + fmt.Sprintf(rw.unit, v) + " |"
 				vals = append(vals, v)
 			}
-			if len(sides) == 2 {
-				if vals[0] > 0 && vals[1] > 0 {
-					line += fmt.Sprintf(" %.2f× |", vals[0]/vals[1])
+			for _, i := range ratioOf {
+				if vals[i] > 0 && vals[hwIdx] > 0 {
+					line += fmt.Sprintf(" %.2f× |", vals[i]/vals[hwIdx])
 				} else {
 					line += " – |"
 				}
@@ -187,9 +209,9 @@ func report(w io.Writer, res map[string][]result, sides []*side, others int, loa
 			continue
 		}
 		var order []string
-		if s.label == "usernode" {
-			fmt.Fprintf(&out, "\n### usernode's phase lines (durations, as `up` prints them; medians)\n\n")
-			order = []string{"sandbox", "network", "ready", "containerd", "image-import-0", "image-import-1", "etcd", "kube-apiserver",
+		if s.usernode {
+			fmt.Fprintf(&out, "\n### %s: the phase lines (durations, as `up` prints them; medians)\n\n", s.label)
+			order = []string{"sandbox", "network", "ready", "containerd", "crio", "image-import-0", "image-import-1", "etcd", "kube-apiserver",
 				"bootstrap-rbac", "coredns-objects", "coredns", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "node ready", "Ready after `up` (its own line)"}
 		} else {
 			fmt.Fprintf(&out, "\n### The hard way's steps (seconds from the start; medians)\n\n")
