@@ -168,6 +168,11 @@ func statusCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The running node's runtime and search are what `up` was
+			// given, which may have been flags this command lacks.
+			if sp := st.Spec(); sp != nil && sp.Cluster != nil && len(sp.Cluster.Nodes) > 0 {
+				model.CRI, model.BinDir, model.Containerd = sp.Cluster.Self().CRI, sp.Cluster.Options.BinDir, sp.Cluster.Options.Containerd
+			}
 			out := statusOutput{Status: st, Doctor: doctorVerdict(c.Context(), model)}
 			if asJSON {
 				enc := json.NewEncoder(c.OutOrStdout())
@@ -253,6 +258,9 @@ func printStatus(w *strings.Builder, st *node.Status) error {
 	fmt.Fprintln(w, ")")
 	if st.Sandbox.Cgroup.Reason != "" {
 		fmt.Fprintf(w, "  degraded: %s\n", st.Sandbox.Cgroup.Reason)
+	}
+	if rt := st.Runtime; rt != nil {
+		fmt.Fprintf(w, "  runtime: %s %s (%s; runs in %s)\n", rt.Name, rt.Version, rt.Path, rt.Modes())
 	}
 	if st.Node.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", st.Node.Error)

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/internal/userns"
+	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/port"
 	"github.com/usernode/usernode/pkg/port/api"
 	"github.com/usernode/usernode/pkg/sandbox"
@@ -30,7 +32,18 @@ type Status struct {
 	// Exposure is the ports usernode opened for the cluster's Services
 	// and pods, and those it could not, with why.
 	Exposure *Exposure `json:"exposure,omitempty"`
+	// Runtime is the CRI runtime the node runs, as `up` probed it before
+	// starting it (node.json): the binary a running daemon was started
+	// from, read without a process or a dial into the node, and there
+	// while the node is still starting.
+	Runtime *component.RuntimeInfo `json:"runtime,omitempty"`
+
+	spec *Spec
 }
+
+// Spec is what `up` wrote for the running node (node.json), nil before
+// it has.
+func (s *Status) Spec() *Spec { return s.spec }
 
 // GetStatus reads a running node's state.
 func GetStatus(ctx context.Context, c sandbox.Config) (*Status, error) {
@@ -49,6 +62,16 @@ func GetStatus(ctx context.Context, c sandbox.Config) (*Status, error) {
 		out.Ports, _ = api.NewClient(st.PortSocket).List(ctx)
 	}
 	out.Exposure, _ = readExposure(PathsOf(c).exposure())
+	if b, err := os.ReadFile(PathsOf(c).spec()); err == nil {
+		var spec Spec
+		if json.Unmarshal(b, &spec) == nil {
+			out.spec = &spec
+			// A node.json from before Probe carries no runtime.
+			if spec.Runtime.Name != "" {
+				out.Runtime = &spec.Runtime
+			}
+		}
+	}
 	if out.Node.Phase == "ready" {
 		cl, cs, err := runningCluster(c)
 		if err == nil {

@@ -322,10 +322,12 @@ func testUp(t *testing.T, rt upRuntime) {
 
 	t.Run("status, logs, and a crashed component restarted", func(t *testing.T) {
 		bin := testutil.Binary(t)
+		var runtime struct{ Name, Version string }
 		status := func() map[string]int {
 			r := c.env.Run(t, 30*time.Second, bin, "status", "--name", c.name, "--json")
 			var st struct {
-				Node struct {
+				Runtime *struct{ Name, Version string }
+				Node    struct {
 					Phase      string
 					Components []struct {
 						Name     string
@@ -339,6 +341,9 @@ func testUp(t *testing.T, rt upRuntime) {
 			if err := json.Unmarshal([]byte(r.Stdout), &st); err != nil {
 				t.Fatalf("status --json: %v\n%s", err, r)
 			}
+			if st.Runtime != nil {
+				runtime = *st.Runtime
+			}
 			out := map[string]int{}
 			for _, cs := range st.Node.Components {
 				if cs.State == "ready" {
@@ -350,6 +355,11 @@ func testUp(t *testing.T, rt upRuntime) {
 			return out
 		}
 		before := status()
+		// The runtime and version status names are the ones the kubelet
+		// reports.
+		if _, v, _ := strings.Cut(n.Status.NodeInfo.ContainerRuntimeVersion, "://"); runtime.Name != rt.name || runtime.Version != v {
+			t.Errorf("status --json runtime %+v, want %s %s (the Node's %s)", runtime, rt.name, v, n.Status.NodeInfo.ContainerRuntimeVersion)
+		}
 		for _, comp := range []string{rt.component, "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy"} {
 			if before[comp] == 0 {
 				t.Errorf("status: %s not ready with a PID: %v", comp, before)
