@@ -40,8 +40,9 @@ func (h host) fixtureRuntime(s *System, rt component.Runtime) RuntimeProbe {
 	return p
 }
 
-// probe is a runtime found complete at dir, at version v, running modes.
-func probe(t *testing.T, name, dir, v string, full, degraded bool, missing ...string) RuntimeProbe {
+// probe is a runtime found at dir, at version v, running in full mode and
+// in degraded mode if degraded, less the tools missing.
+func probe(t *testing.T, name, dir, v string, degraded bool, missing ...string) RuntimeProbe {
 	t.Helper()
 	rt, err := node.Runtimes.Lookup("runtime", name)
 	if err != nil {
@@ -59,7 +60,7 @@ func probe(t *testing.T, name, dir, v string, full, degraded bool, missing ...st
 		}
 		p.Bins[tool.Name] = filepath.Join(dir, tool.Names[0])
 	}
-	p.Info = component.RuntimeInfo{Name: name, Version: v, Path: p.Bins[rt.Daemon.Name], Full: full, Degraded: degraded}
+	p.Info = component.RuntimeInfo{Name: name, Version: v, Path: p.Bins[rt.Daemon.Name], Full: true, Degraded: degraded}
 	if !degraded {
 		p.Info.Why = "containerd " + v + " cannot run a node without a delegated cgroup v2 tree (degraded mode)"
 	}
@@ -82,8 +83,8 @@ func runtimeResult(t *testing.T, h host) Result {
 func TestRuntimesBothFound(t *testing.T) {
 	h := thisVM() // degraded: hybrid cgroups
 	h.runtimes = map[string]RuntimeProbe{
-		"containerd": probe(t, "containerd", "/usr/bin", "1.6.20", true, true),
-		"crio":       probe(t, "crio", crioDir, "1.36.3", true, true),
+		"containerd": probe(t, "containerd", "/usr/bin", "1.6.20", true),
+		"crio":       probe(t, "crio", crioDir, "1.36.3", true),
 	}
 	r := runtimeResult(t, h)
 	assertResult(t, r, want{status: Pass, noFix: true,
@@ -125,8 +126,8 @@ func TestRuntimeCRIOMissingPinns(t *testing.T) {
 	h := thisVM()
 	h.cri = "crio"
 	h.runtimes = map[string]RuntimeProbe{
-		"containerd": probe(t, "containerd", "/usr/bin", "1.6.20", true, true),
-		"crio":       probe(t, "crio", crioDir, "1.36.3", true, true, "pinns"),
+		"containerd": probe(t, "containerd", "/usr/bin", "1.6.20", true),
+		"crio":       probe(t, "crio", crioDir, "1.36.3", true, "pinns"),
 	}
 	r := runtimeResult(t, h)
 	assertResult(t, r, want{status: Warn, found: "crio [configured] 1.36.3 (" + crioDir + "/crio): full and degraded mode; crio found but pinns missing: run hack/build-crio.sh",
@@ -139,7 +140,7 @@ func TestRuntimeCRIOMissingPinns(t *testing.T) {
 	}
 
 	// Without pinns and conmon: the build, and conmon's package as root.
-	h.runtimes["crio"] = probe(t, "crio", crioDir, "1.36.3", true, true, "pinns", "conmon")
+	h.runtimes["crio"] = probe(t, "crio", crioDir, "1.36.3", true, "pinns", "conmon")
 	r = runtimeResult(t, h)
 	assertResult(t, r, want{status: Warn, found: "crio found but pinns and conmon missing: run hack/build-crio.sh, and apt-get install conmon",
 		debian: "apt-get install -y conmon\n# then, as the user, in usernode's source tree: hack/build-crio.sh", fedora: "dnf install -y conmon"})
@@ -153,8 +154,8 @@ func TestRuntimeCRIOMissingPinns(t *testing.T) {
 func TestRuntimeContainerd2Degraded(t *testing.T) {
 	h := thisVM()
 	h.runtimes = map[string]RuntimeProbe{
-		"containerd": probe(t, "containerd", "/opt/containerd-2.1.4/bin", "2.1.4", true, false),
-		"crio":       probe(t, "crio", crioDir, "1.36.3", true, true),
+		"containerd": probe(t, "containerd", "/opt/containerd-2.1.4/bin", "2.1.4", false),
+		"crio":       probe(t, "crio", crioDir, "1.36.3", true),
 	}
 	r := runtimeResult(t, h)
 	assertResult(t, r, want{status: Warn, found: "containerd [configured] 2.1.4 (/opt/containerd-2.1.4/bin/containerd): full mode only; containerd 2.1.4 runs in full mode only, and this host gives degraded mode",
@@ -172,7 +173,7 @@ func TestRuntimeContainerd2Degraded(t *testing.T) {
 
 	// The same containerd on a host with delegation runs.
 	h = ubuntu2404()
-	h.runtimes = map[string]RuntimeProbe{"containerd": probe(t, "containerd", "/opt/containerd-2.1.4/bin", "2.1.4", true, false)}
+	h.runtimes = map[string]RuntimeProbe{"containerd": probe(t, "containerd", "/opt/containerd-2.1.4/bin", "2.1.4", false)}
 	assertResult(t, runtimeResult(t, h), want{status: Pass, found: "containerd [configured] 2.1.4 (/opt/containerd-2.1.4/bin/containerd): full mode only"})
 }
 

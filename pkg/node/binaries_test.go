@@ -20,7 +20,7 @@ func TestFindBinariesBeside(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(built) })
+	t.Cleanup(func() { _ = os.RemoveAll(built) })
 	if built, err = filepath.Abs(built); err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestFindBinariesBuildScript(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 	if dir, err = filepath.Abs(dir); err != nil {
 		t.Fatal(err)
 	}
