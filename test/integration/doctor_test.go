@@ -3,6 +3,7 @@ package integration
 import (
 	"encoding/json"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -138,6 +139,46 @@ func TestDoctor(t *testing.T) {
 			t.Errorf("%s = %s (%s), want %s", id, status, found, want)
 		}
 	}
+
+	// The runtimes as `up` would find them: CRI-O only in the bin dir
+	// (`make test` builds it there), containerd 1.x from Debian; each
+	// named with its version and modes, both able to run this host.
+	t.Run("runtimes", func(t *testing.T) {
+		bins := testutil.K8sBin(t)
+		r := env.Run(t, 2*time.Minute, bin, "doctor", "--json", "--cri", "crio", "--bin-dir", bins)
+		var doc struct {
+			Checks []struct {
+				ID, Status, Found string
+				Runtimes          []struct {
+					Name, Version, Path, Modes string
+					Found, Runs, Configured    bool
+					Missing                    []string
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(r.Stdout), &doc); err != nil {
+			t.Fatalf("doctor --json: %v\n%s", err, r)
+		}
+		for _, c := range doc.Checks {
+			if c.ID != "binary.cri" {
+				continue
+			}
+			if c.Status != "PASS" || len(c.Runtimes) != 2 {
+				t.Fatalf("binary.cri = %s, %d runtimes:\n%s", c.Status, len(c.Runtimes), c.Found)
+			}
+			for _, rt := range c.Runtimes {
+				want := map[string]string{"containerd": "1.", "crio": "1.36"}[rt.Name]
+				if !rt.Found || !rt.Runs || !strings.HasPrefix(rt.Version, want) || rt.Modes != "full and degraded mode" || len(rt.Missing) > 0 || rt.Configured != (rt.Name == "crio") {
+					t.Errorf("runtime %+v, want %s %s*, found and running in full and degraded mode", rt, rt.Name, want)
+				}
+			}
+			if crio := c.Runtimes[1]; crio.Path != filepath.Join(bins, "crio") {
+				t.Errorf("crio at %s, want the --bin-dir's", crio.Path)
+			}
+			return
+		}
+		t.Fatalf("no binary.cri:\n%s", r)
+	})
 
 	t.Run("table", func(t *testing.T) {
 		r := env.Run(t, 2*time.Minute, bin, "doctor")
