@@ -65,7 +65,9 @@ type RuntimeReport struct {
 	Problem string `json:"problem,omitempty"`
 
 	missing []node.Missing
-	old     bool
+	// old: the daemon is there but `up` refuses it (too old, or it did
+	// not say what it is); the fix is another release.
+	old bool
 }
 
 // hostDegraded says whether a node here runs in degraded mode, as the
@@ -100,17 +102,19 @@ func (r *run) runtimeReport(ctx context.Context, rt component.Runtime, degraded 
 		rep.Missing = append(rep.Missing, m.String())
 	}
 	rep.Found = p.Bins[rt.Daemon.Name] != ""
+	if rep.Path == "" {
+		rep.Path = p.Bins[rt.Daemon.Name]
+	}
 	switch {
 	case !rep.Found:
 		return rep
 	case p.Err != nil:
-		rep.Problem = p.Err.Error()
+		// Probe refuses a release usernode does not configure (a crio
+		// older than it writes for): the fix is a newer one.
+		rep.Problem, rep.old = p.Err.Error(), true
 		return rep
 	}
 	rep.Modes = p.Info.Modes()
-	if rep.Path == "" {
-		rep.Path = p.Bins[rt.Daemon.Name]
-	}
 	mode, runs := "full", p.Info.Full
 	if degraded {
 		mode, runs = "degraded", p.Info.Degraded

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -175,6 +176,18 @@ func TestRuntimeContainerd2Degraded(t *testing.T) {
 	h = ubuntu2404()
 	h.runtimes = map[string]RuntimeProbe{"containerd": probe(t, "containerd", "/opt/containerd-2.1.4/bin", "2.1.4", false)}
 	assertResult(t, runtimeResult(t, h), want{status: Pass, found: "containerd [configured] 2.1.4 (/opt/containerd-2.1.4/bin/containerd): full mode only"})
+}
+
+// A crio usernode does not configure (Probe refuses it): the configured
+// runtime cannot run, and the fix is the build.
+func TestRuntimeCRIOTooOld(t *testing.T) {
+	h := thisVM()
+	h.cri = "crio"
+	old := probe(t, "crio", crioDir, "1.35.0", true)
+	old.Info, old.Err = component.RuntimeInfo{}, errors.New(crioDir+"/crio is CRI-O 1.35.0; usernode configures 1.36 or newer: build it with hack/build-crio.sh")
+	h.runtimes = map[string]RuntimeProbe{"crio": old}
+	assertResult(t, runtimeResult(t, h), want{status: Warn, found: "crio [configured] version unknown (" + crioDir + "/crio); " + crioDir + "/crio is CRI-O 1.35.0",
+		debian: "hack/build-crio.sh"})
 }
 
 // No runtime at all: a failure whose fix installs the configured one.
