@@ -22,6 +22,11 @@ test-unit:
 # ~19 min on 2 idle cores, then reused). Run as root, the tests drop to a user who
 # cannot read root's cache, so the binaries are copied to a readable dir.
 K8S_TEST_DIR ?= $(if $(filter 0,$(shell id -u)),/opt/usernode-k8s)
+# containerd 2.x (hack/build-containerd.sh) goes in a directory of its own:
+# `up` looks for containerd, ctr and the shim in PATH only (not in
+# --bin-dir), but a copy of the Kubernetes dir put in PATH would have 2.x
+# stand in for the system's 1.x. The tests find it in USERNODE_CONTAINERD2.
+CONTAINERD2_TEST_DIR := $(if $(K8S_TEST_DIR),$(K8S_TEST_DIR)/containerd2)
 
 # Everything CI runs: vet, lint, the unit tier under the race detector,
 # then every test (the integration tests as a non-root user, created here
@@ -31,7 +36,9 @@ test: vet lint test-unit build test-user
 	tail -n1 bin/k8s-dir.out > bin/k8s-dir
 	GO=$(GO) ./hack/build-flannel.sh $(K8S_TEST_DIR) > bin/flannel-dir.out
 	GO=$(GO) ./hack/build-crio.sh $(K8S_TEST_DIR) > bin/crio-dir.out
-	USERNODE_K8S_BIN="$$(cat bin/k8s-dir)" $(GO) test -count=1 -p 1 -timeout 45m ./...
+	GO=$(GO) ./hack/build-containerd.sh $(CONTAINERD2_TEST_DIR) > bin/containerd2-dir.out
+	USERNODE_K8S_BIN="$$(cat bin/k8s-dir)" USERNODE_CONTAINERD2="$$(tail -n1 bin/containerd2-dir.out)" \
+		$(GO) test -count=1 -p 1 -timeout 45m ./...
 
 test-user:
 	@if [ "$$(id -u)" -eq 0 ]; then ./hack/test-user.sh; else echo "make test-user: running as $$(id -un), tests use this account"; fi
@@ -95,12 +102,13 @@ bench-net: test-user
 # proxy with the modules pinned in k8s/. Cached by input hash under
 # $${USERNODE_CACHE:-~/.cache/usernode}/bin/<key>/; the last line printed is
 # the directory holding the binaries. `make k8s K8S_OUTDIR=dir` also copies
-# them to dir. Not part of `make test`.
+# them to dir (containerd 2.x to dir/containerd2). Not part of `make test`.
 .PHONY: k8s k8s-clean
 k8s:
 	GO=$(GO) ./hack/build-k8s.sh $(K8S_OUTDIR)
 	GO=$(GO) ./hack/build-flannel.sh $(K8S_OUTDIR)
 	GO=$(GO) ./hack/build-crio.sh $(K8S_OUTDIR)
+	GO=$(GO) ./hack/build-containerd.sh $(if $(K8S_OUTDIR),$(K8S_OUTDIR)/containerd2)
 
 k8s-clean:
 	./hack/build-k8s.sh --clean
