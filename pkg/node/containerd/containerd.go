@@ -1,8 +1,8 @@
 // Package containerd renders containerd's config.toml for a rootless node
 // (/etc/usernode/containerd.toml, regenerated at each `up`): config
-// version 2 for containerd 1.6 and 1.7 (Debian 12 ships 1.6.20) and
-// version 3 for containerd 2.x, chosen from the version the caller reads
-// from `containerd --version` (ParseVersionOutput).
+// version 2 for containerd 1.6 and 1.7 (Debian 12 ships 1.6.20), version 3
+// for containerd 2.0 to 2.2 and version 4 for 2.3 and later, chosen from the
+// version the caller reads from `containerd --version` (ParseVersionOutput).
 //
 // The file is encoded with github.com/pelletier/go-toml/v2 from the small
 // typed structs below, which hold only the fields usernode sets; every
@@ -129,12 +129,15 @@ func ConfigVersion(v string) (int, error) {
 	switch {
 	case pv.major == 1 && pv.minor >= 6:
 		return 2, nil
-	case pv.major == 2:
+	case pv.major == 2 && pv.minor <= 2:
 		return 3, nil
-	case pv.major > 2:
-		// Version 3 is the newest format; a newer containerd that still
-		// reads it is more likely than not.
-		return 3, nil
+	case pv.major >= 2:
+		// 2.3 moved the server settings ([grpc], [ttrpc]) into server
+		// plugins (version 4). It still reads version 3, but migrates it
+		// at every start and logs a warning saying so (measured with
+		// 2.4.2). Version 4 is the newest format; a newer containerd that
+		// still reads it is more likely than not.
+		return 4, nil
 	default:
 		return 0, fmt.Errorf("containerd %s is not supported: usernode needs 1.6 or newer", v)
 	}
@@ -219,7 +222,8 @@ type ConfigV2 struct {
 }
 
 // GRPC is [grpc]: the socket containerd serves on, which the kubelet
-// and usernode's image import dial.
+// and usernode's image import dial. In version 4 it is the table of the
+// gRPC and of the ttrpc server plugin.
 type GRPC struct {
 	Address string `toml:"address"`
 }
@@ -336,26 +340,34 @@ func configV2For(o Options) *ConfigV2 {
 	}
 }
 
-// Config version 3: containerd 2.x, where the CRI plugin is split into
-// images and runtime plugins and disable_cgroup no longer exists.
+// Config versions 3 and 4: containerd 2.x, where the CRI plugin is split
+// into images and runtime plugins and disable_cgroup no longer exists.
+// Version 4 (2.3 and later) differs only in where the sockets are set:
+// [grpc] becomes the io.containerd.server.v1.grpc plugin's table, and the
+// ttrpc socket, which version 3 derived from the gRPC one, is set on its
+// own plugin.
 
-// ConfigV3 is the part of containerd 2.x's config usernode sets.
+// ConfigV3 is the part of containerd 2.x's config usernode sets, in
+// version 3 or 4.
 type ConfigV3 struct {
 	Version         int                    `toml:"version"`
 	Root            string                 `toml:"root"`
 	State           string                 `toml:"state"`
 	DisabledPlugins []string               `toml:"disabled_plugins"`
-	GRPC            GRPC                   `toml:"grpc"`
+	GRPC            *GRPC                  `toml:"grpc,omitempty"` // version 3 only
 	ProxyPlugins    map[string]ProxyPlugin `toml:"proxy_plugins,omitempty"`
 	Plugins         PluginsV3              `toml:"plugins"`
 }
 
-// PluginsV3 is [plugins] of a version 3 config, where 1.x's CRI plugin
-// is split into an images and a runtime plugin.
+// PluginsV3 is [plugins] of a version 3 or 4 config, where 1.x's CRI
+// plugin is split into an images and a runtime plugin.
 type PluginsV3 struct {
 	Images  CRIImagesV3  `toml:"io.containerd.cri.v1.images"`
 	Runtime CRIRuntimeV3 `toml:"io.containerd.cri.v1.runtime"`
 	Opt     Opt          `toml:"io.containerd.internal.v1.opt"`
+	// The server plugins: version 4 only.
+	GRPCServer  *GRPC `toml:"io.containerd.server.v1.grpc,omitempty"`
+	TTRPCServer *GRPC `toml:"io.containerd.server.v1.ttrpc,omitempty"`
 }
 
 // CRIImagesV3 is [plugins."io.containerd.cri.v1.images"]: the snapshotter
@@ -386,18 +398,19 @@ type CRIContainerdV3 struct {
 
 func configV3For(o Options, v ver) *ConfigV3 {
 	cni := CNI{ConfDir: o.CNIConfDir}
-	// bin_dirs arrived in 2.1, and bin_dir is removed in 2.3.
+	// bin_dirs arrived in 2.1, which deprecated bin_dir (2.4.2 still
+	// reads it).
 	if v.major == 2 && v.minor == 0 {
 		cni.BinDir = o.CNIBinDir
 	} else {
 		cni.BinDirs = []string{o.CNIBinDir}
 	}
-	return &ConfigV3{
+	c := &ConfigV3{
 		Version:         3,
 		Root:            o.Root,
 		State:           o.State,
 		DisabledPlugins: disabledPlugins,
-		GRPC:            GRPC{Address: o.Address},
+		GRPC:            &GRPC{Address: o.Address},
 		ProxyPlugins:    proxyPlugins(o),
 		Plugins: PluginsV3{
 			Images: CRIImagesV3{
@@ -417,6 +430,13 @@ func configV3For(o Options, v ver) *ConfigV3 {
 			Opt: Opt{Path: o.OptPath},
 		},
 	}
+	if v.major > 2 || v.minor >= 3 {
+		c.Version, c.GRPC = 4, nil
+		c.Plugins.GRPCServer = &GRPC{Address: o.Address}
+		// Where version 3 put it: the shims and ctr find it there.
+		c.Plugins.TTRPCServer = &GRPC{Address: o.Address + ".ttrpc"}
+	}
+	return c
 }
 
 // ErrDegradedNeeds1x is wrapped by Render for containerd 2.x in degraded mode.

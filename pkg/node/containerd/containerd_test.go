@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usernode/usernode/internal/testutil"
 	"github.com/usernode/usernode/pkg/node/internal/tomltest"
 )
 
@@ -113,10 +114,13 @@ func TestV3(t *testing.T) {
 		version string
 		binDir  any
 		key     string
+		config  int64
 	}{
-		{"2.2.1", []any{"/usr/lib/cni"}, "bin_dirs"},
-		{"v2.1.0", []any{"/usr/lib/cni"}, "bin_dirs"},
-		{"2.0.5", "/usr/lib/cni", "bin_dir"},
+		{"v2.4.2", []any{"/usr/lib/cni"}, "bin_dirs", 4},
+		{"2.3.4", []any{"/usr/lib/cni"}, "bin_dirs", 4},
+		{"2.2.1", []any{"/usr/lib/cni"}, "bin_dirs", 3},
+		{"v2.1.0", []any{"/usr/lib/cni"}, "bin_dirs", 3},
+		{"2.0.5", "/usr/lib/cni", "bin_dir", 3},
 	} {
 		b, err := Render(Options{Version: tc.version})
 		if err != nil {
@@ -130,7 +134,7 @@ func TestV3(t *testing.T) {
 			path []string
 			want any
 		}{
-			{[]string{"version"}, int64(3)},
+			{[]string{"version"}, tc.config},
 			{[]string{"plugins", rt, "disable_apparmor"}, true},
 			{[]string{"plugins", rt, "restrict_oom_score_adj"}, true},
 			{[]string{"plugins", rt, "disable_hugetlb_controller"}, true},
@@ -147,6 +151,22 @@ func TestV3(t *testing.T) {
 		}
 		if strings.Contains(string(b), "disable_cgroup") || strings.Contains(string(b), "grpc.v1.cri") {
 			t.Errorf("%s: 1.x keys in a version 3 config:\n%s", tc.version, b)
+		}
+		// The sockets: [grpc] in version 3, the server plugins in 4
+		// (where a [grpc] table is deprecated and a ttrpc socket no
+		// longer follows the gRPC one).
+		grpc, inGRPC := tomltest.At(m, "grpc", "address")
+		srv, inSrv := tomltest.At(m, "plugins", "io.containerd.server.v1.grpc", "address")
+		ttrpc, inTTRPC := tomltest.At(m, "plugins", "io.containerd.server.v1.ttrpc", "address")
+		switch tc.config {
+		case 3:
+			if grpc != "/run/containerd/containerd.sock" || inSrv || inTTRPC {
+				t.Errorf("%s: version 3 sockets: grpc %v, server plugins %v %v:\n%s", tc.version, grpc, srv, ttrpc, b)
+			}
+		case 4:
+			if inGRPC || srv != "/run/containerd/containerd.sock" || ttrpc != "/run/containerd/containerd.sock.ttrpc" {
+				t.Errorf("%s: version 4 sockets: grpc %v, server plugins %v %v:\n%s", tc.version, grpc, srv, ttrpc, b)
+			}
 		}
 	}
 	if _, err := Render(Options{Version: "2.2.1", Degraded: true}); !errors.Is(err, ErrDegradedNeeds1x) {
@@ -168,7 +188,7 @@ func TestVersions(t *testing.T) {
 	if _, err := ParseVersionOutput("runc version 1.1.5"); err == nil {
 		t.Error("runc output accepted")
 	}
-	for v, want := range map[string]int{"1.6.20~ds1": 2, "1.7.27": 2, "v2.2.1": 3, "2.0.0": 3} {
+	for v, want := range map[string]int{"1.6.20~ds1": 2, "1.7.27": 2, "v2.2.1": 3, "2.0.0": 3, "2.3.4": 4, "v2.4.2": 4, "3.0.0": 4} {
 		if got, err := ConfigVersion(v); err != nil || got != want {
 			t.Errorf("ConfigVersion(%s) = %d, %v; want %d", v, got, err, want)
 		}
@@ -255,5 +275,64 @@ func TestProbe(t *testing.T) {
 	}
 	if _, err := Probe(context.Background(), filepath.Join(dir, "missing")); err == nil {
 		t.Error("a missing binary probed fine")
+	}
+}
+
+// containerd 2.x, as hack/build-containerd.sh builds it (`make test` names
+// its directory in USERNODE_CONTAINERD2), reads the config usernode renders
+// for it: without a warning (2.x only warns on a key it does not know, and
+// on a config in an older version, which it migrates at every start) and
+// taking every key written with the value written, as `config dump`
+// shows. Full mode only: 2.x refuses degraded mode (TestV3).
+func TestContainerd2AcceptsIt(t *testing.T) {
+	bin := testutil.Containerd2(t)
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		t.Fatalf("%s --version: %v", bin, err)
+	}
+	v, err := ParseVersionOutput(string(out))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(strings.TrimPrefix(v, "v"), "2.") {
+		t.Fatalf("%s is containerd %s, not 2.x", bin, v)
+	}
+	for _, o := range []Options{
+		{Version: v},
+		{Version: v, Snapshotter: FuseOverlayfs, OCIRuntime: "/usr/bin/crun", SandboxImage: "localhost/pause:dev",
+			CNIBinDir: "/opt/cni/bin", Address: "/run/usernode/containerd.sock"},
+	} {
+		written, err := Render(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := filepath.Join(t.TempDir(), "config.toml")
+		if err := os.WriteFile(path, written, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "--config", path, "config", "dump")
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		dump, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("containerd %s config dump: %v\n%s", v, err, stderr.String())
+		}
+		if s := stderr.String(); strings.Contains(s, "level=warning") || strings.Contains(s, "level=error") {
+			t.Errorf("containerd %s complains about the config:\n%s\nconfig:\n%s", v, s, written)
+		}
+		got := tomltest.Raw(t, dump)
+		var walk func(path []string, x any)
+		walk = func(path []string, x any) {
+			if m, ok := x.(map[string]any); ok {
+				for k, y := range m {
+					walk(append(append([]string(nil), path...), k), y)
+				}
+				return
+			}
+			if g, ok := tomltest.At(got, path...); !ok || !reflect.DeepEqual(g, x) {
+				t.Errorf("containerd %s took %s as %#v (present %v), want %#v", v, strings.Join(path, " > "), g, ok, x)
+			}
+		}
+		walk(nil, tomltest.Raw(t, written))
 	}
 }
