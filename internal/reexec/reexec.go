@@ -19,10 +19,21 @@ func Register(name string, f func()) {
 	entries[name] = f
 }
 
-// Init runs the entry point named by argv[0], if any, and reports whether it
-// did. main() returns straight away when it did.
+// EntryEnv names the entry point instead of argv[0], for a re-exec that
+// another program starts: nsenter runs this binary with its path as
+// argv[0]. Init removes it, so that it does not reach what the entry
+// point starts.
+const EntryEnv = "_USERNODE_REEXEC_ENTRY"
+
+// Init runs the entry point named by argv[0] (or EntryEnv), if any, and
+// reports whether it did. main() returns straight away when it did.
 func Init() bool {
-	if f, ok := entries[os.Args[0]]; ok {
+	name := os.Args[0]
+	if e, ok := os.LookupEnv(EntryEnv); ok {
+		name = e
+		_ = os.Unsetenv(EntryEnv) // fails only for an invalid name
+	}
+	if f, ok := entries[name]; ok {
 		f()
 		return true
 	}

@@ -262,6 +262,9 @@ func printStatus(w *strings.Builder, st *node.Status) error {
 	if rt := st.Runtime; rt != nil {
 		fmt.Fprintf(w, "  runtime: %s %s (%s; runs in %s)\n", rt.Name, rt.Version, rt.Path, rt.Modes())
 	}
+	if st.Network != nil {
+		w.WriteString(st.Network.Summary())
+	}
 	if st.Node.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", st.Node.Error)
 	}

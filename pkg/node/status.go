@@ -37,6 +37,9 @@ type Status struct {
 	// from, read without a process or a dial into the node, and there
 	// while the node is still starting.
 	Runtime *component.RuntimeInfo `json:"runtime,omitempty"`
+	// Network is the node's network as measured now: the helper, the
+	// interface inside the node, a probe through it, the restarts.
+	Network *sandbox.NetStatus `json:"network,omitempty"`
 
 	spec *Spec
 }
@@ -55,6 +58,7 @@ func GetStatus(ctx context.Context, c sandbox.Config) (*Status, error) {
 		ctx = context.Background()
 	}
 	out := &Status{Sandbox: st, Node: &supervise.Status{Phase: "starting"}}
+	out.Network = sandbox.NetworkStatus(ctx, st)
 	if ns, err := supervise.ReadStatus(PathsOf(c).Status()); err == nil {
 		out.Node = ns
 	}

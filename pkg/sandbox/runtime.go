@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -26,6 +27,23 @@ type State struct {
 	Network    *network.Config `json:"network,omitempty"`
 	StateDir   string          `json:"stateDir"`
 	PortSocket string          `json:"portSocket,omitempty"`
+	// NetHelper is the supervisor's account of the network helper, for
+	// drivers that have one (slirp4netns, pasta).
+	NetHelper *NetHelper `json:"netHelper,omitempty"`
+}
+
+// NetHelper is the network helper process as the supervisor keeps it.
+type NetHelper struct {
+	Name string `json:"name"`
+	PID  int    `json:"pid"`
+	// Restarts counts the times the supervisor started it again after it
+	// exited; LastExit says how it last exited, LastRestart when.
+	Restarts    int       `json:"restarts"`
+	LastExit    string    `json:"lastExit,omitempty"`
+	LastRestart time.Time `json:"lastRestart,omitzero"`
+	// GaveUp says why the supervisor stopped restarting it: the node runs
+	// on without a network beyond its own.
+	GaveUp string `json:"gaveUp,omitempty"`
 }
 
 const stateFile = "state.json"
