@@ -18,6 +18,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/usernode/usernode/internal/pause"
 )
 
 // File is one entry of the image's only layer.
@@ -188,10 +190,17 @@ func Static(path string) (bool, error) {
 // PauseRef is the sandbox image name the generated containerd config uses.
 const PauseRef = "registry.k8s.io/pause:3.10"
 
-// Pause is the pod sandbox image: usernode's own binary, which acts as
-// pause when started as /pause (it sleeps and reaps), if it is static;
+// Pause is the pod sandbox image: internal/pause's program for this
+// architecture, a few hundred bytes (each pod's pause is its own process,
+// so its size is paid once a pod). Where there is none, usernode's own
+// binary, which acts as pause when started as /pause, if self is static;
 // otherwise busybox-static's sleep. Either way no registry is needed.
-func Pause(self string) (Image, error) {
+func Pause(self string) (Image, error) { return pauseFor(runtime.GOARCH, self) }
+
+func pauseFor(goarch, self string) (Image, error) {
+	if p := pause.Program(goarch); p != nil {
+		return Image{Ref: PauseRef, Entrypoint: []string{"/pause"}, Files: []File{{Path: "/pause", Mode: 0o755, Data: p}}}, nil
+	}
 	if ok, err := Static(self); err == nil && ok {
 		return Image{Ref: PauseRef, Entrypoint: []string{"/pause"}, Files: []File{{Path: "/pause", Mode: 0o755, Source: self}}}, nil
 	}
@@ -204,6 +213,11 @@ func Pause(self string) (Image, error) {
 		{Path: "/bin/sleep", Mode: fs.ModeSymlink | 0o777, Link: "busybox"},
 	}}, nil
 }
+
+// SmallPause tells whether Pause makes the image from internal/pause's
+// program; false means each pod runs a whole usernode (or busybox) as its
+// pause, which the node says in its log.
+func SmallPause() bool { return pause.Program(runtime.GOARCH) != nil }
 
 // Busybox is a small userland image for tests and debugging, from Debian's
 // busybox-static.

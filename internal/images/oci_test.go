@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/usernode/usernode/internal/pause"
 )
 
 func readTar(t *testing.T, b []byte) map[string][]byte {
@@ -107,9 +109,33 @@ func TestWriteArchive(t *testing.T) {
 	}
 }
 
-func TestPauseFallsBackToBusybox(t *testing.T) {
+// Where internal/pause has a program, it is the whole image: usernode's
+// own binary is not in it.
+func TestPauseIsTheSmallProgram(t *testing.T) {
+	for _, arch := range []string{"amd64", "arm64"} {
+		img, err := pauseFor(arch, "/proc/self/exe")
+		if err != nil || len(img.Files) != 1 || img.Files[0].Source != "" || !bytes.Equal(img.Files[0].Data, pause.Program(arch)) ||
+			img.Entrypoint[0] != "/pause" {
+			t.Errorf("%s: %+v, %v", arch, img, err)
+		}
+	}
+}
+
+// Elsewhere, usernode's own binary when it is static (it has a /pause
+// entry), else busybox's sleep.
+func TestPauseFallsBack(t *testing.T) {
+	self, err := os.Executable() // the test binary: static or not, per the build
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := Static(self); ok {
+		img, err := pauseFor("riscv64", self)
+		if err != nil || img.Files[0].Source != self {
+			t.Errorf("static self: %+v, %v", img, err)
+		}
+	}
 	dyn := "/bin/ls" // dynamically linked on every distribution we run on
-	img, err := Pause(dyn)
+	img, err := pauseFor("riscv64", dyn)
 	if _, bbErr := findBusybox(); bbErr != nil {
 		if err == nil {
 			t.Fatal("want an error naming busybox-static when neither is static")

@@ -64,7 +64,7 @@ func insideMain() {
 	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer cancel()
-	plan, err := Prepare(spec)
+	plan, err := Prepare(spec, l)
 	if err != nil {
 		writeFailed(err)
 		l.Infof("%v", err)
@@ -116,14 +116,14 @@ func checkNodeIP(want netip.Addr) error {
 
 // Prepare renders the node inside its namespaces and returns the plan
 // that starts it.
-func Prepare(spec Spec) (*supervise.Plan, error) {
+func Prepare(spec Spec, l *log.Logger) (*supervise.Plan, error) {
 	if err := checkNodeIP(spec.Cluster.Self().IP); err != nil {
 		return nil, err
 	}
 	degraded := cgroup.Host{UID: 0, PID: "self"}.Detect().Mode != cgroup.Full
 	// /proc/self/exe, not the binary's path: that may be under /tmp, which
-	// the node cannot see.
-	steps, err := Plan(spec.Cluster, Build{Binaries: spec.Binaries, Degraded: degraded, Pause: "/proc/self/exe"})
+	// the node cannot see. Only where internal/pause has no program.
+	steps, err := Plan(spec.Cluster, Build{Binaries: spec.Binaries, Degraded: degraded, Pause: "/proc/self/exe", Log: l})
 	if err != nil {
 		return nil, err
 	}

@@ -271,9 +271,9 @@ type RuntimeHandler struct {
 type Image struct {
 	PauseImage string `toml:"pause_image"`
 	// PauseCommand "" runs the pause image's own entrypoint: /pause
-	// (usernode itself) or busybox's sleep when usernode is not static
+	// (internal/pause's program, or usernode itself) or busybox's sleep
 	// (internal/images.Pause). CRI-O's default, "/pause", only fits the
-	// first.
+	// first two.
 	PauseCommand    string `toml:"pause_command"`
 	SignaturePolicy string `toml:"signature_policy"`
 	BigFilesTempDir string `toml:"big_files_temporary_dir"`
