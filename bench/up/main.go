@@ -58,6 +58,7 @@ var (
 	timeout     = flag.Duration("timeout", 3*time.Minute, "limit for each start (to the pod Running)")
 	only        = flag.String("only", "", "run only the sides whose label starts with this: usernode (every runtime), usernodecrio, or hardway")
 	runtimes    = flag.String("runtimes", "containerd,crio", "the CRI runtimes usernode runs, each a side of its own (the hard way runs containerd)")
+	pods        = flag.Int("pods", 20, "on each warm start, pods started at once after the first, for the memory each pod adds; 0: none")
 	verbose     = flag.Bool("v", false, "print every start's figures and the commands' output")
 )
 
@@ -69,7 +70,7 @@ func main() {
 		fs.StringVar(&o.State, "state", "", "HW_STATE")
 		fs.StringVar(&o.BinDir, "bin-dir", "/opt/usernode-k8s", "Kubernetes binaries")
 		fs.IntVar(&o.APIPort, "api-port", 6443, "host port of kube-apiserver")
-		fs.StringVar(&o.Pause, "pause", "", "static binary for the pause image")
+		fs.StringVar(&o.Pause, "pause", "", "static binary for the pause image where internal/pause has no program for this architecture")
 		_ = fs.Parse(os.Args[1:]) // ExitOnError: it exits rather than return an error
 		if err := gen(o); err != nil {
 			die("gen: %v", err)
@@ -156,6 +157,7 @@ type result struct {
 	created                         float64 // the API accepted the pod
 	refused                         string  // why it did not before
 	mem                             map[string]mem
+	perPod                          map[string]mem // what each of -pods more pods added (warm starts)
 	phases                          map[string]float64
 	others                          []string
 }
@@ -180,14 +182,10 @@ func run() error {
 		return fmt.Errorf("no kubelet in -bin-dir %s: %v", *binDir, err)
 	}
 
-	// Under /tmp, as hack/run-as-user.sh does. It matters: the node side
-	// makes the pause image from its own binary when it can see it, and
-	// inside the sandbox /tmp is a fresh tmpfs, so it falls back to
-	// busybox's sleep. That is what works today: the usernode binary does
-	// not link internal/pause, so started as /pause it prints its help and
-	// exits, and every pod sandbox dies (seen with the binary under
-	// /var/tmp). The hard way gets the same busybox pause image (gen -pause
-	// "").
+	// Under /tmp, as hack/run-as-user.sh does. Both sides get the same
+	// pause image, internal/pause's program (images.Pause: usernode's
+	// node builds it, gen for the hard way); the binary's place does not
+	// matter to it.
 	work, err = os.MkdirTemp("/tmp", "usernode-bench-up.")
 	if err != nil {
 		return err
@@ -295,6 +293,10 @@ func run() error {
 				logf("round %d %-8s %s: Ready %.1fs, pod accepted %.1fs, Running %.1fs, stop %.1fs; RSS launcher %.1f MB, node total %.0f MB",
 					r+1, s.label, kind, rs.ready, rs.created, rs.pod, rs.stop,
 					total(rs.mem, launcher, rssOf), total(rs.mem, func(string) bool { return true }, rssOf))
+				if rs.perPod != nil {
+					logf("  each of %d more pods: PSS pause %.3f MB, node total %.2f MB", *pods,
+						rs.perPod["pod: pause"].pss, total(rs.perPod, func(string) bool { return true }, pssOf))
+				}
 				if *verbose {
 					if rs.refused != "" {
 						logf("  the API refused the pod until then: %s", rs.refused)
@@ -316,6 +318,7 @@ func run() error {
 // measure does one start: up, Ready, a pod Running, settle, memory, pod
 // deleted, stop.
 func (s *side) measure(ctx context.Context, cold bool, round int) (result, error) {
+	outer := ctx
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	var r result
@@ -403,6 +406,15 @@ func (s *side) measure(ctx context.Context, cold bool, round int) (result, error
 		return r, ctx.Err()
 	}
 	r.mem, r.others = sample(root)
+	if !cold && *pods > 0 {
+		// Its own limit: 20 pods at once take longer than one on 2 cores.
+		pctx, pcancel := context.WithTimeout(outer, *timeout)
+		r.perPod, err = morePods(pctx, cs, pod+"-pods", *pods, root, r.mem)
+		pcancel()
+		if err != nil {
+			return r, err
+		}
+	}
 	r.phases = s.phases(t0)
 
 	if err := deletePod(ctx, cs, pod); err != nil {

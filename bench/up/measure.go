@@ -25,6 +25,7 @@ type proc struct {
 	pid, ppid int
 	exe       string // basename of /proc/PID/exe
 	argv0     string
+	args      []string // the rest of the command line
 }
 
 // tree is root and all its descendants, from /proc.
@@ -53,7 +54,8 @@ func tree(root int) []proc {
 			p.exe = filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
 		}
 		if cl, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
-			p.argv0 = string(bytes.SplitN(cl, []byte{0}, 2)[0])
+			f := strings.Split(strings.TrimSuffix(string(cl), "\x00"), "\x00")
+			p.argv0, p.args = f[0], f[1:]
 		}
 		all[pid] = p
 		kids[ppid] = append(kids[ppid], pid)
@@ -110,23 +112,32 @@ func memOf(pid int) (mem, bool) {
 }
 
 // Process groups, in table order. usernode's own four processes are all
-// the usernode binary; so is the pause process of each pod, which counts
-// with the pods.
+// the usernode binary. Each pod's pause process is usernode's too (the
+// image it builds: internal/pause), counted apart from the pod's
+// containers.
 var groups = []string{
 	"usernode supervisor", "usernode agent", "usernode init", "usernode-node",
 	"rootlesskit (parent + child)", "hardway.sh (sh)",
 	"slirp4netns",
 	"containerd", "crio", "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "coredns",
-	"containerd-shim (1 pod)", "conmon (1 pod)", "pod: pause + busybox",
+	"containerd-shim (1 pod)", "conmon (1 pod)", "pod: pause", "pod: busybox",
 	"other",
 }
 
 var ownGroups = map[string]bool{"usernode supervisor": true, "usernode agent": true, "usernode init": true, "usernode-node": true}
 var launcherGroups = map[string]bool{"rootlesskit (parent + child)": true, "hardway.sh (sh)": true}
 
+// podGroup: the processes of pods, as opposed to the node's.
+func podGroup(g string) bool { return g == "pod: pause" || g == "pod: busybox" }
+
 func classify(p proc, underShim bool) string {
 	if underShim {
-		return "pod: pause + busybox"
+		// usernode's pause image runs /pause; where it has no program for
+		// the architecture and usernode is not static, busybox's sleep.
+		if p.argv0 == "/pause" || p.argv0 == "/bin/sleep" && len(p.args) == 1 && p.args[0] == "infinity" {
+			return "pod: pause"
+		}
+		return "pod: busybox"
 	}
 	switch p.argv0 {
 	case "usernode-sandbox-agent":
@@ -160,8 +171,10 @@ func sample(root int) (map[string]mem, []string) {
 	out := map[string]mem{}
 	var others []string
 	for _, p := range ps {
+		// A pod's processes are a shim's (containerd) or conmon's (CRI-O)
+		// children.
 		under := shim[p.ppid]
-		if under || p.exe == "containerd-shim-runc-v2" {
+		if under || p.exe == "containerd-shim-runc-v2" || p.exe == "conmon" {
 			shim[p.pid] = true
 		}
 		g := classify(p, under)
@@ -311,4 +324,70 @@ func deletePod(ctx context.Context, cs *kubernetes.Clientset, name string) error
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// morePods measures what a pod costs: it creates n more pods like the
+// first at once, waits until all are Running, waits settle, reads the
+// memory under root again and deletes them (waiting until they are gone,
+// so the next start has none to bring back). It returns what each pod
+// added, by group: (after - before) / n.
+func morePods(ctx context.Context, cs *kubernetes.Clientset, batch string, n, root int, before map[string]mem) (map[string]mem, error) {
+	pods := cs.CoreV1().Pods("default")
+	sel := metav1.ListOptions{LabelSelector: "benchup-batch=" + batch}
+	defer func() {
+		// Best effort here; a pod left behind makes the next start's
+		// figures wrong, which the purge at the round's start prevents.
+		_ = pods.DeleteCollection(context.Background(), metav1.DeleteOptions{}, sel)
+		for i := 0; i < 600; i++ {
+			if l, err := pods.List(context.Background(), sel); err == nil && len(l.Items) == 0 {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	for i := 0; i < n; i++ {
+		p := podSpec(fmt.Sprintf("%s-%d", batch, i))
+		p.Labels = map[string]string{"benchup-batch": batch}
+		if _, err := pods.Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			return nil, fmt.Errorf("pod %d of %d: %w", i+1, n, err)
+		}
+	}
+	last := ""
+	for {
+		l, err := pods.List(ctx, sel)
+		running := 0
+		if err == nil {
+			for _, p := range l.Items {
+				if p.Status.Phase == corev1.PodRunning {
+					running++
+				}
+			}
+			if running == n {
+				break
+			}
+			last = fmt.Sprintf("%d of %d Running", running, n)
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%d pods not Running: %w (last: %s)", n, ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	select {
+	case <-time.After(*settle):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	after, _ := sample(root)
+	per := map[string]mem{}
+	for _, m := range []map[string]mem{before, after} {
+		for g := range m {
+			a, b := after[g], before[g]
+			per[g] = mem{rss: (a.rss - b.rss) / float64(n), hwm: (a.hwm - b.hwm) / float64(n),
+				pss: (a.pss - b.pss) / float64(n), anon: (a.anon - b.anon) / float64(n)}
+		}
+	}
+	return per, nil
 }

@@ -102,7 +102,7 @@ func report(w io.Writer, res map[string][]result, sides []*side, others int, loa
 		}, "%.0f"},
 		row{"Kubernetes + containerd (no launcher, no slirp4netns, no pod)", func(_ string, r result) (float64, bool) {
 			return total(r.mem, func(g string) bool {
-				return !launcher(g) && g != "slirp4netns" && g != "pod: pause + busybox" && g != "other"
+				return !launcher(g) && g != "slirp4netns" && !podGroup(g) && g != "other"
 			}, rssOf), true
 		}, "%.0f"},
 		row{"**launcher, other measures (MB)**", nil, ""},
@@ -115,6 +115,29 @@ func report(w io.Writer, res map[string][]result, sides []*side, others int, loa
 		row{"node total PSS", func(_ string, r result) (float64, bool) {
 			return total(r.mem, func(string) bool { return true }, pssOf), true
 		}, "%.0f"},
+		// PSS splits pages shared between processes (the same binary's
+		// text, the pause program's one page across every pod) among
+		// them, so unlike RSS it adds up across processes.
+		row{"**PSS, steady state (MB; smaps_rollup)**", nil, ""},
+	)
+	for _, g := range groups {
+		rows = append(rows, row{"  " + g, memRow(g, pssOf), "%.2f"})
+	}
+	perPod := func(in func(string) bool) func(string, result) (float64, bool) {
+		return func(_ string, r result) (float64, bool) {
+			return total(r.perPod, in, pssOf), r.perPod != nil
+		}
+	}
+	rows = append(rows,
+		row{fmt.Sprintf("**PSS each pod adds (MB): %d more busybox pods at once, warm starts; (after − before) / %d**", *pods, *pods), nil, ""},
+		row{"  pod: pause (usernode's per-pod cost)", perPod(func(g string) bool { return g == "pod: pause" }), "%.3f"},
+		row{"  pod: busybox sleep", perPod(func(g string) bool { return g == "pod: busybox" }), "%.3f"},
+		row{"  containerd-shim / conmon", perPod(func(g string) bool { return g == "containerd-shim (1 pod)" || g == "conmon (1 pod)" }), "%.2f"},
+		row{"  usernode's own 4 processes / rootlesskit + sh", perPod(launcher), "%.3f"},
+		row{"  kubelet, containerd / crio and the rest of the node", perPod(func(g string) bool {
+			return !podGroup(g) && !launcher(g) && g != "containerd-shim (1 pod)" && g != "conmon (1 pod)"
+		}), "%.2f"},
+		row{"  node total", perPod(func(string) bool { return true }), "%.2f"},
 	)
 
 	n := 0
