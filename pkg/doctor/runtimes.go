@@ -130,10 +130,9 @@ func (r *run) runtimeReport(ctx context.Context, rt component.Runtime, degraded 
 		}
 		rep.Problem = fmt.Sprintf("%s found but %s missing: %s", rt.Name, joinAnd(names), fixesOf(p.Missing))
 	case !runs:
+		// Info.Why (in --json) says why at length; the result's Why
+		// carries it, the list stays one line per runtime.
 		rep.Problem = fmt.Sprintf("%s %s runs in %s, and this host gives %s mode", rt.Name, p.Info.Version, rep.Modes, mode)
-		if p.Info.Why != "" {
-			rep.Problem += ": " + p.Info.Why
-		}
 	default:
 		rep.Runs = true
 	}
@@ -299,6 +298,9 @@ func checkCRI(ctx context.Context, r *run) Result {
 	problem := rep.Problem
 	if problem == "" {
 		problem = rt.Name + " cannot run here"
+	}
+	if rep.Found && !rep.old && len(rep.missing) == 0 && rep.RuntimeInfo.Why != "" {
+		problem += ": " + rep.RuntimeInfo.Why
 	}
 	res.Why = why + " " + problem
 	if len(runs) > 0 {
