@@ -299,8 +299,8 @@ func checkCRI(ctx context.Context, r *run) Result {
 	if problem == "" {
 		problem = rt.Name + " cannot run here"
 	}
-	if rep.Found && !rep.old && len(rep.missing) == 0 && rep.RuntimeInfo.Why != "" {
-		problem += ": " + rep.RuntimeInfo.Why
+	if rep.Found && !rep.old && len(rep.missing) == 0 && rep.Why != "" {
+		problem += ": " + rep.Why
 	}
 	res.Why = why + " " + problem
 	if len(runs) > 0 {
