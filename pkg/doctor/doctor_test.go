@@ -627,8 +627,7 @@ func TestDelegationFailures(t *testing.T) {
 }
 
 // Doctor checks for what the registries say the node runs: the runtimes
-// `up` can configure (CRI-O is not one yet, so it is not offered) and the
-// user-mode network drivers.
+// `up` can configure and the user-mode network drivers.
 func TestChecksFollowRegistries(t *testing.T) {
 	titles := map[string]string{}
 	for _, c := range catalogue() {
