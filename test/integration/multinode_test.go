@@ -523,9 +523,14 @@ func TestJoin(t *testing.T) {
 // checkNodes: every node Ready, with its host's IP as ExternalIP, an
 // InternalIP of its own, and no uninitialized taint left.
 func checkNodes(t *testing.T, cp *hostCluster, hostIPs map[string]string) {
-	waitFor(t, "every node Ready", 3*time.Minute, func() (bool, string) {
+	// Ready comes from the kubelet, the uninitialized taint goes when
+	// usernode's node controller on the control plane has seen the node:
+	// two events, in either order (a CI run under load saw Ready first).
+	// A user waits for both before pods schedule.
+	waitFor(t, "every node Ready and initialized", 3*time.Minute, func() (bool, string) {
 		out, _ := cp.kubectl("get", "nodes", "--no-headers")
-		return strings.Count(out, " Ready ") == len(hostIPs), out
+		taints, _ := cp.kubectl("get", "nodes", "-o", "jsonpath={.items[*].spec.taints[*].key}")
+		return strings.Count(out, " Ready ") == len(hostIPs) && !strings.Contains(taints, "uninitialized"), out + " taints: " + taints
 	})
 	var nodes corev1.NodeList
 	if err := json.Unmarshal([]byte(cp.must(t, "get", "nodes", "-o", "json")), &nodes); err != nil {
