@@ -130,6 +130,8 @@ bench-up: build test-user
 .PHONY: test-vm
 test-vm: build
 	GO=$(GO) ./hack/build-k8s.sh $(K8S_TEST_DIR) > bin/k8s-dir-vm.out
+	GO=$(GO) ./hack/build-crio.sh $(K8S_TEST_DIR) > /dev/null
+	GO=$(GO) ./hack/build-containerd.sh $(CONTAINERD2_TEST_DIR) > /dev/null
 	./hack/vm/test-vm.sh $(BIN) "$$(tail -n1 bin/k8s-dir-vm.out)"
 
 # Multi-node benchmark (bench/multinode, docs/benchmarks.md): pod-to-pod
