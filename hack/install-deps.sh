@@ -9,12 +9,14 @@ set -euo pipefail
 # and `make lint`'s shellcheck, and gcc for `make test-unit`'s race
 # detector (-race needs cgo), and what CRI-O is built (hack/build-crio.sh:
 # libseccomp-dev, pkg-config, binutils) and run with (conmon; skopeo
-# imports the node's image archives into its storage).
+# imports the node's image archives into its storage), and the arm64
+# assembler that checks internal/pause's arm64 bytes against their source
+# (binutils-aarch64-linux-gnu, ~3 MB).
 pkgs=(uidmap slirp4netns passt lxc iproute2 iptables nftables containerd runc crun
       containernetworking-plugins fuse-overlayfs busybox-static
       rootlesskit socat iperf3 dbus-user-session procps psmisc curl util-linux
       debootstrap qemu-system-x86 qemu-utils e2fsprogs shellcheck gcc libc6-dev
-      libseccomp-dev pkg-config binutils conmon skopeo)
+      libseccomp-dev pkg-config binutils binutils-aarch64-linux-gnu conmon skopeo)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
