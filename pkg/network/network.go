@@ -11,7 +11,10 @@
 //  3. the Config it returns is handed (as JSON) into the namespace, where
 //     Child.Configure finishes the job (lo up, addresses, routes) and the
 //     sandbox writes /etc/resolv.conf from Config.DNS;
-//  4. Parent.Close on teardown stops the helpers.
+//  4. when the Parent is a Waiter and its helper exits while the node
+//     runs, Start again on a fresh Parent against the same namespace, and
+//     Child.Configure again inside;
+//  5. Parent.Close on teardown stops the helpers.
 package network
 
 import (
@@ -67,6 +70,19 @@ type Parent interface {
 	Start(ctx context.Context, ns NS, opts Options) (*Config, error)
 	// Close stops whatever Start started. It is safe to call more than once.
 	Close() error
+}
+
+// Waiter is implemented by a Parent whose interface lives only as long as
+// a helper process: slirp4netns's and pasta's TAP device is gone the
+// moment the helper exits (measured: after a kill -9 of slirp4netns the
+// node had no tap0 and no default route, and `status` still said ready).
+// The sandbox waits on it and starts the driver again on a fresh Parent
+// against the same namespace.
+type Waiter interface {
+	// Wait returns a channel that receives how the helper ended, once it
+	// has. Close's own stop of the helper is sent too: the caller stops
+	// listening before it closes. Nil before a successful Start.
+	Wait() <-chan error
 }
 
 // Child is the half that runs inside the namespace as uid 0.

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -18,6 +20,7 @@ import (
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/internal/userns"
 	"github.com/usernode/usernode/pkg/cgroup"
+	"github.com/usernode/usernode/pkg/network"
 )
 
 const (
@@ -152,6 +155,7 @@ func agentMain(e Entries) {
 	if err := up.send(msg{Kind: "ready"}); err != nil {
 		kill(err)
 	}
+	go relayNet(up, down)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -162,6 +166,30 @@ func agentMain(e Entries) {
 		case s := <-sigs:
 			_ = node.Process.Signal(s) // fails once init is gone, and exited says so
 		}
+	}
+}
+
+// relayNet passes the supervisor's later "net" messages (the network
+// helper was started again) down to init, and init's answers back up. It
+// ends when the supervisor's end closes: the agent dies with it anyway.
+func relayNet(up, down *channel) {
+	for {
+		m, err := up.recv("net")
+		if err != nil {
+			if m.Kind == "" {
+				return // closed
+			}
+			continue // not a message for us: nothing else comes this way
+		}
+		if err := down.send(m); err != nil {
+			_ = up.send(msg{Kind: "error", Error: "init: " + err.Error()}) // a closed supervisor end: nothing to tell
+			continue
+		}
+		a, err := down.recv("ready")
+		if err != nil {
+			a = msg{Kind: "error", Error: err.Error()}
+		}
+		_ = up.send(a) // as above
 	}
 }
 
@@ -271,14 +299,8 @@ func initMain(e Entries) {
 	if err := child.Configure(nm.Net); err != nil {
 		die(up, fmt.Errorf("network %s: %w", ac.Net, err))
 	}
-	if len(nm.Net.DNS) > 0 {
-		var b []byte
-		for _, d := range nm.Net.DNS {
-			b = fmt.Appendf(b, "nameserver %s\n", d)
-		}
-		if err := os.WriteFile("/etc/resolv.conf", b, 0o644); err != nil {
-			die(up, err)
-		}
+	if err := writeResolvConf(nm.Net); err != nil {
+		die(up, err)
 	}
 	// The node routes for its pods; this netns is the node's own.
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
@@ -295,6 +317,7 @@ func initMain(e Entries) {
 	if err := up.send(msg{Kind: "ready"}); err != nil {
 		os.Exit(125)
 	}
+	go reconfigureNet(up, child, ac.Net)
 	// As pid 1, init reaps every orphan of the node, and ends the node when
 	// its first process ends.
 	for s := range sigs {
@@ -312,6 +335,51 @@ func initMain(e Entries) {
 				os.Exit(waitCode(ws))
 			}
 		}
+	}
+}
+
+// writeResolvConf points the node's resolver at the driver's DNS, when it
+// has one; the same file again changes nothing.
+func writeResolvConf(cfg *network.Config) error {
+	if len(cfg.DNS) == 0 {
+		return nil
+	}
+	var b []byte
+	for _, d := range cfg.DNS {
+		b = fmt.Appendf(b, "nameserver %s\n", d)
+	}
+	if old, err := os.ReadFile("/etc/resolv.conf"); err == nil && bytes.Equal(old, b) {
+		return nil
+	}
+	return os.WriteFile("/etc/resolv.conf", b, 0o644)
+}
+
+// reconfigureNet is init's side of a restart of the network helper: the
+// driver's Child half again (slirp4netns and pasta configure their new
+// device themselves; Configure waits for its address and brings up lo,
+// which stays up anyway), the resolver, and a measure of the result for
+// the supervisor's log. What the node added to its namespace besides (the
+// port forwarder's policy routing and nft table, the pods' bridge and
+// routes, iptables) is not on the helper's device and outlives it.
+func reconfigureNet(ch *channel, child network.Child, driver string) {
+	for {
+		nm, err := ch.recv("net")
+		if err != nil {
+			if nm.Kind == "" {
+				return // the agent is gone, and the node with it
+			}
+			continue
+		}
+		err = child.Configure(nm.Net)
+		if err == nil {
+			err = writeResolvConf(nm.Net)
+		}
+		if err != nil {
+			_ = ch.send(msg{Kind: "error", Error: fmt.Sprintf("network %s: %v", driver, err)}) // the agent's end is gone: nobody to tell
+			continue
+		}
+		h := network.Measure(nm.Net, time.Second)
+		_ = ch.send(msg{Kind: "ready", Health: &h}) // as above
 	}
 }
 

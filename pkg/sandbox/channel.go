@@ -17,6 +17,9 @@ type msg struct {
 	PID   int             `json:"pid,omitempty"`
 	Net   *network.Config `json:"net,omitempty"`
 	Error string          `json:"error,omitempty"`
+	// Health is init's measure of the network after it configured it
+	// again, in the "ready" that answers a later "net".
+	Health *network.Health `json:"health,omitempty"`
 	// Config goes first from each process to the one below it, rather than
 	// in argv, where every `ps` would show it.
 	Config *agentConfig `json:"config,omitempty"`

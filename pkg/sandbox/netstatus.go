@@ -59,7 +59,7 @@ func NetworkStatus(ctx context.Context, st *State) *NetStatus {
 	}
 	if h := st.NetHelper; h != nil {
 		ns.Helper, ns.HelperPID, ns.Restarts, ns.LastExit, ns.GaveUp = h.Name, h.PID, h.Restarts, h.LastExit, h.GaveUp
-		ns.HelperAlive = h.PID > 0 && processIs(h.PID, h.Name)
+		ns.HelperAlive = h.PID > 0 && helperRuns(h.PID, st.Supervisor)
 		switch {
 		case h.GaveUp != "":
 			ns.Problems = append(ns.Problems, fmt.Sprintf("the supervisor gave up restarting %s: %s; restart the node (`usernode down`, `usernode up`)", h.Name, h.GaveUp))
@@ -85,28 +85,25 @@ func NetworkStatus(ctx context.Context, st *State) *NetStatus {
 	return ns
 }
 
-// processIs says whether pid runs the program called name (not another
-// that got the PID since).
-func processIs(pid int, name string) bool {
+// helperRuns says whether pid is a running child of the supervisor: the
+// helper, and not a process that got its PID since (the supervisor reaps
+// its children, so a reused PID has another parent). Its name is no
+// test: Debian's pasta is a link to passt, which execs passt.avx2 on CPUs
+// with AVX2 (measured: comm "passt.avx2" here).
+func helperRuns(pid, supervisor int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
 	s := string(b)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < open || end+2 >= len(s) {
+	end := strings.LastIndexByte(s, ')')
+	if end < 0 {
 		return false
 	}
+	// After the name: state, ppid.
+	f := strings.Fields(s[end+1:])
 	// A zombie has exited; the supervisor has not reaped it yet.
-	return s[open+1:end] == truncComm(name) && s[end+2] != 'Z'
-}
-
-// truncComm is name as the kernel keeps it in comm: 15 bytes.
-func truncComm(name string) string {
-	if len(name) > 15 {
-		return name[:15]
-	}
-	return name
+	return len(f) > 1 && f[0] != "Z" && f[1] == fmt.Sprint(supervisor)
 }
 
 // measureInside runs this binary's netcheck entry inside the node's user

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,7 +57,7 @@ func Run(ctx context.Context, cfg Config, opt Opt) (int, error) {
 	// undoing as it goes: a start that stops at any step leaves nothing.
 	steps := []func() error{
 		r.preflight, r.takeLock, r.prepareCgroups, r.portSocket,
-		r.startAgent, r.startNetwork, r.publish, r.addPorts,
+		r.startAgent, r.startNetwork, r.publish, r.watchNetwork, r.addPorts,
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
@@ -89,7 +90,12 @@ type run struct {
 	agentCode  int           // valid once agentGone is closed
 	initPID    int
 	netCfg     *network.Config
+	netNS      network.NS
 	state      *State
+	// netWatch restarts the network helper; netMu guards what it changes
+	// (net, netCfg, state) once it runs.
+	netWatch *netWatch
+	netMu    sync.Mutex
 
 	// undo is what teardown runs after the agent is gone, last first.
 	undo []func()
@@ -102,10 +108,15 @@ func (r *run) onTeardown(f func()) { r.undo = append(r.undo, f) }
 // death every other process of the node, so nothing uses the network
 // helper, the cgroup or the runtime dir any more when their turn comes.
 func (r *run) teardown() {
+	// The helper dies with the node: that is no exit to restart it for.
+	r.stopNetWatch(false)
 	if r.agent != nil {
 		_ = r.agent.Process.Signal(syscall.SIGKILL) // a no-op once it has exited
 		<-r.agentGone
 	}
+	// A restart under way ends once the agent is gone; after this the
+	// run's Parent is the one to close.
+	r.stopNetWatch(true)
 	for i := len(r.undo) - 1; i >= 0; i-- {
 		r.undo[i]()
 	}
@@ -279,12 +290,15 @@ func (r *run) startNetwork() error {
 			r.log.Infof("stopping the network: %v", err)
 		}
 	})
-	netCfg, err := r.net.Start(r.ctx, network.NS{
+	// Kept for restarts of the helper: the same namespaces, held by the
+	// same init, for the node's lifetime.
+	r.netNS = network.NS{
 		PID:      r.initPID,
 		UserNS:   fmt.Sprintf("/proc/%d/ns/user", r.agent.Process.Pid),
 		NetNS:    fmt.Sprintf("/proc/%d/ns/net", r.initPID),
 		StateDir: netDir,
-	}, r.cfg.NetOptions)
+	}
+	netCfg, err := r.net.Start(r.ctx, r.netNS, r.cfg.NetOptions)
 	if err != nil {
 		return fmt.Errorf("network driver %s: %w", r.cfg.Net, err)
 	}
@@ -304,6 +318,9 @@ func (r *run) startNetwork() error {
 func (r *run) publish() error {
 	r.state = &State{Name: r.cfg.Name, Supervisor: os.Getpid(), Agent: r.agent.Process.Pid, Init: r.initPID,
 		Cgroup: r.cg, Network: r.netCfg, StateDir: r.cfg.StateDir, PortSocket: r.portSock}
+	if _, ok := r.net.(network.Waiter); ok {
+		r.state.NetHelper = &NetHelper{Name: r.opt.Network.Helper, PID: helperPID(r.netCfg)}
+	}
 	return writeState(r.cfg.RuntimeDir, r.state)
 }
 
@@ -334,7 +351,10 @@ func (r *run) wait() (int, error) {
 	if r.opt.Ready != nil {
 		hctx, hcancel := context.WithCancel(r.ctx)
 		defer hcancel()
-		go func() { hookErr <- r.opt.Ready(hctx, r.state) }()
+		r.netMu.Lock()
+		st := r.state
+		r.netMu.Unlock()
+		go func() { hookErr <- r.opt.Ready(hctx, st) }()
 	}
 	var stopErr error
 	var deadline <-chan time.Time

@@ -34,6 +34,8 @@ func init() {
 		New: func() (network.Parent, network.Child) { return &Parent{}, Child{} }})
 }
 
+var _ network.Waiter = (*Parent)(nil)
+
 // Parent runs pasta on the host side.
 type Parent struct {
 	helper *nsutil.Helper
@@ -109,6 +111,15 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 	}
 	return &network.Config{Driver: Name, Interface: ifname, Address: address, Gateway: gateway,
 		DNS: []netip.Addr{dns}, MTU: mtu, Extra: map[string]string{"pid": fmt.Sprint(cmd.Process.Pid)}}, nil
+}
+
+// Wait returns a channel that receives how pasta ended once it has
+// (network.Waiter): the TAP device goes with it.
+func (p *Parent) Wait() <-chan error {
+	if p.helper == nil {
+		return nil
+	}
+	return p.helper.Wait()
 }
 
 // Close interrupts pasta (SIGINT, its clean exit), kills it if it is

@@ -32,6 +32,8 @@ func init() {
 		New: func() (network.Parent, network.Child) { return &Parent{}, Child{} }})
 }
 
+var _ network.Waiter = (*Parent)(nil)
+
 // Parent runs slirp4netns on the host side.
 type Parent struct {
 	helper *nsutil.Helper
@@ -71,6 +73,9 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 	// sun_path holds 108 bytes; a deep StateDir would make slirp4netns fail
 	// late, so go without the API socket (nothing in usernode needs it).
 	if len(api) < 100 {
+		// A restart after the helper died finds its socket file; not
+		// there is the usual case.
+		_ = os.Remove(api)
 		args = append(args, "--api-socket="+api)
 	}
 	if ns.UserNS != "" {
@@ -120,6 +125,15 @@ func (p *Parent) Start(ctx context.Context, ns network.NS, opts network.Options)
 		cfg.Extra["apiSocket"] = api
 	}
 	return cfg, nil
+}
+
+// Wait returns a channel that receives how slirp4netns ended once it has
+// (network.Waiter): the TAP device goes with it.
+func (p *Parent) Wait() <-chan error {
+	if p.helper == nil {
+		return nil
+	}
+	return p.helper.Wait()
 }
 
 // Close closes the exit fd, which slirp4netns takes as the order to quit.

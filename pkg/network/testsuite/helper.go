@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -38,6 +39,10 @@ type args struct {
 	TunBlock  string // bind-mounted over /dev/net/tun when set
 	NoPath    bool   // run the driver with an empty PATH
 	HostDNSOK bool
+	// Restart kills the helper after the first round, waits for the
+	// driver's Waiter to say so, and starts a fresh Parent against the
+	// same namespace; the child configures and probes again.
+	Restart bool
 }
 
 // Result is what the helper reports back to the test.
@@ -53,6 +58,10 @@ type Result struct {
 	HostLoopErr  string
 	OwnLoopback  string
 	Leftover     []string // processes the parent started that outlived Close
+	// Waited is what the driver's Waiter sent after the kill (Restart),
+	// AfterRestart the second round's result.
+	Waited       string
+	AfterRestart *Result
 }
 
 // Main runs the helper modes; call it from TestMain.
@@ -151,13 +160,20 @@ func parentMode() int {
 		r.StartErr = err.Error()
 		_ = in.Close() // EOF tells the child Start failed
 	} else {
+		dec := json.NewDecoder(out)
 		// A failed write shows as the child's missing answer, below.
 		_ = json.NewEncoder(in).Encode(cfg)
-		_ = in.Close()
-		if err := json.NewDecoder(out).Decode(&r); err != nil {
+		if !a.Restart {
+			_ = in.Close()
+		}
+		if err := dec.Decode(&r); err != nil {
 			r.ConfigureErr = "test: child said nothing: " + err.Error()
 		}
 		r.Config = cfg
+		if a.Restart {
+			p = restart(ctx, &r, p, a, network.NS{PID: pid, UserNS: fmt.Sprintf("/proc/%d/ns/user", pid),
+				NetNS: fmt.Sprintf("/proc/%d/ns/net", pid), StateDir: a.StateDir}, in, dec)
+		}
 	}
 	// What the test checks of Close is Leftover, below: the helpers gone.
 	_ = p.Close()
@@ -167,6 +183,54 @@ func parentMode() int {
 	r.Leftover = children(os.Getpid())
 	emit(r)
 	return 0
+}
+
+// restart kills p's helper, waits for p's Waiter, starts a fresh Parent
+// against ns and has the child configure and probe again; it returns the
+// Parent to close.
+func restart(ctx context.Context, r *Result, p network.Parent, a args, ns network.NS, in io.WriteCloser, dec *json.Decoder) network.Parent {
+	defer in.Close()
+	w, ok := p.(network.Waiter)
+	if !ok {
+		r.Waited = "the driver's Parent is no network.Waiter"
+		return p
+	}
+	exited := w.Wait()
+	pid, err := strconv.Atoi(r.Config.Extra["pid"])
+	if err != nil {
+		r.Waited = "no helper pid in the config: " + err.Error()
+		return p
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		r.Waited = "kill: " + err.Error()
+		return p
+	}
+	select {
+	case err := <-exited:
+		r.Waited = fmt.Sprint(err)
+	case <-time.After(5 * time.Second):
+		r.Waited = "Wait sent nothing within 5s of the kill"
+		return p
+	}
+	_ = p.Close() // reaps what is left of the dead helper
+	p2, _, err := network.New(a.Driver)
+	if err != nil {
+		r.AfterRestart = &Result{StartErr: err.Error()}
+		return p
+	}
+	cfg, err := p2.Start(ctx, ns, network.Options{AllowHostLoopback: a.Allow, Subnet: a.Subnet})
+	if err != nil {
+		r.AfterRestart = &Result{StartErr: err.Error()}
+		return p2
+	}
+	var r2 Result
+	_ = json.NewEncoder(in).Encode(cfg) // as in the first round
+	if err := dec.Decode(&r2); err != nil {
+		r2.ConfigureErr = "test: child said nothing after the restart: " + err.Error()
+	}
+	r2.Config = cfg
+	r.AfterRestart = &r2
+	return p2
 }
 
 // children lists the processes whose parent is pid.
@@ -196,10 +260,20 @@ func children(pid int) []string {
 // every failure in its Result, so its exit status is always 0.
 func childMode() {
 	a := getArgs()
-	var cfg network.Config
-	if err := json.NewDecoder(bufio.NewReader(os.Stdin)).Decode(&cfg); err != nil {
-		return // the parent's Start failed
+	dec := json.NewDecoder(bufio.NewReader(os.Stdin))
+	// One round per config the parent sends: two when it restarts the
+	// helper.
+	for {
+		var cfg network.Config
+		if err := dec.Decode(&cfg); err != nil {
+			return // the parent's Start failed, or it is done
+		}
+		childRound(a, cfg)
 	}
+}
+
+// childRound configures the namespace's side for cfg and probes it.
+func childRound(a args, cfg network.Config) {
 	var r Result
 	_, c, err := network.New(a.Driver)
 	if err == nil {

@@ -68,6 +68,23 @@ func Run(t *testing.T, name string) {
 			}
 		})
 	}
+	if d.Helper != "" && d.NeedsTun {
+		// The helper's TAP device dies with it: a fresh Parent started
+		// against the same namespace, and Configure run again inside,
+		// give the namespace all of its network back (what the sandbox
+		// does when the helper exits).
+		t.Run("restart", func(t *testing.T) {
+			r := h.run(t, u, args{Driver: name, Restart: true})
+			h.checkCommon(t, r)
+			if !strings.Contains(r.Waited, "killed") {
+				t.Errorf("the driver's Waiter after a kill -9 of %s said %q", d.Helper, r.Waited)
+			}
+			if r.AfterRestart == nil {
+				t.Fatal("no second round after the restart")
+			}
+			h.checkCommon(t, *r.AfterRestart)
+		})
+	}
 	if d.HostLoopback {
 		t.Run("allow-host-loopback", func(t *testing.T) {
 			r := h.run(t, u, args{Driver: name, Allow: true})

@@ -82,6 +82,14 @@ func StartHelper(name string, cmd *exec.Cmd, logPath string) (*Helper, error) {
 // Done is closed when the helper has exited.
 func (h *Helper) Done() <-chan struct{} { return h.done }
 
+// Wait returns a channel that receives Exited's error once the helper has
+// exited (network.Waiter).
+func (h *Helper) Wait() <-chan error {
+	ch := make(chan error, 1)
+	go func() { <-h.done; ch <- h.Exited() }()
+	return ch
+}
+
 // Exited describes how the helper ended, with the tail of its log.
 func (h *Helper) Exited() error {
 	return fmt.Errorf("%s exited (%v): %s", h.Name, h.err, h.LogTail())
