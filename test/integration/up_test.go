@@ -253,6 +253,48 @@ func testUp(t *testing.T, rt upRuntime) {
 		c.mustKubectl("delete", "pod", "short", "--wait=false")
 	})
 
+	// The kubelet's stats API, which the eviction manager, metrics-server
+	// and `kubectl top` read: the node's filesystem (its state dir's) and
+	// the runtime's image filesystem, and each web pod's ephemeral storage
+	// (the index.html it wrote, its logs). It used to fail outright:
+	// "failed to get rootFs stats: cannot find filesystem info for device".
+	t.Run("stats summary", func(t *testing.T) {
+		var sum struct {
+			Node struct {
+				Fs      *struct{ CapacityBytes, AvailableBytes, UsedBytes uint64 }
+				Runtime struct {
+					ImageFs *struct{ CapacityBytes, UsedBytes uint64 }
+				}
+			}
+			Pods []struct {
+				PodRef           struct{ Name string }
+				EphemeralStorage *struct{ UsedBytes uint64 } `json:"ephemeral-storage"`
+			}
+		}
+		waitFor(t, "/stats/summary with the web pods", time.Minute, func() (bool, string) {
+			out, err := c.kubectl("get", "--raw", "/api/v1/nodes/"+c.name+"/proxy/stats/summary")
+			if err != nil {
+				return false, out
+			}
+			if err := json.Unmarshal([]byte(out), &sum); err != nil {
+				return false, err.Error()
+			}
+			web := 0
+			for _, p := range sum.Pods {
+				if strings.HasPrefix(p.PodRef.Name, "web-") && p.EphemeralStorage != nil && p.EphemeralStorage.UsedBytes > 0 {
+					web++
+				}
+			}
+			return web == 2, out
+		})
+		if fs := sum.Node.Fs; fs == nil || fs.CapacityBytes == 0 || fs.AvailableBytes == 0 || fs.UsedBytes == 0 {
+			t.Errorf("node fs stats %+v", fs)
+		}
+		if im := sum.Node.Runtime.ImageFs; im == nil || im.CapacityBytes == 0 || im.UsedBytes == 0 {
+			t.Errorf("image fs stats %+v", im)
+		}
+	})
+
 	// A client on the host's own address, through a port added by hand to
 	// a NodePort with externalTrafficPolicy Local (no masquerade): the pod
 	// logs the client's address, and the answer comes back through the

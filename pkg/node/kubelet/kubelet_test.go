@@ -47,7 +47,7 @@ func TestSeedSettings(t *testing.T) {
 		"hairpinMode":                         "hairpin-veth",
 		"imageGCHighThresholdPercent":         float64(100),
 		"evictionHard.nodefs.available":       "1%",
-		"localStorageCapacityIsolation":       false,
+		"localStorageCapacityIsolation":       true,
 	}
 	for path, w := range want {
 		// evictionHard's keys contain dots.
