@@ -74,8 +74,9 @@ type Parent interface {
 
 // Waiter is implemented by a Parent whose interface lives only as long as
 // a helper process: slirp4netns's and pasta's TAP device is gone the
-// moment the helper exits (measured: after a kill -9 of slirp4netns the
-// node had no tap0 and no default route, and `status` still said ready).
+// moment the helper exits (issue 14: after a kill -9 of slirp4netns the
+// node had no tap0, its pods no egress, and `status` still said ready;
+// seen here for pasta too: no eth0 right after the kill).
 // The sandbox waits on it and starts the driver again on a fresh Parent
 // against the same namespace.
 type Waiter interface {

@@ -198,7 +198,7 @@ func (n *NetStatus) Summary() string {
 	for _, p := range n.Problems {
 		fmt.Fprintf(&b, "    %s\n", p)
 	}
-	if n.LastExit != "" {
+	if n.LastExit != "" && n.GaveUp == "" { // the give-up quotes it already
 		fmt.Fprintf(&b, "    last exit of %s: %s\n", n.Helper, n.LastExit)
 	}
 	return b.String()
