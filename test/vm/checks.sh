@@ -300,27 +300,27 @@ pods_ready() { kc_wait --for=condition=Ready pod/limits pod/web --timeout=240s; 
 check pods.ready pods_ready
 
 pod_limits() {
-  local uid d ctr ok=0
+  local uid d ok=0
   uid=$(kc get pod limits -o jsonpath='{.metadata.uid}')
   # The pod's cgroup is pod<uid> (cgroupfs driver) or pod<uid_with_underscores> (systemd).
   for d in "$CG"/node/kubepods/burstable/pod"$uid" "$CG"/node/kubepods/burstable/pod"${uid//-/_}" ""; do
     [ -d "$d" ] && break
   done
   [ -n "$d" ] || { echo "no cgroup for pod $uid under $CG/node/kubepods/burstable"; return 1; }
-  ctr=$(kc get pod limits -o jsonpath='{.status.containerStatuses[0].containerID}'); ctr=${ctr#*://}
-  # containerd names the container's cgroup by its ID, CRI-O (cgroupfs
-  # manager) crio-ID.
-  [ -d "$d/$ctr" ] || ctr=crio-$ctr
   echo "pod ${d#"$CG"/}: memory.max $(cat "$d/memory.max") cpu.max $(cat "$d/cpu.max");"
   [ "$(cat "$d/memory.max")" = 100663296 ] || ok=1
   [ "$(cat "$d/cpu.max")" = "25000 100000" ] || ok=1
-  if [ -d "$d/$ctr" ]; then
-    echo "container ${ctr:0:12}: memory.max $(cat "$d/$ctr/memory.max") cpu.max $(cat "$d/$ctr/cpu.max") cpu.weight $(cat "$d/$ctr/cpu.weight") memory.oom.group $(cat "$d/$ctr/memory.oom.group") pids.max $(cat "$d/$ctr/pids.max")"
-    [ "$(cat "$d/$ctr/memory.max")" = 100663296 ] || ok=1
-    [ "$(cat "$d/$ctr/cpu.max")" = "25000 100000" ] || ok=1
-  else
-    echo "no container cgroup $d/$ctr"; ok=1
-  fi
+  # The container's own cgroup, found from its process (the pod's only
+  # `sleep 3600`), not from a name: containerd names it by the container
+  # ID, CRI-O crio-ID, and a runtime may nest it deeper.
+  local pid c
+  pid=$(pgrep -x -f 'sleep 3600' | head -n1)
+  [ -n "$pid" ] || { echo "no process of the limits pod (sleep 3600)"; return 1; }
+  c=/sys/fs/cgroup$(awk -F: '$1 == "0" { print $3 }' "/proc/$pid/cgroup")
+  case $c in "$d"/?*) ;; *) echo "the container's process (pid $pid) is in ${c#"$CG"/}, not under its pod's cgroup; the pod's cgroup holds: $(find "$d" -mindepth 1 -maxdepth 2 -type d | sed "s|^$d/||" | oneline)"; return 1;; esac
+  echo "container (pid $pid) ${c#"$d"/}: memory.max $(cat "$c/memory.max") cpu.max $(cat "$c/cpu.max") cpu.weight $(cat "$c/cpu.weight") memory.oom.group $(cat "$c/memory.oom.group") pids.max $(cat "$c/pids.max")"
+  [ "$(cat "$c/memory.max")" = 100663296 ] || ok=1
+  [ "$(cat "$c/cpu.max")" = "25000 100000" ] || ok=1
   return "$ok"
 }
 check pod.limits-cgroup pod_limits
