@@ -90,6 +90,16 @@ const (
 	// this user to kubeadm's system:coredns ClusterRole (see
 	// coredns.Objects).
 	CoreDNSUser = "system:coredns"
+	// MetricsServerUser is metrics-server's identity, to kube-apiserver
+	// and to every kubelet it scrapes: like CoreDNS it is a process of
+	// the node, with no service account to run as (see
+	// metricsserver.Objects for its RBAC).
+	MetricsServerUser = "system:metrics-server"
+	// MetricsServerService and MetricsServerNamespace are the Service
+	// kube-apiserver reaches metrics-server through: the aggregator checks
+	// the serving certificate against <service>.<namespace>.svc.
+	MetricsServerService   = "metrics-server"
+	MetricsServerNamespace = "kube-system"
 )
 
 // Options says what the certificates must name.
@@ -168,6 +178,14 @@ type PKI struct {
 	Scheduler         Pair
 	KubeProxy         Pair
 	CoreDNS           Pair
+	// MetricsServer is metrics-server's serving certificate (for
+	// kube-apiserver's aggregator, which checks it against the cluster CA
+	// in the APIService's caBundle); MetricsServerClient its identity
+	// toward kube-apiserver and the kubelets. Made on every control plane,
+	// used only with --metrics: an existing state dir gets them at its
+	// next `up` like any missing leaf.
+	MetricsServer       Pair
+	MetricsServerClient Pair
 
 	EtcdServer Pair
 	EtcdPeer   Pair
@@ -203,6 +221,8 @@ func Paths(dir string) *PKI {
 		Scheduler:              p("scheduler"),
 		KubeProxy:              p("kube-proxy"),
 		CoreDNS:                p("coredns"),
+		MetricsServer:          p("metrics-server"),
+		MetricsServerClient:    p("metrics-server-client"),
 		EtcdServer:             p("etcd/server"),
 		EtcdPeer:               p("etcd/peer"),
 		ServiceAccount: KeyPair{
@@ -325,6 +345,11 @@ func Ensure(dir string, o Options) (*PKI, error) {
 			apiDNS = append(apiDNS, s)
 		}
 	}
+	// The aggregator dials the Service and verifies this name; loopback
+	// and the node IP are for the supervisor's probe and curl inside the
+	// node.
+	msSvc := MetricsServerService + "." + MetricsServerNamespace + ".svc"
+	msDNS := []string{"localhost", msSvc, msSvc + "." + o.ClusterDomain}
 	etcdDNS := []string{"localhost"}
 	etcdIPs := []net.IP{loopback}
 
@@ -354,6 +379,8 @@ func Ensure(dir string, o Options) (*PKI, error) {
 		{name: "scheduler", pair: p.Scheduler, ca: ca, cn: "system:kube-scheduler", usages: clientUsage},
 		{name: "kube-proxy", pair: p.KubeProxy, ca: ca, cn: "system:kube-proxy", usages: clientUsage},
 		{name: "coredns", pair: p.CoreDNS, ca: ca, cn: CoreDNSUser, usages: clientUsage},
+		{name: "metrics-server", pair: p.MetricsServer, ca: ca, cn: MetricsServerService, usages: serverUsage, dns: msDNS, ips: []net.IP{loopback, nodeIP}},
+		{name: "metrics-server-client", pair: p.MetricsServerClient, ca: ca, cn: MetricsServerUser, usages: clientUsage},
 		{name: "etcd/server", pair: p.EtcdServer, ca: etcdCA, cn: "etcd-server", usages: bothUsages, dns: etcdDNS, ips: etcdIPs},
 		{name: "etcd/peer", pair: p.EtcdPeer, ca: etcdCA, cn: "etcd-peer", usages: bothUsages, dns: etcdDNS, ips: etcdIPs},
 	}

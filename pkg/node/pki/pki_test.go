@@ -74,6 +74,10 @@ func TestEnsureFresh(t *testing.T) {
 	for _, host := range []string{"dev", "127.0.0.1", "10.0.2.100"} {
 		verify(t, "kubelet "+host, p.Kubelet.Cert, p.CA.Cert, x509.ExtKeyUsageServerAuth, host)
 	}
+	// kube-apiserver's aggregator checks the Service's name.
+	for _, host := range []string{"metrics-server.kube-system.svc", "metrics-server.kube-system.svc.cluster.local", "127.0.0.1", "10.0.2.100"} {
+		verify(t, "metrics-server "+host, p.MetricsServer.Cert, p.CA.Cert, x509.ExtKeyUsageServerAuth, host)
+	}
 	for _, host := range []string{"127.0.0.1", "localhost"} {
 		verify(t, "etcd server "+host, p.EtcdServer.Cert, p.EtcdCA.Cert, x509.ExtKeyUsageServerAuth, host)
 	}
@@ -95,6 +99,7 @@ func TestEnsureFresh(t *testing.T) {
 		{"scheduler", p.Scheduler, p.CA, "system:kube-scheduler", nil},
 		{"kube-proxy", p.KubeProxy, p.CA, "system:kube-proxy", nil},
 		{"coredns", p.CoreDNS, p.CA, "system:coredns", nil},
+		{"metrics-server-client", p.MetricsServerClient, p.CA, "system:metrics-server", nil},
 		{"apiserver-kubelet-client", p.APIServerKubeletClient, p.CA, "kube-apiserver-kubelet-client", nil},
 		{"apiserver-etcd-client", p.APIServerEtcdClient, p.EtcdCA, "kube-apiserver-etcd-client", nil},
 		{"front-proxy-client", p.FrontProxyClient, p.FrontProxyCA, "front-proxy-client", nil},
@@ -154,8 +159,8 @@ func TestEnsureFresh(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if keys != 17 {
-		t.Errorf("%d keys, want 17 (3 CAs, 13 leaves, sa)", keys)
+	if keys != 19 {
+		t.Errorf("%d keys, want 19 (3 CAs, 15 leaves, sa)", keys)
 	}
 
 	// The SA public key is the private key's.
@@ -183,7 +188,7 @@ func serials(t *testing.T, p *PKI) map[string]string {
 		"apiserver-etcd-client": p.APIServerEtcdClient, "front-proxy-client": p.FrontProxyClient,
 		"kubelet": p.Kubelet, "kubelet-client": p.KubeletClient, "admin": p.Admin,
 		"controller-manager": p.ControllerManager, "scheduler": p.Scheduler, "kube-proxy": p.KubeProxy,
-		"coredns": p.CoreDNS, "etcd/server": p.EtcdServer, "etcd/peer": p.EtcdPeer,
+		"coredns": p.CoreDNS, "metrics-server": p.MetricsServer, "metrics-server-client": p.MetricsServerClient, "etcd/server": p.EtcdServer, "etcd/peer": p.EtcdPeer,
 	} {
 		m[name] = readCert(t, pair.Cert).SerialNumber.String()
 	}
@@ -220,10 +225,10 @@ func TestEnsureNodeIPChange(t *testing.T) {
 	dir := t.TempDir()
 	s1 := serials(t, mustEnsure(t, dir, topo(Options{NodeName: "dev"})))
 	p := mustEnsure(t, dir, topo(Options{NodeName: "dev", NodeIP: netip.MustParseAddr("10.0.2.15")}))
-	if got, want := changed(s1, serials(t, p)), []string{"apiserver", "kubelet"}; !slices.Equal(got, want) {
+	if got, want := changed(s1, serials(t, p)), []string{"apiserver", "kubelet", "metrics-server"}; !slices.Equal(got, want) {
 		t.Errorf("changed %v, want %v", got, want)
 	}
-	if !slices.Equal(p.Regenerated, []string{"apiserver", "kubelet"}) {
+	if !slices.Equal(p.Regenerated, []string{"apiserver", "kubelet", "metrics-server"}) {
 		t.Errorf("Regenerated = %v", p.Regenerated)
 	}
 	verify(t, "apiserver new IP", p.APIServer.Cert, p.CA.Cert, x509.ExtKeyUsageServerAuth, "10.0.2.15")
@@ -231,6 +236,28 @@ func TestEnsureNodeIPChange(t *testing.T) {
 	if _, err := readCert(t, p.Kubelet.Cert).Verify(x509.VerifyOptions{Roots: pool(t, p.CA.Cert), DNSName: "10.0.2.100"}); err == nil {
 		t.Error("kubelet cert still valid for the old IP")
 	}
+}
+
+// A state dir made before metrics-server's certificates existed gets them
+// at its next `up`, and nothing else changes: kubeconfigs copied out stay
+// good.
+func TestEnsureAddsMetricsServerCerts(t *testing.T) {
+	dir := t.TempDir()
+	p := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
+	s1 := serials(t, p)
+	for _, f := range []string{p.MetricsServer.Cert, p.MetricsServer.Key, p.MetricsServerClient.Cert, p.MetricsServerClient.Key} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p2 := mustEnsure(t, dir, topo(Options{NodeName: "dev"}))
+	if !slices.Equal(p2.Regenerated, []string{"metrics-server", "metrics-server-client"}) {
+		t.Errorf("Regenerated = %v, want only metrics-server's two", p2.Regenerated)
+	}
+	if got := changed(s1, serials(t, p2)); !slices.Equal(got, []string{"metrics-server", "metrics-server-client"}) {
+		t.Errorf("changed %v", got)
+	}
+	verify(t, "metrics-server", p2.MetricsServer.Cert, p2.CA.Cert, x509.ExtKeyUsageServerAuth, "metrics-server.kube-system.svc")
 }
 
 func TestEnsureRepairs(t *testing.T) {
@@ -288,8 +315,8 @@ func TestEnsureRenewsNearExpiry(t *testing.T) {
 			t.Errorf("%s renewed; only leaves should be", keep)
 		}
 	}
-	if len(got) != 13 {
-		t.Errorf("renewed %v, want all 13 leaves", got)
+	if len(got) != 15 {
+		t.Errorf("renewed %v, want all 15 leaves", got)
 	}
 }
 
