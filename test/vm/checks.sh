@@ -344,6 +344,16 @@ pod_oom() {
 }
 check pod.oomkilled pod_oom
 
+# The kubelet's stats API (eviction, metrics-server, kubectl top): the
+# node's filesystem and the limits pod with its own figures, in full mode
+# from the pod's cgroup.
+summary_has_pod() {
+  local s; s=$(kc get --raw /api/v1/nodes/usernode/proxy/stats/summary 2>&1) || { echo "$s" | tail -n 3; return 1; }
+  echo "$s" | grep -q '"capacityBytes"' && echo "$s" | grep -q '"name": "limits"' && echo "$s" | grep -q '"ephemeral-storage"'
+}
+stats_summary() { retry 120 summary_has_pod && echo "/stats/summary: node fs, the limits pod and its ephemeral storage"; }
+check stats.summary stats_summary
+
 nodeport() { retry 90 curl -sf --max-time 5 http://127.0.0.1:30080/ && return 0; curl -sv --max-time 5 http://127.0.0.1:30080/; return 1; }
 check nodeport nodeport
 
@@ -413,7 +423,8 @@ runtime_pods() {
   pods_ready || return 1
   CG=$(unit_cgroup)
   pod_limits || return 1
-  pod_oom
+  pod_oom || return 1
+  stats_summary
 }
 
 check runtime.crio.up runtime_up cri-o:// --cri crio
