@@ -36,6 +36,7 @@ test: vet lint test-unit build test-user
 	tail -n1 bin/k8s-dir.out > bin/k8s-dir
 	GO=$(GO) ./hack/build-flannel.sh $(K8S_TEST_DIR) > bin/flannel-dir.out
 	GO=$(GO) ./hack/build-crio.sh $(K8S_TEST_DIR) > bin/crio-dir.out
+	GO=$(GO) ./hack/build-metrics-server.sh $(K8S_TEST_DIR) > bin/metrics-server-dir.out
 	GO=$(GO) ./hack/build-containerd.sh $(CONTAINERD2_TEST_DIR) > bin/containerd2-dir.out
 	USERNODE_K8S_BIN="$$(cat bin/k8s-dir)" USERNODE_CONTAINERD2="$$(tail -n1 bin/containerd2-dir.out)" \
 		$(GO) test -count=1 -p 1 -timeout 45m ./...
@@ -102,12 +103,15 @@ bench-net: test-user
 # proxy with the modules pinned in k8s/. Cached by input hash under
 # $${USERNODE_CACHE:-~/.cache/usernode}/bin/<key>/; the last line printed is
 # the directory holding the binaries. `make k8s K8S_OUTDIR=dir` also copies
-# them to dir (containerd 2.x to dir/containerd2). Not part of `make test`.
+# them to dir (containerd 2.x to dir/containerd2). Flanneld, CRI-O and
+# metrics-server (`up --metrics`) come from scripts of their own, each
+# with its own cache key. Not part of `make test`.
 .PHONY: k8s k8s-clean
 k8s:
 	GO=$(GO) ./hack/build-k8s.sh $(K8S_OUTDIR)
 	GO=$(GO) ./hack/build-flannel.sh $(K8S_OUTDIR)
 	GO=$(GO) ./hack/build-crio.sh $(K8S_OUTDIR)
+	GO=$(GO) ./hack/build-metrics-server.sh $(K8S_OUTDIR)
 	GO=$(GO) ./hack/build-containerd.sh $(if $(K8S_OUTDIR),$(K8S_OUTDIR)/containerd2)
 
 k8s-clean:
