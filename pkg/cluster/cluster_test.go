@@ -146,6 +146,7 @@ func TestBadValues(t *testing.T) {
 		{"publish address not here", Config{PublishAddress: "198.51.100.7"}, []string{"publishAddress", "not an address of this host"}},
 		{"same ports", Config{APIPort: 7000, KubeletPort: 7000}, []string{"kubeletPort (--kubelet-port) \"7000\"", "also apiPort"}},
 		{"source IP with a host IP", Config{KeepSourceIP: true, HostIP: "192.0.2.2"}, []string{"keepSourceIP (--keep-source-ip)", "--host-ip"}},
+		{"metrics on a worker", Config{Role: Worker, HostIP: "192.0.2.2", Server: "https://192.0.2.9:6443", Metrics: true}, []string{"metrics (--metrics)", "control plane", "drop --metrics"}},
 		{"busy poll", Config{PortBusyPoll: "fast"}, []string{"portBusyPoll (--port-busy-poll)", "50us"}},
 		{"timeout", Config{ReadyTimeout: "-1m"}, []string{"readyTimeout (--timeout)", "positive"}},
 	} {
@@ -441,5 +442,26 @@ func TestWorkerAdoptsCluster(t *testing.T) {
 	_, err = Load(Source{Join: "https://192.0.2.9:6443", Shared: &shared, Flags: parse(t, "--pod-cidr", "10.88.0.0/16")})
 	if err == nil || !strings.Contains(err.Error(), "uses "+DefaultMultiNodePodCIDR) {
 		t.Errorf("joining with another pod CIDR: %v", err)
+	}
+}
+
+// --metrics reaches the control plane's node in the model; it is off by
+// default.
+func TestMetricsFlag(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want bool
+	}{{nil, false}, {[]string{"--metrics"}, true}, {[]string{"--metrics=false"}, false}} {
+		cfg, err := Load(Source{Flags: parse(t, c.args...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := cfg.Resolve(env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := cl.Self().Metrics; got != c.want {
+			t.Errorf("%v: node's Metrics = %v, want %v", c.args, got, c.want)
+		}
 	}
 }

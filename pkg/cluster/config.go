@@ -101,6 +101,10 @@ type Config struct {
 	// mount (nfs, iscsi, fc, rbd, cephfs, glusterfs): deny (the default),
 	// warn, or off.
 	VolumeGuard string `json:"volumeGuard,omitempty"`
+	// Metrics runs metrics-server on a control plane (for `kubectl top`
+	// and the HorizontalPodAutoscaler). Default false. A worker refuses
+	// it: the control plane's metrics-server scrapes every node.
+	Metrics bool `json:"metrics,omitempty"`
 
 	Cluster ClusterConfig `json:"cluster,omitempty"`
 }
@@ -197,6 +201,8 @@ type Node struct {
 	// between hosts' pods fits it, less the VXLAN header (not the node
 	// namespace's own link's, which slirp4netns makes 65520).
 	UplinkMTU int `json:"uplinkMTU"`
+	// Metrics: this control plane runs metrics-server (Config.Metrics).
+	Metrics bool `json:"metrics,omitempty"`
 }
 
 // Options are how `up` runs the node on this host; nothing in the node's

@@ -100,6 +100,10 @@ var flagDefs = []flagDef{
 		bind: durationFlag(func(c *Config) *string { return &c.ReadyTimeout })},
 	{name: "volume-guard", field: "volumeGuard", set: UpFlags, usage: "pods and PersistentVolumes with network storage a rootless node cannot mount (nfs, iscsi, fc, rbd, cephfs, glusterfs): deny, warn or off",
 		bind: strFlag(func(c *Config) *string { return &c.VolumeGuard })},
+	{name: "metrics", field: "metrics", set: UpFlags, usage: "run metrics-server on the control plane, for kubectl top and the HorizontalPodAutoscaler",
+		bind: func(fs *pflag.FlagSet, c *Config, name, usage string) {
+			fs.BoolVar(&c.Metrics, name, c.Metrics, usage)
+		}},
 	{name: "write-kubeconfig", field: "writeKubeconfig", set: UpFlags, path: true, usage: "also merge the node's context into this kubeconfig (e.g. ~/.kube/config) and make it current",
 		bind: strFlag(func(c *Config) *string { return &c.WriteKubeconfig })},
 }
@@ -357,6 +361,7 @@ func FileFields() []string {
 	}
 	c := Default()
 	c.StateDir, c.BinDir, c.Containerd, c.WriteKubeconfig, c.NodeSubnet, c.KeepSourceIP, c.CNI, c.Server = "x", "x", "x", "x", "x", true, "x", "x"
+	c.Metrics = true
 	c.Cluster.KubernetesVersion, c.Cluster.DNSIP = "x", "x"
 	b, _ := yaml.Marshal(c)
 	var m map[string]any

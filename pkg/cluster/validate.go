@@ -214,6 +214,13 @@ func (c *Config) Resolve(env Env) (*Cluster, error) {
 		v.fail("volumeGuard", c.VolumeGuard, "must be deny (refuse pods and volumes with nfs, iscsi and other network storage), warn (admit them with a warning) or off")
 	}
 	cl.VolumeGuard = c.VolumeGuard
+	// One metrics-server, on the control plane, scrapes every node's
+	// kubelet; a second on a worker would register the same APIService
+	// over the first.
+	if c.Metrics && c.Role == Worker {
+		v.fail("metrics", "true", "metrics-server runs on the control plane and scrapes every node from there: drop --metrics (or metrics: true) on this worker and give it to the control plane's `usernode up`")
+	}
+	n.Metrics = c.Metrics && c.Role == ControlPlane
 	if multiNode && c.Role == ControlPlane {
 		n.DNSPort = c.DNSPort
 		if c.DNSPort == c.Cluster.VXLANPort {

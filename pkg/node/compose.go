@@ -24,6 +24,7 @@ import (
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/kubelet"
 	"github.com/usernode/usernode/pkg/node/kubeproxy"
+	"github.com/usernode/usernode/pkg/node/metricsserver"
 	"github.com/usernode/usernode/pkg/node/pki"
 )
 
@@ -45,7 +46,8 @@ var CNIs = component.Registry[component.CNI]{
 // images go into it), the control plane and the cluster's DNS on a
 // control-plane node (CoreDNS's Service exists before kube-proxy's first
 // sync), then the kubelet, the CNI (which waits for the pod CIDR the
-// controller-manager gives the kubelet's Node) and kube-proxy.
+// controller-manager gives the kubelet's Node), kube-proxy, and
+// metrics-server when the control plane has --metrics.
 func Components(n *cluster.Node) ([]component.Component, component.Runtime, error) {
 	rt, err := Runtimes.Lookup("container runtime", n.CRI)
 	if err != nil {
@@ -60,6 +62,11 @@ func Components(n *cluster.Node) ([]component.Component, component.Runtime, erro
 		comps = append(comps, controlplane.Component{}, coredns.Component{})
 	}
 	comps = append(comps, kubelet.Component{}, network.New(), kubeproxy.Component{})
+	// Last: kube-apiserver reaches it through its Service, which
+	// kube-proxy programs, and it scrapes the kubelet.
+	if n.Role == cluster.ControlPlane && n.Metrics {
+		comps = append(comps, metricsserver.Component{})
+	}
 	return comps, rt, nil
 }
 

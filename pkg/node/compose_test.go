@@ -61,6 +61,9 @@ func render(t *testing.T, cfg cluster.Config) (files map[string]string, argv str
 	}
 	want := []string{"containerd", "image-import-0", "image-import-1", "etcd", "kube-apiserver", "bootstrap-rbac",
 		"kube-controller-manager", "kube-scheduler", "coredns-objects", "coredns", "kubelet", "cni", "kube-proxy"}
+	if cfg.Metrics {
+		want = append(want, "metrics-server-objects", "metrics-server")
+	}
 	if !slices.Equal(names, want) {
 		t.Errorf("steps %v, want %v", names, want)
 	}

@@ -182,17 +182,26 @@ func EtcdFlags(o Options) ([]string, error) {
 	}, nil
 }
 
+// KubeletAddressTypes are the Node address types a client of the kubelets
+// on the control plane tries, in order (kube-apiserver, metrics-server).
+// In a multi-node cluster other nodes' InternalIPs are behind their hosts'
+// NAT: their ExternalIP (host IP, with 10250 forwarded) is what answers.
+func KubeletAddressTypes(multiNode bool) string {
+	if multiNode {
+		return "ExternalIP,InternalIP,Hostname"
+	}
+	return "InternalIP,Hostname"
+}
+
 // APIServerFlags is kube-apiserver's command line.
 func APIServerFlags(o Options) ([]string, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
 	p := o.PKI
-	advertise, addrTypes := o.NodeIP, "InternalIP,Hostname"
+	advertise, addrTypes := o.NodeIP, KubeletAddressTypes(o.AdvertiseIP.IsValid())
 	if o.AdvertiseIP.IsValid() {
-		// Other nodes' InternalIPs are behind their hosts' NAT: their
-		// ExternalIP (host IP, with 10250 forwarded) is what answers.
-		advertise, addrTypes = o.AdvertiseIP, "ExternalIP,InternalIP,Hostname"
+		advertise = o.AdvertiseIP
 	}
 	return []string{
 		"--advertise-address=" + advertise.String(),
