@@ -9,14 +9,16 @@
 # and K8S_DIR (the Kubernetes binaries) as read-only 9p shares, and OUT_DIR
 # as a writable one for results. The guest's serial console goes to
 # OUT_DIR/console.log. Environment:
-#   USERNODE_VM_TIMEOUT  seconds before qemu is killed (default 1500; a
-#                        whole run took 741 s on a fresh machine)
+#   USERNODE_VM_TIMEOUT  seconds before qemu is killed (default 2100; a
+#                        whole run took 741 s on a fresh machine before
+#                        the CRI-O and containerd 2.x runs, and ~1250 s
+#                        with them on a machine busy with other tests)
 #   USERNODE_VM_MEM      guest memory in MiB (default 4096)
 #   USERNODE_VM_SMP      guest CPUs (default 2)
 set -euo pipefail
 [ $# -eq 4 ] || { echo "usage: $0 IMAGE_DIR IN_DIR K8S_DIR OUT_DIR" >&2; exit 2; }
 img=$1 in=$2 k8s=$3 out=$4
-timeout_s=${USERNODE_VM_TIMEOUT:-1500}
+timeout_s=${USERNODE_VM_TIMEOUT:-2100}
 qemu=$(command -v qemu-system-x86_64) || { echo "run.sh: qemu-system-x86_64 missing: apt-get install qemu-system-x86 (hack/install-deps.sh)" >&2; exit 1; }
 mkdir -p "$out"
 overlay=$(mktemp --tmpdir usernode-vm.XXXXXX.qcow2)
