@@ -64,8 +64,12 @@ func Components(n *cluster.Node) ([]component.Component, component.Runtime, erro
 	comps = append(comps, kubelet.Component{}, network.New(), kubeproxy.Component{})
 	// Last: kube-apiserver reaches it through its Service, which
 	// kube-proxy programs, and it scrapes the kubelet.
-	if n.Role == cluster.ControlPlane && n.Metrics {
-		comps = append(comps, metricsserver.Component{})
+	if n.Role == cluster.ControlPlane {
+		if n.Metrics {
+			comps = append(comps, metricsserver.Component{})
+		} else {
+			comps = append(comps, metricsserver.Off{})
+		}
 	}
 	return comps, rt, nil
 }

@@ -155,6 +155,49 @@ func TestMetrics(t *testing.T) {
 	if lg := c.env.Run(t, 30*time.Second, testutil.Binary(t), "logs", "--name", c.name, "metrics-server"); lg.Code != 0 || strings.TrimSpace(lg.Stdout) == "" {
 		t.Errorf("logs metrics-server: %s", lg)
 	}
+
+	t.Run("up without --metrics unregisters it", func(t *testing.T) {
+		if r := c.down(); r.Code != 0 {
+			t.Fatalf("down: %s", r)
+		}
+		c.extra = nil
+		if r := c.up(); r.Code != 0 {
+			t.Fatalf("up: %s", r)
+		}
+		// A registered APIService with no server behind it would make
+		// discovery fail for every client.
+		if out, err := c.kubectl("get", "apiservice", "v1beta1.metrics.k8s.io"); err == nil || !strings.Contains(out, "NotFound") {
+			t.Errorf("APIService still there after up without --metrics: %v\n%s", err, out)
+		}
+		if out, err := c.kubectl("api-resources"); err != nil {
+			t.Errorf("kubectl api-resources: %v\n%s", err, out)
+		}
+		if st := c.env.Run(t, 30*time.Second, testutil.Binary(t), "status", "--name", c.name); strings.Contains(st.Stdout, "metrics-server ") {
+			t.Errorf("status lists metrics-server without --metrics:\n%s", st.Stdout)
+		}
+	})
+
+	// A state dir from before metrics-server's certificates existed: the
+	// next `up --metrics` makes them, and top works.
+	t.Run("old state dir", func(t *testing.T) {
+		if r := c.down(); r.Code != 0 {
+			t.Fatalf("down: %s", r)
+		}
+		pkiDir := filepath.Join(c.env.DataHome, "usernode", c.name, "var/lib/usernode/pki")
+		for _, f := range []string{"metrics-server.crt", "metrics-server.key", "metrics-server-client.crt", "metrics-server-client.key"} {
+			if err := os.Remove(filepath.Join(pkiDir, f)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		c.extra = []string{"--metrics"}
+		if r := c.up(); r.Code != 0 {
+			t.Fatalf("up --metrics: %s", r)
+		}
+		waitFor(t, "kubectl top node", 2*time.Minute, func() (bool, string) {
+			out, err := c.kubectl("top", "node", "--no-headers")
+			return err == nil && strings.HasPrefix(out, c.name+" "), out
+		})
+	})
 }
 
 // --metrics on a worker is refused before anything starts, naming the

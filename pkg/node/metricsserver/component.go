@@ -1,6 +1,7 @@
 package metricsserver
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,6 +37,13 @@ func OptionsFor(env *component.Env, caPEM []byte) Options {
 		AdminKubeconfig: env.Kubeconfigs.Admin, Dir: kubeconfig.DefaultDir}
 }
 
+// Marker is in the node's persistent /var/lib: it records that an `up`
+// registered the APIService, which an `up` without --metrics then removes,
+// since an APIService whose server is gone makes API discovery fail
+// (kubectl api-resources and every client that lists groups report
+// metrics.k8s.io/v1beta1 unavailable).
+const Marker = "/var/lib/usernode/metrics-server.registered"
+
 // Steps writes metrics-server's kubeconfig (its client certificate from
 // the PKI the control plane made) and its objects; see Steps.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
@@ -49,5 +57,37 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	if err := kubeconfig.Write(env.Path(o.Kubeconfig), kc); err != nil {
 		return nil, err
 	}
+	if err := env.WriteFile(Marker, nil); err != nil {
+		return nil, err
+	}
 	return Steps(o, env.WriteFile)
+}
+
+// Off is a control plane without --metrics: it unregisters what an
+// earlier `up --metrics` left in the API, once.
+type Off struct{}
+
+// Name is the component's.
+func (Off) Name() string { return "metrics-server-off" }
+
+// Tools is kubectl, which deletes the objects.
+func (Off) Tools() []component.Tool {
+	return []component.Tool{{Name: "kubectl", Names: []string{"kubectl"}, Built: true}}
+}
+
+// Steps are none unless Marker is there; then a delete of the APIService
+// and the Service (the RBAC is left: it grants nothing to anyone else),
+// and the marker's removal once that worked.
+func (Off) Steps(env *component.Env) ([]supervise.Step, error) {
+	marker := env.Path(Marker)
+	if _, err := os.Stat(marker); err != nil {
+		return nil, nil
+	}
+	return []supervise.Step{
+		{Name: "metrics-server-unregister", Oneshot: true, Argv: []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin,
+			"delete", "--ignore-not-found", "apiservice/" + APIServiceName, "-n", Namespace, "service/" + ServiceName,
+			"endpoints/" + ServiceName, "endpointslice.discovery.k8s.io/" + ServiceName},
+			Env: []string{"KUBERC=off"}},
+		{Name: "metrics-server-unregistered", Oneshot: true, Run: func(context.Context) error { return os.Remove(marker) }},
+	}, nil
 }

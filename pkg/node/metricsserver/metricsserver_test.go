@@ -1,12 +1,15 @@
 package metricsserver
 
 import (
+	"context"
 	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/usernode/usernode/pkg/node/component"
+	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
 )
 
@@ -105,5 +108,32 @@ func TestBadOptions(t *testing.T) {
 	}
 	if _, err := Steps(opts(), nil); err == nil || !strings.Contains(err.Error(), "Binary") {
 		t.Errorf("Steps without binaries: %v", err)
+	}
+}
+
+// An `up` without --metrics after one with it unregisters the APIService
+// once, and then runs nothing.
+func TestOffUnregistersOnce(t *testing.T) {
+	root := t.TempDir()
+	env := &component.Env{Root: root, Binaries: component.Binaries{"kubectl": "/bin/kubectl"},
+		Kubeconfigs: kubeconfig.Paths("/etc/usernode")}
+	if steps, err := (Off{}).Steps(env); err != nil || len(steps) != 0 {
+		t.Fatalf("never registered: steps %v, %v", steps, err)
+	}
+	if err := env.WriteFile(Marker, nil); err != nil {
+		t.Fatal(err)
+	}
+	steps, err := (Off{}).Steps(env)
+	if err != nil || len(steps) != 2 {
+		t.Fatalf("registered before: steps %v, %v", steps, err)
+	}
+	if argv := strings.Join(steps[0].Argv, " "); !strings.Contains(argv, "delete --ignore-not-found apiservice/v1beta1.metrics.k8s.io") {
+		t.Errorf("unregister: %s", argv)
+	}
+	if err := steps[1].Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if steps, _ := (Off{}).Steps(env); len(steps) != 0 {
+		t.Errorf("after unregistering: steps %v", steps)
 	}
 }
