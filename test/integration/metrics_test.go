@@ -200,25 +200,53 @@ func TestMetrics(t *testing.T) {
 	})
 }
 
-// --metrics on a worker is refused before anything starts, naming the
-// flag and where it belongs.
-func TestMetricsOnWorker(t *testing.T) {
+// Bad input is refused before anything starts, naming the problem and
+// the fix: --metrics on a worker, and --metrics without a metrics-server
+// binary.
+func TestMetricsBadInput(t *testing.T) {
 	u := testutil.Integration(t)
 	env := u.NewEnv(t)
-	// A worker's role comes from its config (`usernode join` writes it).
-	cfg := filepath.Join(u.TempDir(t), "worker.yaml")
-	if err := os.WriteFile(cfg, []byte("role: worker\nserver: https://192.0.2.9:6443\nhostIP: auto\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	r := env.Run(t, time.Minute, testutil.Binary(t), "up", "--name", "msworker", "--metrics", "--config", cfg)
-	if r.Code == 0 {
-		t.Fatalf("up --metrics on a worker succeeded: %s", r)
-	}
-	for _, s := range []string{"metrics (--metrics)", "control plane", "drop --metrics"} {
-		if !strings.Contains(r.Stderr, s) {
-			t.Errorf("up --metrics on a worker: stderr lacks %q:\n%s", s, r.Stderr)
+	t.Run("worker", func(t *testing.T) {
+		// A worker's role comes from its config (`usernode join` writes it).
+		cfg := filepath.Join(u.TempDir(t), "worker.yaml")
+		if err := os.WriteFile(cfg, []byte("role: worker\nserver: https://192.0.2.9:6443\nhostIP: auto\n"), 0o644); err != nil {
+			t.Fatal(err)
 		}
-	}
+		r := env.Run(t, time.Minute, testutil.Binary(t), "up", "--name", "msworker", "--metrics", "--config", cfg)
+		if r.Code == 0 {
+			t.Fatalf("up --metrics on a worker succeeded: %s", r)
+		}
+		for _, s := range []string{"metrics (--metrics)", "control plane", "drop --metrics"} {
+			if !strings.Contains(r.Stderr, s) {
+				t.Errorf("up --metrics on a worker: stderr lacks %q:\n%s", s, r.Stderr)
+			}
+		}
+	})
+	t.Run("no metrics-server binary", func(t *testing.T) {
+		bins := testutil.K8sBin(t)
+		dir := u.TempDir(t)
+		entries, err := os.ReadDir(bins)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Name() != "metrics-server" {
+				if err := os.Symlink(filepath.Join(bins, e.Name()), filepath.Join(dir, e.Name())); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		r := env.Run(t, time.Minute, testutil.Binary(t), "up", "--name", "msnobin", "--metrics", "--bin-dir", dir)
+		if r.Code == 0 {
+			env.Run(t, time.Minute, testutil.Binary(t), "down", "--name", "msnobin", "--purge")
+			t.Fatalf("up --metrics without metrics-server succeeded: %s", r)
+		}
+		for _, s := range []string{"metrics-server not found", "hack/build-metrics-server.sh"} {
+			if !strings.Contains(r.Stderr, s) {
+				t.Errorf("stderr lacks %q:\n%s", s, r.Stderr)
+			}
+		}
+	})
 }
 
 // cgroupMode is the node's cgroup mode as status reports it: full or
