@@ -75,8 +75,8 @@ func (Off) Tools() []component.Tool {
 	return []component.Tool{{Name: "kubectl", Names: []string{"kubectl"}, Built: true}}
 }
 
-// Steps are none unless Marker is there; then a delete of the APIService
-// and the Service (the RBAC is left: it grants nothing to anyone else),
+// Steps are none unless Marker is there; then a delete of the APIService,
+// the Service and its EndpointSlice (the RBAC is left: it grants nothing to anyone else),
 // and the marker's removal once that worked.
 func (Off) Steps(env *component.Env) ([]supervise.Step, error) {
 	marker := env.Path(Marker)
@@ -86,7 +86,7 @@ func (Off) Steps(env *component.Env) ([]supervise.Step, error) {
 	return []supervise.Step{
 		{Name: "metrics-server-unregister", Oneshot: true, Argv: []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin,
 			"delete", "--ignore-not-found", "apiservice/" + APIServiceName, "-n", Namespace, "service/" + ServiceName,
-			"endpoints/" + ServiceName, "endpointslice.discovery.k8s.io/" + ServiceName},
+			"endpointslice.discovery.k8s.io/" + ServiceName},
 			Env: []string{"KUBERC=off"}},
 		{Name: "metrics-server-unregistered", Oneshot: true, Run: func(context.Context) error { return os.Remove(marker) }},
 	}, nil

@@ -12,10 +12,10 @@
 //     metrics-server.kube-system.svc, which is what kube-apiserver's
 //     aggregator checks; the APIService's caBundle is the cluster CA.
 //   - The Service kube-system/metrics-server has no selector; usernode
-//     writes its endpoints, the node's IP and DefaultPort, as an
-//     EndpointSlice (kube-proxy) and as v1 Endpoints (which the aggregator's
-//     availability check has read), the latter marked skip-mirror so that
-//     the mirroring controller does not add a second slice.
+//     writes its EndpointSlice, the node's IP and DefaultPort, which both
+//     kube-proxy and the aggregator's availability check read (1.37's
+//     kube-aggregator looks up EndpointSlices only, by the service-name
+//     label and the port's name).
 //   - kube-apiserver (already configured with --requestheader-* and its
 //     front-proxy client certificate) proxies to it; metrics-server takes
 //     the user from those headers, trusting the front-proxy CA for the
@@ -199,7 +199,6 @@ type BootstrapObjects struct {
 	ClusterRoleBindings []rbacv1.ClusterRoleBinding
 	AuthReaderBinding   rbacv1.RoleBinding
 	Service             corev1.Service
-	Endpoints           corev1.Endpoints //nolint:staticcheck // SA1019: kube-aggregator's availability check reads v1 Endpoints of a Service
 	EndpointSlice       discoveryv1.EndpointSlice
 	APIService          APIService
 }
@@ -267,18 +266,6 @@ func Objects(o Options) (*BootstrapObjects, error) {
 				Ports: []corev1.ServicePort{{Name: "https", Protocol: corev1.ProtocolTCP, Port: 443, TargetPort: intstr.FromInt32(port)}},
 			},
 		},
-		Endpoints: corev1.Endpoints{ //nolint:staticcheck // SA1019: see BootstrapObjects.Endpoints
-			TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Endpoints"},
-			ObjectMeta: metav1.ObjectMeta{Name: ServiceName, Namespace: Namespace, Labels: map[string]string{
-				"k8s-app": "metrics-server",
-				// The EndpointSlice below is written too.
-				discoveryv1.LabelSkipMirror: "true",
-			}},
-			Subsets: []corev1.EndpointSubset{{ //nolint:staticcheck // SA1019: see BootstrapObjects.Endpoints
-				Addresses: []corev1.EndpointAddress{{IP: o.NodeIP.String(), NodeName: &o.NodeName}},
-				Ports:     []corev1.EndpointPort{{Name: "https", Protocol: corev1.ProtocolTCP, Port: port}},
-			}},
-		},
 		EndpointSlice: discoveryv1.EndpointSlice{
 			TypeMeta: metav1.TypeMeta{APIVersion: discoveryv1.SchemeGroupVersion.String(), Kind: "EndpointSlice"},
 			ObjectMeta: metav1.ObjectMeta{Name: ServiceName, Namespace: Namespace, Labels: map[string]string{
@@ -325,7 +312,7 @@ func RenderObjects(o Options) ([]byte, error) {
 	for i := range objs.ClusterRoleBindings {
 		all = append(all, &objs.ClusterRoleBindings[i])
 	}
-	all = append(all, &objs.AuthReaderBinding, &objs.Service, &objs.Endpoints, &objs.EndpointSlice, &objs.APIService)
+	all = append(all, &objs.AuthReaderBinding, &objs.Service, &objs.EndpointSlice, &objs.APIService)
 	var docs []string
 	for _, obj := range all {
 		b, err := yaml.Marshal(obj)

@@ -34,13 +34,6 @@ func TestObjects(t *testing.T) {
 	if p := o.Service.Spec.Ports; len(p) != 1 || p[0].Port != 443 || p[0].TargetPort.IntValue() != 4443 || o.Service.Spec.Selector != nil {
 		t.Errorf("Service ports %+v selector %v", p, o.Service.Spec.Selector)
 	}
-	ep := o.Endpoints.Subsets
-	if len(ep) != 1 || ep[0].Addresses[0].IP != "10.0.2.100" || ep[0].Ports[0].Port != 4443 || ep[0].Ports[0].Name != "https" {
-		t.Errorf("Endpoints %+v", ep)
-	}
-	if o.Endpoints.Labels["endpointslice.kubernetes.io/skip-mirror"] != "true" {
-		t.Error("Endpoints would be mirrored into a second EndpointSlice")
-	}
 	es := o.EndpointSlice
 	if es.Endpoints[0].Addresses[0] != "10.0.2.100" || *es.Ports[0].Port != 4443 || *es.Ports[0].Name != "https" ||
 		es.Labels["kubernetes.io/service-name"] != "metrics-server" {
