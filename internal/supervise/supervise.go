@@ -1,8 +1,33 @@
-// Package supervise starts the node's components in order inside the
-// sandbox, waits for each to be ready, restarts any that crash (with
-// backoff), and stops them in reverse order. It knows nothing of
-// Kubernetes: the plan (pkg/node's components) says what to run, in what
-// order, and how to tell each is ready.
+// Package supervise starts the node's components inside the sandbox, waits
+// for each to be ready, restarts any that crash (with backoff), and stops
+// them in reverse order. It knows nothing of Kubernetes: the plan (pkg/node's
+// components) says what to run, what each step waits for, and how to tell
+// each is ready.
+//
+// The order is data: a step's After names the steps it waits for, a
+// long-running one until its probe passes, a oneshot until it has exited 0.
+// Every step whose dependencies are met starts at once, so steps that do
+// not wait for each other run concurrently. The rule for a step that does
+// not say:
+//
+//   - After == nil: the step waits for the step before it in the plan (the
+//     first step for nothing). A plan that sets no After runs strictly one
+//     step after another, as this package always did.
+//   - After != nil, even empty: exactly those steps; an empty list waits
+//     for nothing.
+//
+// After is also the stop order: components stop in reverse start order,
+// and only a declared dependency makes a step start after another. One
+// that needs another to stop cleanly must name it even if it could start
+// beside it: with kube-apiserver started beside etcd (no After), `down`
+// took 19 s in 8 stops of 8 against 2.4-5.6 s (measured), the reverse
+// start order no longer putting kube-apiserver's stop before etcd's.
+//
+// A step that names a step the plan does not have, or a cycle, fails the
+// plan before anything starts. When a step fails, nothing more starts: the
+// steps already running are stopped, and the error names the steps that
+// were never started and the chain of dependencies that led each to the
+// failed one.
 package supervise
 
 import (
@@ -18,6 +43,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -52,6 +78,9 @@ type Step struct {
 	Argv    []string `json:"argv"`
 	Env     []string `json:"env,omitempty"`
 	Oneshot bool     `json:"oneshot,omitempty"`
+	// After names the steps this one waits for (see the package comment:
+	// nil is the step before it, empty is none).
+	After []string `json:"after,omitempty"`
 	// Run, for a oneshot, is done in the supervisor's own process instead
 	// of Argv: for steps that wait on the API (the CNI's pod CIDR) and
 	// would otherwise need a helper binary.
@@ -98,6 +127,7 @@ var (
 
 type component struct {
 	step Step
+	idx  int // in the plan: Snapshot lists components in plan order
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	st   ComponentStatus
@@ -109,9 +139,12 @@ type Supervisor struct {
 	plan  Plan
 	log   *log.Logger
 	mu    sync.Mutex
-	comps []*component
+	comps []*component // in start order, which stopAll reverses
 	phase string
 	err   string
+	// wmu orders status writes: steps finish concurrently, and an older
+	// snapshot renamed over a newer one would leave status stale.
+	wmu sync.Mutex
 }
 
 // New makes a supervisor that reports progress to l.
@@ -119,10 +152,17 @@ func New(plan Plan, l *log.Logger) *Supervisor {
 	return &Supervisor{plan: plan, log: l, phase: "starting"}
 }
 
-// Run starts every step in order and then keeps the components running
-// until ctx ends, when it stops them in reverse order. It returns an error
-// if a step fails to become ready.
+// Run starts every step once what it waits for is ready (see the package
+// comment) and then keeps the components running until ctx ends, when it
+// stops them in reverse start order. It returns an error if a step fails
+// to become ready or done, or if the plan's dependencies are wrong.
 func (s *Supervisor) Run(ctx context.Context) error {
+	steps := s.plan.Steps
+	deps, err := Dependencies(steps)
+	if err != nil {
+		s.setPhase("failed", err)
+		return err
+	}
 	if err := os.MkdirAll(s.plan.LogDir, 0o755); err != nil {
 		return err
 	}
@@ -130,21 +170,57 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
-	for _, step := range s.plan.Steps {
-		t := time.Now()
-		var err error
-		if step.Oneshot {
-			err = s.oneshot(ctx, step)
-		} else {
-			err = s.start(ctx, step)
+	type result struct {
+		i   int
+		err error
+	}
+	// After a failure Run still takes the results of the steps in flight
+	// (cancelled), so that none is starting a process while stopAll runs.
+	results := make(chan result, len(steps))
+	const (
+		waiting = iota
+		running
+		done
+	)
+	state := make([]int, len(steps))
+	began := make([]time.Time, len(steps))
+	inFlight, finished := 0, 0
+	launchReady := func() {
+		for i, st := range state {
+			if st != waiting || !all(deps[i], func(d int) bool { return state[d] == done }) {
+				continue
+			}
+			state[i], began[i] = running, time.Now()
+			inFlight++
+			go func() {
+				var err error
+				if steps[i].Oneshot {
+					err = s.oneshot(ctx, steps[i])
+				} else {
+					err = s.start(ctx, steps[i], i)
+				}
+				results <- result{i, err}
+			}()
 		}
-		if err != nil {
-			s.setPhase("failed", err)
+	}
+	launchReady()
+	for finished < len(steps) {
+		r := <-results
+		inFlight--
+		if r.err != nil {
 			cancel()
+			for ; inFlight > 0; inFlight-- {
+				<-results
+			}
+			err := fmt.Errorf("%s: %w%s", steps[r.i].Name, r.err, notStarted(steps, deps, state, waiting, r.i))
+			s.setPhase("failed", err)
 			s.stopAll()
-			return fmt.Errorf("%s: %w", step.Name, err)
+			return err
 		}
-		s.log.Infof("%-24s %6.1fs", step.Name, time.Since(t).Seconds())
+		state[r.i] = done
+		finished++
+		s.log.Infof("%-24s %6.1fs (started at %.1fs)", steps[r.i].Name, time.Since(began[r.i]).Seconds(), began[r.i].Sub(start).Seconds())
+		launchReady()
 	}
 	s.setPhase("ready", nil)
 	s.log.Infof("node ready %6.1fs after its supervisor started", time.Since(start).Seconds())
@@ -152,6 +228,104 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.setPhase("stopping", nil)
 	s.stopAll()
 	return nil
+}
+
+func all(xs []int, f func(int) bool) bool {
+	for _, x := range xs {
+		if !f(x) {
+			return false
+		}
+	}
+	return true
+}
+
+// Dependencies resolves each step's After to plan indices, with the
+// package comment's rule for a nil After. It refuses duplicate names,
+// names the plan does not have and cycles, any of which would leave a
+// step waiting forever.
+func Dependencies(steps []Step) ([][]int, error) {
+	index := map[string]int{}
+	for i, st := range steps {
+		if _, dup := index[st.Name]; dup {
+			return nil, fmt.Errorf("two steps are named %q", st.Name)
+		}
+		index[st.Name] = i
+	}
+	deps := make([][]int, len(steps))
+	for i, st := range steps {
+		if st.After == nil {
+			if i > 0 {
+				deps[i] = []int{i - 1}
+			}
+			continue
+		}
+		for _, name := range st.After {
+			d, ok := index[name]
+			if !ok {
+				return nil, fmt.Errorf("step %s waits for %q, which the plan does not have", st.Name, name)
+			}
+			deps[i] = append(deps[i], d)
+		}
+	}
+	// Depth-first search for a cycle: 1 on the current path, 2 cleared.
+	mark := make([]int, len(steps))
+	var visit func(i int, path []string) error
+	visit = func(i int, path []string) error {
+		path = append(path, steps[i].Name)
+		switch mark[i] {
+		case 1:
+			return fmt.Errorf("steps wait for each other in a cycle: %s", strings.Join(path, " → "))
+		case 2:
+			return nil
+		}
+		mark[i] = 1
+		for _, d := range deps[i] {
+			if err := visit(d, path); err != nil {
+				return err
+			}
+		}
+		mark[i] = 2
+		return nil
+	}
+	for i := range steps {
+		if err := visit(i, nil); err != nil {
+			return nil, err
+		}
+	}
+	return deps, nil
+}
+
+// notStarted says which steps never started after failed failed and, for
+// each that waited on it, through which steps: "kube-scheduler (after
+// kube-apiserver)", "coredns (after coredns-objects after kube-apiserver)".
+func notStarted(steps []Step, deps [][]int, state []int, waiting, failed int) string {
+	var chain func(i int) []string
+	chain = func(i int) []string {
+		for _, d := range deps[i] {
+			if d == failed {
+				return []string{steps[d].Name}
+			}
+			if c := chain(d); c != nil {
+				return append([]string{steps[d].Name}, c...)
+			}
+		}
+		return nil
+	}
+	var out []string
+	for i, st := range state {
+		if st != waiting {
+			continue
+		}
+		if c := chain(i); c != nil {
+			out = append(out, fmt.Sprintf("%s (after %s)", steps[i].Name, strings.Join(c, " after ")))
+		} else {
+			out = append(out, steps[i].Name)
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "\nnot started: " + strings.Join(out, ", ")
 }
 
 func (s *Supervisor) logPath(name string) string { return filepath.Join(s.plan.LogDir, name+".log") }
@@ -184,8 +358,8 @@ func env(extra []string) []string {
 }
 
 // start launches a long-running component and waits for its probe.
-func (s *Supervisor) start(ctx context.Context, step Step) error {
-	c := &component{step: step, done: make(chan struct{})}
+func (s *Supervisor) start(ctx context.Context, step Step, idx int) error {
+	c := &component{step: step, idx: idx, done: make(chan struct{})}
 	c.st = ComponentStatus{Name: step.Name, State: "starting", Since: time.Now(), Log: s.logPath(step.Name)}
 	s.mu.Lock()
 	s.comps = append(s.comps, c)
@@ -274,7 +448,9 @@ func (s *Supervisor) keep(ctx context.Context, c *component) {
 }
 
 // stopAll stops components in reverse start order: the kubelet before the
-// API server before etcd, containerd last.
+// API server before etcd. A step starts only once what it waits for is
+// ready, so the reverse of the start order stops every component before
+// what it depends on.
 func (s *Supervisor) stopAll() {
 	s.mu.Lock()
 	comps := append([]*component(nil), s.comps...)
@@ -315,12 +491,15 @@ func (s *Supervisor) update(c *component, f func(*ComponentStatus)) {
 	s.writeStatus()
 }
 
-// Snapshot returns the current status.
+// Snapshot returns the current status, components in plan order: start
+// order varies between runs where steps start concurrently.
 func (s *Supervisor) Snapshot() Status {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	st := Status{Phase: s.phase, Error: s.err}
-	for _, c := range s.comps {
+	comps := append([]*component(nil), s.comps...)
+	sort.Slice(comps, func(a, b int) bool { return comps[a].idx < comps[b].idx })
+	for _, c := range comps {
 		c.mu.Lock()
 		st.Components = append(st.Components, c.st)
 		c.mu.Unlock()
@@ -332,6 +511,8 @@ func (s *Supervisor) writeStatus() {
 	if s.plan.StatusFile == "" {
 		return
 	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
 	b, _ := json.MarshalIndent(s.Snapshot(), "", "  ")
 	// Best effort: a status that cannot be written only makes
 	// `usernode status` stale.

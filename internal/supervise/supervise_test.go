@@ -3,6 +3,7 @@ package supervise
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,5 +96,113 @@ func TestOneshotFailure(t *testing.T) {
 	err := New(plan, log.New(&syncBuf{}, 0)).Run(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "no such image") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// Steps that do not wait for each other overlap, and a step starts only
+// once what it waits for is ready. Ordering is asserted through files,
+// never through timings: "slow" cannot become ready until "beside" has
+// run, so a supervisor that waited for slow before starting beside would
+// time slow out; "dependent" fails unless slow's probe had passed before
+// it started.
+func TestAfterOverlapAndOrder(t *testing.T) {
+	dir := t.TempDir()
+	f := func(name string) string { return filepath.Join(dir, name) }
+	plan := Plan{LogDir: f("log"), Steps: []Step{
+		{Name: "slow", After: []string{},
+			Argv: []string{"sh", "-c", "touch " + f("slow-started") + "; while [ ! -e " + f("release") + " ]; do sleep 0.05; done; touch " + f("slow-up") + "; exec sleep 60"},
+			// The probe leaves a mark when it passes: dependent looks for it.
+			Ready:        &Probe{Exec: []string{"sh", "-c", "test -e " + f("slow-up") + " && touch " + f("slow-probed")}},
+			ReadyTimeout: 20 * time.Second},
+		{Name: "beside", Oneshot: true, After: []string{},
+			// Runs while slow runs and is not ready, then lets it be.
+			Argv: []string{"sh", "-c", "while [ ! -e " + f("slow-started") + " ]; do sleep 0.05; done; " +
+				"test -e " + f("slow-probed") + " && exit 9; touch " + f("release")}},
+		{Name: "dependent", Oneshot: true, After: []string{"slow"},
+			Argv: []string{"sh", "-c", "test -e " + f("slow-probed") + " || { echo started before slow was ready; exit 7; }; touch " + f("dependent-ran")}},
+		// A long-running step after a oneshot waits for it to be done.
+		{Name: "last", After: []string{"dependent", "beside"},
+			Argv: []string{"sh", "-c", "test -e " + f("dependent-ran") + " || exit 8; exec sleep 60"}},
+	}}
+	var out syncBuf
+	s := New(plan, log.New(&out, 0))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for s.Snapshot().Phase == "starting" && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	st := s.Snapshot()
+	if st.Phase != "ready" {
+		cancel()
+		t.Fatalf("status = %+v\n%s", st, out.String())
+	}
+	// Plan order in status, whatever order they started in.
+	if len(st.Components) != 2 || st.Components[0].Name != "slow" || st.Components[1].Name != "last" {
+		t.Errorf("components = %+v", st.Components)
+	}
+	if st.Components[1].Restarts != 0 {
+		t.Errorf("last restarted: it started before dependent was done: %+v", st.Components[1])
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A step whose dependency failed never starts, and the error says which
+// did not and through which chain; what was running is stopped.
+func TestFailedDependencyNamesTheChain(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(dir, "pid")
+	plan := Plan{LogDir: dir, Steps: []Step{
+		{Name: "runner", After: []string{}, Argv: []string{"sh", "-c", "echo $$ > " + pidFile + "; exec sleep 60"}},
+		{Name: "base", Oneshot: true, After: []string{"runner"},
+			Argv: []string{"sh", "-c", "while [ ! -s " + pidFile + " ]; do sleep 0.05; done; echo broken >&2; exit 1"}},
+		{Name: "mid", Oneshot: true, After: []string{"base"}, Argv: []string{"true"}},
+		{Name: "top", After: []string{"mid", "runner"}, Argv: []string{"sleep", "60"}},
+	}}
+	err := New(plan, log.New(&syncBuf{}, 0)).Run(context.Background())
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"base: exit status 1", "broken", "not started: mid (after base), top (after mid after base)"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+	for _, name := range []string{"mid", "top"} {
+		if _, err := os.Stat(filepath.Join(dir, name+".log")); err == nil {
+			t.Errorf("%s started", name)
+		}
+	}
+	b, _ := os.ReadFile(pidFile)
+	var pid int
+	if _, err := fmt.Sscan(string(b), &pid); err != nil {
+		t.Fatalf("runner's pid %q: %v", b, err)
+	}
+	if syscall.Kill(pid, 0) == nil {
+		t.Errorf("runner (pid %d) still alive after the failure", pid)
+	}
+}
+
+func TestDependenciesRefused(t *testing.T) {
+	for _, tc := range []struct {
+		steps []Step
+		want  string
+	}{
+		{[]Step{{Name: "a", After: []string{"nope"}}}, `step a waits for "nope", which the plan does not have`},
+		{[]Step{{Name: "a", After: []string{"b"}}, {Name: "b", After: []string{"c"}}, {Name: "c", After: []string{"a"}}}, "cycle: a → b → c → a"},
+		{[]Step{{Name: "a"}, {Name: "a"}}, `two steps are named "a"`},
+	} {
+		if _, err := Dependencies(tc.steps); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: err = %v, want %q", tc.steps, err, tc.want)
+		}
+	}
+	// nil is the step before; empty is nothing.
+	deps, err := Dependencies([]Step{{Name: "a"}, {Name: "b"}, {Name: "c", After: []string{}}, {Name: "d", After: []string{"a", "c"}}})
+	if err != nil || fmt.Sprint(deps) != "[[] [0] [] [0 2]]" {
+		t.Errorf("deps = %v, %v", deps, err)
 	}
 }

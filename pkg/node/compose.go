@@ -42,12 +42,14 @@ var CNIs = component.Registry[component.CNI]{
 	flannel.CNI,
 }
 
-// Components are node n's parts in start order: the runtime first (the
-// images go into it), the control plane and the cluster's DNS on a
-// control-plane node (CoreDNS's Service exists before kube-proxy's first
-// sync), then the kubelet, the CNI (which waits for the pod CIDR the
-// controller-manager gives the kubelet's Node), kube-proxy, and
-// metrics-server when the control plane has --metrics.
+// Components are node n's parts: the runtime (the images go into it), the
+// control plane and the cluster's DNS on a control-plane node, then the
+// kubelet, the CNI (which waits for the pod CIDR the controller-manager
+// gives the kubelet's Node), kube-proxy, and metrics-server when the
+// control plane has --metrics. This is the order of the plan and of
+// `usernode status`; when each step starts is what its After says: the
+// runtime and etcd at once, then everything that needs only
+// kube-apiserver together once it is ready.
 func Components(n *cluster.Node) ([]component.Component, component.Runtime, error) {
 	rt, err := Runtimes.Lookup("container runtime", n.CRI)
 	if err != nil {
@@ -157,6 +159,12 @@ func Plan(cl *cluster.Cluster, b Build) ([]supervise.Step, error) {
 			return nil, fmt.Errorf("%s: %w", c.Name(), err)
 		}
 		steps = append(steps, s...)
+	}
+	// A step with a nil After waits for the step before it in this list:
+	// a component that names no dependencies starts as it did when the
+	// supervisor ran one step at a time.
+	if _, err := supervise.Dependencies(steps); err != nil {
+		return nil, err
 	}
 	return steps, nil
 }

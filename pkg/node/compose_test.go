@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/node/component"
 )
@@ -20,32 +22,7 @@ import (
 // every file written and every argv, as text.
 func render(t *testing.T, cfg cluster.Config) (files map[string]string, argv string) {
 	t.Helper()
-	cluster.SetDefaults(&cfg)
-	cl, err := cfg.Resolve(cluster.Env{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl.KubernetesVersion = "v1.37.2"
-	root := t.TempDir()
-	// containerd's config format follows `containerd --version`; this
-	// stands in for the binary's answer.
-	ctd := filepath.Join(t.TempDir(), "containerd")
-	if err := os.WriteFile(ctd, []byte("#!/bin/sh\necho containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	comps, _, err := Components(cl.Self())
-	if err != nil {
-		t.Fatal(err)
-	}
-	bins := component.Binaries{}
-	for _, tool := range Tools(comps) {
-		bins[tool.Name] = "/bin/" + tool.Name
-	}
-	bins["containerd"] = ctd
-	steps, err := Plan(cl, Build{Binaries: bins, Root: root, API: FixedPodCIDR(FirstNodeCIDR(cl))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, steps := plan(t, cfg, nil)
 	var names []string
 	for _, s := range steps {
 		names = append(names, s.Name)
@@ -68,7 +45,7 @@ func render(t *testing.T, cfg cluster.Config) (files map[string]string, argv str
 		t.Errorf("steps %v, want %v", names, want)
 	}
 	files = map[string]string{}
-	err = filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
+	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || strings.HasSuffix(p, ".tar") {
 			return err
 		}
@@ -81,6 +58,97 @@ func render(t *testing.T, cfg cluster.Config) (files map[string]string, argv str
 		t.Fatal(err)
 	}
 	return files, argv
+}
+
+// plan resolves cfg, lets edit change the model (and write files under
+// root first), and plans the node under a temporary root as `up` does
+// inside the node.
+func plan(t *testing.T, cfg cluster.Config, edit func(cl *cluster.Cluster, root string)) (string, []supervise.Step) {
+	t.Helper()
+	cluster.SetDefaults(&cfg)
+	cl, err := cfg.Resolve(cluster.Env{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.KubernetesVersion = "v1.37.2"
+	root := t.TempDir()
+	if edit != nil {
+		edit(cl, root)
+	}
+	// containerd's config format follows `containerd --version`; this
+	// stands in for the binary's answer.
+	ctd := filepath.Join(t.TempDir(), "containerd")
+	if err := os.WriteFile(ctd, []byte("#!/bin/sh\necho containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	comps, _, err := Components(cl.Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bins := component.Binaries{}
+	for _, tool := range Tools(comps) {
+		bins[tool.Name] = "/bin/" + tool.Name
+	}
+	bins["containerd"] = ctd
+	steps, err := Plan(cl, Build{Binaries: bins, Root: root, API: FixedPodCIDR(FirstNodeCIDR(cl))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root, steps
+}
+
+// What each step waits for: the runtime and etcd nothing, everything that
+// needs the API kube-apiserver and no more, so the supervisor starts them
+// together; a worker's steps never name the control plane's.
+func TestStepsWaitForWhatTheyNeed(t *testing.T) {
+	after := func(steps []supervise.Step) map[string]string {
+		m := map[string]string{}
+		for _, s := range steps {
+			if s.After == nil {
+				t.Errorf("%s: nil After", s.Name)
+			}
+			m[s.Name] = strings.Join(s.After, ",")
+		}
+		return m
+	}
+	_, steps := plan(t, cluster.Config{}, nil)
+	want := map[string]string{
+		"containerd": "", "etcd": "",
+		"image-import-0": "containerd", "image-import-1": "containerd",
+		"kube-apiserver": "etcd",
+		"bootstrap-rbac": "kube-apiserver", "kube-controller-manager": "kube-apiserver",
+		"kube-scheduler": "kube-apiserver", "coredns-objects": "kube-apiserver",
+		"coredns":    "coredns-objects",
+		"kubelet":    "containerd,image-import-0,image-import-1,kube-apiserver",
+		"cni":        "kube-apiserver",
+		"kube-proxy": "kube-apiserver,coredns-objects",
+	}
+	if got := after(steps); !maps.Equal(got, want) {
+		t.Errorf("control plane: After = %v\nwant %v", got, want)
+	}
+
+	_, steps = plan(t, cluster.Config{}, func(cl *cluster.Cluster, root string) {
+		cl.Self().Role = cluster.Worker
+		// What `join` leaves: the cluster's CA.
+		ca := filepath.Join(root, PKIDir, "ca.crt")
+		if err := os.MkdirAll(filepath.Dir(ca), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(ca, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	})
+	want = map[string]string{
+		"containerd": "", "image-import-0": "containerd", "image-import-1": "containerd",
+		"kubelet":    "containerd,image-import-0,image-import-1",
+		"cni":        "kubelet",
+		"kube-proxy": "cni",
+		// A worker is multi-node: it says which host it is on.
+		"node-host-ip": "kubelet",
+	}
+	if got := after(steps); !maps.Equal(got, want) {
+		t.Errorf("worker: After = %v\nwant %v", got, want)
+	}
 }
 
 func certIPs(t *testing.T, pemText string) []string {

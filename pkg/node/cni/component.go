@@ -35,7 +35,7 @@ func (BridgeComponent) Tools() []component.Tool { return []component.Tool{Plugin
 // host-local then hands out the addresses the cluster routes to this node,
 // which is what keeps two nodes from ever giving a pod the same IP. Until
 // the file exists the runtime reports the network not ready, and so does
-// the node.
+// the node (see component.Env.AfterPodCIDR for when it starts).
 func (BridgeComponent) Steps(env *component.Env) ([]supervise.Step, error) {
 	write := func(ctx context.Context) error {
 		cidr, err := env.API.PodCIDR(ctx, env.Node.Name)
@@ -48,5 +48,5 @@ func (BridgeComponent) Steps(env *component.Env) ([]supervise.Step, error) {
 		_, err = Install(env.Path(DefaultConfDir), Options{Subnet: cidr})
 		return err
 	}
-	return []supervise.Step{{Name: "cni", Oneshot: true, Run: write}}, nil
+	return []supervise.Step{{Name: component.CNIStep, Oneshot: true, Run: write, After: env.AfterPodCIDR()}}, nil
 }

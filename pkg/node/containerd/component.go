@@ -96,11 +96,13 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	if err := env.WriteFile(DefaultConfigPath, cfg); err != nil {
 		return nil, err
 	}
+	// containerd waits for nothing; the imports, each for containerd
+	// only, run beside each other and beside the control plane's start.
 	steps := []supervise.Step{{Name: "containerd", Argv: []string{bin, "--config", DefaultConfigPath},
 		Env:   []string{"PATH=" + filepath.Dir(env.Bin(shim.Name)) + ":" + procenv.Path},
-		Ready: &supervise.Probe{Unix: DefaultAddress}}}
+		Ready: &supervise.Probe{Unix: DefaultAddress}, After: []string{}}}
 	for i, img := range env.Images {
-		steps = append(steps, supervise.Step{Name: fmt.Sprintf("image-import-%d", i), Oneshot: true,
+		steps = append(steps, supervise.Step{Name: component.ImportStep(i), Oneshot: true, After: []string{"containerd"},
 			Argv: []string{env.Bin("ctr"), "--address", DefaultAddress, "--namespace", "k8s.io", "images", "import", img}})
 	}
 	return steps, nil

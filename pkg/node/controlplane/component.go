@@ -18,7 +18,8 @@ const BootstrapPath = "/etc/usernode/bootstrap.yaml"
 // when an earlier run had one.
 func guardOff(env *component.Env) supervise.Step {
 	argv := []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin, "delete", "--ignore-not-found", "validatingadmissionpolicybinding"}
-	return supervise.Step{Name: "volume-guard-off", Oneshot: true, Argv: append(argv, VolumeGuardBindings...)}
+	// After bootstrap-rbac, which applies the guard's other objects.
+	return supervise.Step{Name: "volume-guard-off", Oneshot: true, Argv: append(argv, VolumeGuardBindings...), After: []string{"bootstrap-rbac"}}
 }
 
 // Component runs etcd and the control plane: kube-apiserver (then the
@@ -55,7 +56,9 @@ func advertiseIP(c *cluster.Cluster) netip.Addr {
 }
 
 // Steps writes the bootstrap objects and returns the control plane's
-// steps, each ready when its health endpoint answers.
+// steps, each ready when its health endpoint answers. etcd waits for
+// nothing, so it starts beside the runtime; everything else waits for
+// kube-apiserver only, and starts at once when it is ready.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	o := OptionsFor(env)
 	etcd, err := EtcdFlags(o)
@@ -87,22 +90,22 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	}
 	ps := env.PKI
 	steps := []supervise.Step{
-		{Name: "etcd", Argv: append([]string{env.Bin("etcd")}, etcd...),
+		{Name: "etcd", Argv: append([]string{env.Bin("etcd")}, etcd...), After: []string{},
 			Ready: &supervise.Probe{URL: EtcdClientURL + "/health", CA: ps.EtcdCA.Cert, Cert: ps.APIServerEtcdClient.Cert, Key: ps.APIServerEtcdClient.Key}},
 		// Its first start bootstraps RBAC and the priority classes: 60 s
 		// under the VM tier's TCG on an idle host, over 2 minutes on a busy
 		// one. `up`'s own --timeout still bounds the whole start.
-		{Name: "kube-apiserver", Argv: append([]string{env.Bin("kube-apiserver")}, api...), ReadyTimeout: 4 * time.Minute,
+		{Name: component.APIServerStep, Argv: append([]string{env.Bin("kube-apiserver")}, api...), ReadyTimeout: 4 * time.Minute, After: []string{"etcd"},
 			Ready: &supervise.Probe{URL: env.Cluster.NodeAPIServer(env.Node) + APIServerReadyzPath, CA: ps.CA.Cert, Cert: ps.Admin.Cert, Key: ps.Admin.Key}},
-		{Name: "bootstrap-rbac", Oneshot: true, Argv: []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin, "apply", "--server-side", "-f", BootstrapPath}},
+		{Name: "bootstrap-rbac", Oneshot: true, After: []string{component.APIServerStep}, Argv: []string{env.Bin("kubectl"), "--kubeconfig", env.Kubeconfigs.Admin, "apply", "--server-side", "-f", BootstrapPath}},
 	}
 	if env.Cluster.VolumeGuard == "off" {
 		steps = append(steps, guardOff(env))
 	}
 	return append(steps, []supervise.Step{
-		{Name: "kube-controller-manager", Argv: append([]string{env.Bin("kube-controller-manager")}, cm...),
+		{Name: "kube-controller-manager", Argv: append([]string{env.Bin("kube-controller-manager")}, cm...), After: []string{component.APIServerStep},
 			Ready: &supervise.Probe{URL: ControllerManagerHealthURL, Insecure: true}},
-		{Name: "kube-scheduler", Argv: append([]string{env.Bin("kube-scheduler")}, sched...),
+		{Name: "kube-scheduler", Argv: append([]string{env.Bin("kube-scheduler")}, sched...), After: []string{component.APIServerStep},
 			Ready: &supervise.Probe{URL: SchedulerHealthURL, Insecure: true}},
 	}...), nil
 }

@@ -42,6 +42,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/usernode/usernode/internal/supervise"
+	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
 )
@@ -347,11 +348,13 @@ func steps(o Options, write func(path string, b []byte) error) ([]supervise.Step
 		return nil, err
 	}
 	return []supervise.Step{
-		{Name: "coredns-objects", Oneshot: true, Argv: []string{o.Kubectl, "--kubeconfig", o.AdminKubeconfig,
+		{Name: component.DNSObjectsStep, Oneshot: true, After: []string{component.APIServerStep}, Argv: []string{o.Kubectl, "--kubeconfig", o.AdminKubeconfig,
 			"apply", "--server-side", "--field-manager=" + FieldManager, "--force-conflicts", "-f", objPath},
 			// HOME is the host's /root in the node: no kuberc to read there.
 			Env: []string{"KUBERC=off"}},
-		{Name: "coredns", Argv: []string{o.Binary, "-conf", cfPath},
+		// After its objects: its RBAC is among them, and without it
+		// CoreDNS could not list the Services it answers for.
+		{Name: "coredns", Argv: []string{o.Binary, "-conf", cfPath}, After: []string{component.DNSObjectsStep},
 			Ready: &supervise.Probe{URL: "http://" + o.ReadyAddr + "/ready"}},
 	}, nil
 }

@@ -90,7 +90,7 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 		return nil, err
 	}
 	steps := []supervise.Step{{Name: "crio", Argv: Argv(env.Bin("crio"), o), Env: append(o.Env(), RootlessEnv),
-		Ready: &supervise.Probe{Unix: o.Address()}}}
+		Ready: &supervise.Probe{Unix: o.Address()}, After: []string{}}}
 	imports, err := importSteps(env, o)
 	return append(steps, imports...), err
 }
@@ -153,7 +153,7 @@ func importSteps(env *component.Env, o Options) ([]supervise.Step, error) {
 		if err != nil {
 			return nil, err
 		}
-		steps = append(steps, supervise.Step{Name: fmt.Sprintf("image-import-%d", i), Oneshot: true, Env: o.Env(),
+		steps = append(steps, supervise.Step{Name: component.ImportStep(i), Oneshot: true, Env: o.Env(), After: []string{"crio"},
 			Argv: ImportArgv(env.Bin("skopeo"), o, img, ref)})
 	}
 	return steps, nil

@@ -30,9 +30,11 @@ func (Component) Tools() []component.Tool {
 		{Name: "iptables", Names: []string{"iptables"}, Debian: "iptables", Fedora: "iptables"}}
 }
 
-// Steps are three: once the node has its pod CIDR, say where peers reach
-// it and set the namespace up for VXLAN; run flanneld; once it has its
-// lease, write the bridge network for exactly that subnet.
+// Steps are three, one after the other, the first as soon as the pod
+// CIDR can be read (component.Env.AfterPodCIDR): once the node has
+// its pod CIDR, say where peers reach it and set the namespace up for
+// VXLAN; run flanneld; once it has its lease, write the bridge network for
+// exactly that subnet.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	n, cl := env.Node, env.Cluster
 	conf, err := Config(cl.PodCIDR, n.UplinkMTU, cl.VXLANPort)
@@ -71,8 +73,8 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 		return err
 	}
 	return []supervise.Step{
-		{Name: "flannel-prepare", Oneshot: true, Run: prepare},
-		{Name: "flanneld", Env: []string{"NODE_NAME=" + n.Name}, Argv: []string{env.Bin("flanneld"),
+		{Name: "flannel-prepare", Oneshot: true, Run: prepare, After: env.AfterPodCIDR()},
+		{Name: "flanneld", After: []string{"flannel-prepare"}, Env: []string{"NODE_NAME=" + n.Name}, Argv: []string{env.Bin("flanneld"),
 			"--kube-subnet-mgr",
 			// The kubelet's identity: the Node authorizer lets it read the
 			// nodes and patch its own Node's status, all flanneld does.
@@ -83,7 +85,7 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 			"--net-config-path=" + NetConfPath,
 			"--subnet-file=" + SubnetFile,
 		}},
-		{Name: "cni", Oneshot: true, Run: writeCNI},
+		{Name: component.CNIStep, Oneshot: true, Run: writeCNI, After: []string{"flanneld"}},
 	}, nil
 }
 

@@ -35,17 +35,22 @@ func OptionsFor(env *component.Env) Options {
 	return o
 }
 
-// Steps writes kubelet.yaml and starts the kubelet.
+// Steps writes kubelet.yaml and starts the kubelet once the runtime serves
+// with the images in it and, on a control plane, kube-apiserver is ready:
+// started before it, the kubelet's node registration backs off between
+// its tries and the Node registers later than it could. A worker's API is
+// on another node, which is up before `join`.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	o := OptionsFor(env)
-	steps, err := env.Daemon("kubelet", DefaultConfigPath, func() ([]byte, error) { return Render(o) },
-		func() ([]string, error) { return Flags(o) }, &supervise.Probe{URL: "http://127.0.0.1:10248/healthz"})
+	after := append(env.AfterRuntime(), env.OnControlPlane(component.APIServerStep)...)
+	steps, err := env.Daemon(component.KubeletStep, DefaultConfigPath, func() ([]byte, error) { return Render(o) },
+		func() ([]string, error) { return Flags(o) }, &supervise.Probe{URL: "http://127.0.0.1:10248/healthz"}, after)
 	if err != nil || !env.Cluster.MultiNode() {
 		return steps, err
 	}
 	// The node says which host it is on; the control plane makes that its
 	// ExternalIP (o.ExternalCloudProvider).
 	name, ann := env.Node.Name, map[string]string{cluster.HostIPAnnotation: env.Node.HostIP.String()}
-	return append(steps, supervise.Step{Name: "node-host-ip", Oneshot: true,
+	return append(steps, supervise.Step{Name: "node-host-ip", Oneshot: true, After: []string{component.KubeletStep},
 		Run: func(ctx context.Context) error { return env.API.AnnotateNode(ctx, name, ann) }}), nil
 }

@@ -28,9 +28,18 @@ func OptionsFor(env *component.Env) Options {
 		ClusterCIDR: env.Cluster.PodCIDR, KubeconfigPath: env.Kubeconfigs.KubeProxy}
 }
 
-// Steps writes kube-proxy.yaml and starts kube-proxy.
+// Steps writes kube-proxy.yaml and starts kube-proxy. On a control plane
+// it waits for kube-apiserver and CoreDNS's objects, so that its first
+// sync already has the cluster DNS Service. A worker's kube-proxy
+// authenticates with the kubelet's client certificate, which exists only
+// once the kubelet has bootstrapped: it waits for the CNI step, which
+// waits for the Node the kubelet registers with it.
 func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 	o := OptionsFor(env)
+	after := env.OnControlPlane(component.APIServerStep, component.DNSObjectsStep)
+	if len(after) == 0 {
+		after = []string{component.CNIStep}
+	}
 	return env.Daemon("kube-proxy", DefaultConfigPath, func() ([]byte, error) { return Render(o) },
-		func() ([]string, error) { return Flags(o) }, &supervise.Probe{URL: "http://" + HealthzBindAddress + "/healthz"})
+		func() ([]string, error) { return Flags(o) }, &supervise.Probe{URL: "http://" + HealthzBindAddress + "/healthz"}, after)
 }
