@@ -2,6 +2,7 @@ package controlplane
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -204,6 +205,12 @@ func TestBootstrap(t *testing.T) {
 			// nothing else.
 			if cr.Name != "usernode:get-nodes" || len(cr.Rules) != 1 || strings.Join(cr.Rules[0].Resources, ",") != "nodes" || strings.Join(cr.Rules[0].Verbs, ",") != "get,list" {
 				t.Errorf("unexpected ClusterRole %+v", cr)
+			}
+		case "ServiceAccount":
+			// The controller-manager's, made ahead of it.
+			var sa corev1.ServiceAccount
+			if err := yaml.UnmarshalStrict([]byte(d), &sa); err != nil || sa.Namespace != "kube-system" || !slices.Contains(ControllerServiceAccounts, sa.Name) {
+				t.Errorf("unexpected ServiceAccount (%v):\n%s", err, d)
 			}
 		case "RoleBinding", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding":
 		default:
