@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -24,6 +23,7 @@ import (
 	"github.com/usernode/usernode/internal/k8sversion"
 	"github.com/usernode/usernode/pkg/bootstraptoken"
 	"github.com/usernode/usernode/pkg/cluster"
+	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/node/kubeconfig"
 	"github.com/usernode/usernode/pkg/node/pki"
 )
@@ -464,7 +464,6 @@ func NodeBootstrapObjects(ci ClusterInfo) ([]any, error) {
 // NodeBootstrapObjects and the volume guard (VolumeGuardObjects of
 // guard) as a multi-document YAML stream, for `kubectl apply -f -`.
 func RenderBootstrap(ci ClusterInfo, guard string) ([]byte, error) {
-	var docs []string
 	objs := append([]any{defaultServiceAccount}, controllerServiceAccounts()...)
 	for _, b := range BootstrapObjects() {
 		objs = append(objs, b)
@@ -475,12 +474,5 @@ func RenderBootstrap(ci ClusterInfo, guard string) ([]byte, error) {
 	}
 	objs = append(objs, nodeObjs...)
 	objs = append(objs, VolumeGuardObjects(guard)...)
-	for _, obj := range objs {
-		b, err := yaml.Marshal(obj)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, string(b))
-	}
-	return []byte(strings.Join(docs, "---\n")), nil
+	return component.YAMLStream(objs...)
 }

@@ -39,7 +39,6 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/node/component"
@@ -297,15 +296,7 @@ func RenderObjects(o Options) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var docs []string
-	for _, obj := range []any{&objs.ClusterRole, &objs.ClusterRoleBinding, &objs.Service, &objs.EndpointSlice} {
-		b, err := yaml.Marshal(obj)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, string(b))
-	}
-	return []byte(strings.Join(docs, "---\n")), nil
+	return component.YAMLStream(&objs.ClusterRole, &objs.ClusterRoleBinding, &objs.Service, &objs.EndpointSlice)
 }
 
 // Steps writes the Corefile and the objects into o.Dir and returns the

@@ -40,7 +40,6 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -48,9 +47,9 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	"sigs.k8s.io/yaml"
 
 	"github.com/usernode/usernode/internal/supervise"
+	"github.com/usernode/usernode/pkg/node/component"
 	"github.com/usernode/usernode/pkg/node/pki"
 )
 
@@ -313,15 +312,7 @@ func RenderObjects(o Options) ([]byte, error) {
 		all = append(all, &objs.ClusterRoleBindings[i])
 	}
 	all = append(all, &objs.AuthReaderBinding, &objs.Service, &objs.EndpointSlice, &objs.APIService)
-	var docs []string
-	for _, obj := range all {
-		b, err := yaml.Marshal(obj)
-		if err != nil {
-			return nil, err
-		}
-		docs = append(docs, string(b))
-	}
-	return []byte(strings.Join(docs, "---\n")), nil
+	return component.YAMLStream(all...)
 }
 
 // Steps writes the objects into o.Dir with write and returns the
