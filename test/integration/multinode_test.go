@@ -227,6 +227,10 @@ func TestJoin(t *testing.T) {
 		return f
 	}
 	expired := token("--ttl", "1s")[4]
+	// A token is expired once its expiration (whole seconds, RFC 3339)
+	// is past: a join less than a second or two after it was made may
+	// still pass (seen once, the failed joins before it being fast).
+	expiredBy := time.Now().Add(2 * time.Second)
 	joinCmd := token()
 	server, tok, pin := joinCmd[2], joinCmd[4], joinCmd[6]
 
@@ -258,6 +262,9 @@ func TestJoin(t *testing.T) {
 			{"a node subnet the cluster has", worker, []string{server, "--token", tok, "--ca-cert-hash", pin, "--node-subnet", cpSubnet}, "two nodes would share an address"},
 			{"another pod range than the cluster's", worker, []string{server, "--token", tok, "--ca-cert-hash", pin, "--pod-cidr", "10.88.0.0/16"}, "a worker takes its cluster's"},
 		} {
+			if c.what == "expired token" {
+				time.Sleep(time.Until(expiredBy))
+			}
 			r := join(c.name, c.args...)
 			if r.Code == 0 || !strings.Contains(r.Stderr, c.want) {
 				t.Errorf("%s: exit %d, want an error naming %q:\n%s", c.what, r.Code, c.want, r.Stderr)
