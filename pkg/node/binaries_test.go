@@ -15,15 +15,13 @@ import (
 // still found in PATH; a named path that is not a program is refused by
 // name.
 func TestFindBinariesBeside(t *testing.T) {
-	// Not under /tmp, which the sandbox replaces (and FindBinaries refuses).
-	built, err := os.MkdirTemp(".", "bin-")
+	// Not under /tmp, which the sandbox replaces (and FindBinaries
+	// refuses), nor beside the checkout, which CI may clone under /tmp.
+	built, err := os.MkdirTemp("/var/tmp", "usernode-binaries-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(built) })
-	if built, err = filepath.Abs(built); err != nil {
-		t.Fatal(err)
-	}
 	sys := t.TempDir()
 	for _, p := range []string{filepath.Join(sys, "ctr"), filepath.Join(sys, "runc"), filepath.Join(built, "containerd"), filepath.Join(built, "ctr")} {
 		if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
