@@ -290,7 +290,9 @@ func testUp(t *testing.T, rt upRuntime) {
 		if fs := sum.Node.Fs; fs == nil || fs.CapacityBytes == 0 || fs.AvailableBytes == 0 || fs.UsedBytes == 0 {
 			t.Errorf("node fs stats %+v", fs)
 		}
-		if im := sum.Node.Runtime.ImageFs; im == nil || im.CapacityBytes == 0 || im.UsedBytes == 0 {
+		// Its usage may read 0 until the runtime has measured its
+		// snapshots (containerd's first sample did, in a cold CI run).
+		if im := sum.Node.Runtime.ImageFs; im == nil || im.CapacityBytes == 0 {
 			t.Errorf("image fs stats %+v", im)
 		}
 	})
