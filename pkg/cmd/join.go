@@ -95,7 +95,7 @@ same --name) starts the same worker, and ` + "`usernode down`" + ` stops it.`,
 			}
 			err = runUp(cl, detach, l)
 			if err != nil && fresh && os.Getenv(node.ForegroundEnv) == "" {
-				if _, runErr := sandbox.Running(sb.RuntimeDir); runErr != nil {
+				if _, runErr := sandbox.Supervisor(sb.RuntimeDir); runErr != nil {
 					// A join that did not get its node up leaves nothing
 					// behind: the next try starts clean.
 					if rmErr := os.RemoveAll(sb.StateDir); rmErr != nil {

@@ -265,6 +265,9 @@ func printStatus(w *strings.Builder, st *node.Status) error {
 	if st.Network != nil {
 		w.WriteString(st.Network.Summary())
 	}
+	if rs := st.Sandbox.Restarts; rs != nil {
+		fmt.Fprintf(w, "  sandbox: built again %d time(s) after it died; last %s ago: %s\n", rs.Count, time.Since(rs.LastAt).Round(time.Second), rs.LastDeath)
+	}
 	if st.Node.Error != "" {
 		fmt.Fprintf(w, "  error: %s\n", st.Node.Error)
 	}

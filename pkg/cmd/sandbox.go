@@ -21,7 +21,7 @@ func init() {
 		}
 		var cf configFlags
 		var ports []string
-		var allowLoopback bool
+		var allowLoopback, restart bool
 		var mtu int
 		run := &cobra.Command{
 			Use:   "run [flags] -- COMMAND [ARG...]",
@@ -51,6 +51,9 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				if err != nil {
 					return err
 				}
+				if restart {
+					opt.Restart = &sandbox.DefaultRestart
+				}
 				code, err := sandbox.Run(context.Background(), cfg, opt)
 				if err != nil {
 					return err
@@ -66,6 +69,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 		run.Flags().StringArrayVarP(&ports, "publish", "p", nil, "forward a host port into the node: [HOST_IP:]HOST_PORT:NODE_PORT[/tcp|udp] (HOST_IP defaults to 127.0.0.1)")
 		run.Flags().BoolVar(&allowLoopback, "allow-host-loopback", false, "let the node reach the host's 127.0.0.1 (off: pods must not reach host-local services)")
 		run.Flags().IntVar(&mtu, "mtu", 0, "MTU of the node's interface (0: the driver's default)")
+		run.Flags().BoolVar(&restart, "restart", false, "build the sandbox again, COMMAND included, when a process of it is killed (as `up` does); COMMAND exiting still ends it")
 		sb.AddCommand(run)
 		return sb
 	})

@@ -98,7 +98,7 @@ func init() { reexec.Register(purgeEntry, purgeMain) }
 // it belong to subordinate IDs the user cannot delete as themselves, so
 // the removal runs as root of a user namespace with the full mapping.
 func Purge(c sandbox.Config) error {
-	if _, err := sandbox.Running(c.RuntimeDir); err == nil {
+	if _, err := sandbox.Supervisor(c.RuntimeDir); err == nil {
 		return errRunning(c.Name)
 	}
 	if _, err := os.Stat(c.StateDir); os.IsNotExist(err) {

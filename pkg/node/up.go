@@ -105,8 +105,8 @@ func (p Paths) exposure() string { return filepath.Join(p.Runtime, "exposure.jso
 // one usernode configures (and the one the model asks for), the host ports
 // are free. Each failure names its fix. It fills in cl's version.
 func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
-	if st, err := sandbox.Running(sb.RuntimeDir); err == nil {
-		return nil, fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", sb.Name, st.Supervisor)
+	if pid, err := sandbox.Supervisor(sb.RuntimeDir); err == nil {
+		return nil, fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", sb.Name, pid)
 	}
 	comps, rt, err := Components(cl.Self())
 	if err != nil {
@@ -244,7 +244,15 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 		return x.run(ctx)
 	}
 	opt.Ready = hook
+	if opt.Restart == nil {
+		opt.Restart = &sandbox.DefaultRestart
+	}
 	code, err := sandbox.Run(ctx, cfg, opt)
+	if err != nil && ctx.Err() != nil {
+		// `down` or a signal while the node was being built: what the
+		// build had made is undone by now.
+		return fmt.Errorf("stopped while starting (%v); nothing of the node is left running", err)
+	}
 	if err != nil {
 		return err
 	}
@@ -345,21 +353,21 @@ func writeJSON(path string, v any) error {
 
 // Down stops a running node and waits until it is gone.
 func Down(c sandbox.Config, timeout time.Duration) error {
-	st, err := sandbox.Running(c.RuntimeDir)
+	pid, err := sandbox.Supervisor(c.RuntimeDir)
 	if err != nil {
 		return err
 	}
-	if err := syscall.Kill(st.Supervisor, syscall.SIGTERM); err != nil {
-		return fmt.Errorf("stopping supervisor %d: %w", st.Supervisor, err)
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stopping supervisor %d: %w", pid, err)
 	}
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if syscall.Kill(st.Supervisor, 0) != nil {
+		if syscall.Kill(pid, 0) != nil {
 			return nil
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_ = syscall.Kill(st.Supervisor, syscall.SIGKILL) // ESRCH if it has just gone, which is as good
+	_ = syscall.Kill(pid, syscall.SIGKILL) // ESRCH if it has just gone, which is as good
 	return fmt.Errorf("node %q did not stop within %s; killed it", c.Name, timeout)
 }
 

@@ -30,6 +30,10 @@ type State struct {
 	// NetHelper is the supervisor's account of the network helper, for
 	// drivers that have one (slirp4netns, pasta).
 	NetHelper *NetHelper `json:"netHelper,omitempty"`
+	// Restarts is the account of the sandbox's earlier deaths, nil if it
+	// has not died. While the supervisor waits to build it again, the
+	// State has Restarts.Next and no agent or init.
+	Restarts *Restarts `json:"restarts,omitempty"`
 }
 
 // NetHelper is the network helper process as the supervisor keeps it.
@@ -159,8 +163,30 @@ func Running(dir string) (*State, error) {
 		}
 		return nil, err
 	}
+	if rs := st.Restarts; st.Init == 0 && rs != nil && !rs.Next.IsZero() && locked(dir) {
+		return nil, fmt.Errorf("node %q is restarting: its sandbox died (%s) and supervisor pid %d builds it again at %s (restart %d)",
+			st.Name, rs.LastDeath, st.Supervisor, rs.Next.Format(time.TimeOnly), rs.Count)
+	}
+	if st.Init == 0 && st.Restarts == nil && locked(dir) {
+		return nil, fmt.Errorf("node %q is starting (supervisor pid %d): `usernode status` shows it once it is up, `usernode down` stops it", st.Name, st.Supervisor)
+	}
 	if st.Init == 0 || syscall.Kill(st.Init, 0) != nil || !locked(dir) {
 		return nil, fmt.Errorf("node %q is not running (its init, pid %d, is gone; stale files in %s are cleaned at next start)", st.Name, st.Init, dir)
 	}
 	return st, nil
+}
+
+// Supervisor returns the pid of the live supervisor of the node in dir,
+// running, starting or waiting to build its sandbox again: the process
+// that `down` stops.
+func Supervisor(dir string) (int, error) {
+	st, err := Running(dir)
+	if err == nil {
+		return st.Supervisor, nil
+	}
+	// Starting, or waiting to build the sandbox again: no init yet.
+	if rs, rerr := ReadState(dir); rerr == nil && rs.Init == 0 && rs.Supervisor > 0 && locked(dir) {
+		return rs.Supervisor, nil
+	}
+	return 0, err
 }

@@ -45,25 +45,84 @@ type Opt struct {
 	Ready func(ctx context.Context, st *State) error
 	// Log gets the progress lines and warnings; nil discards them.
 	Log *log.Logger
+	// Restart, when set, builds the sandbox again after it dies (restart.go
+	// says when); nil ends Run with the sandbox, as `sandbox run` wants.
+	Restart *Restart
 }
 
 // Run builds the sandbox, runs cfg.Command as the node's first process and
 // tears everything down when it exits or when the supervisor is told to
-// stop. It returns the command's exit code.
+// stop. It returns the command's exit code. With opt.Restart, a sandbox
+// that dies (a process of its own killed) is built again, as restart.go
+// says.
 func Run(ctx context.Context, cfg Config, opt Opt) (int, error) {
-	r := &run{ctx: ctx, cfg: cfg, opt: opt, log: opt.Log, ready: opt.Log.Phase("ready")}
+	mapping, err := preflight(cfg, opt)
+	if err != nil {
+		return 0, err
+	}
+	lk, err := takeLock(cfg.RuntimeDir, opt.Log)
+	if err != nil {
+		return 0, err
+	}
+	// Held across restarts, so that no second supervisor takes the node
+	// while this one waits to build it again; its release empties the
+	// runtime dir, so it is the last thing undone.
+	defer func() {
+		if err := lk.release(); err != nil {
+			opt.Log.Infof("emptying the runtime dir: %v", err)
+		}
+	}()
+	// Published at once, so that `usernode down` finds a node that is
+	// still being built; publish replaces it once the node is up.
+	if err := writeState(cfg.RuntimeDir, &State{Name: cfg.Name, Supervisor: os.Getpid(), StateDir: cfg.StateDir}); err != nil {
+		return 0, err
+	}
+	var rs restarts
+	for {
+		r := &run{ctx: ctx, cfg: cfg, opt: opt, log: opt.Log, ready: opt.Log.Phase("ready"), mapping: mapping, restarts: rs.state()}
+		code, err := r.once()
+		d := r.died
+		if d == "" || opt.Restart == nil || ctx.Err() != nil {
+			return code, err
+		}
+		wait, giveUp := rs.next(*opt.Restart, time.Since(r.upAt), r.upAt.IsZero(), d)
+		if giveUp != "" {
+			return code, errors.New(giveUp)
+		}
+		opt.Log.Warnf("the node's sandbox died (%s); building it again in %s (restart %d)", d, wait, rs.count)
+		if err := lk.clean(); err != nil {
+			opt.Log.Warnf("emptying the runtime dir: %v", err)
+		}
+		st := rs.state()
+		st.Next = time.Now().Add(wait)
+		_ = writeState(cfg.RuntimeDir, &State{Name: cfg.Name, Supervisor: os.Getpid(), StateDir: cfg.StateDir, Restarts: st}) // status only: the restart goes on without it
+		if !sleepOrStop(ctx, wait) {
+			return code, nil
+		}
+	}
+}
+
+// once builds the sandbox and runs it until it ends: the node's first
+// process exits, a stop is asked for, or the sandbox dies.
+func (r *run) once() (int, error) {
 	defer r.teardown()
 	// Each step needs what the ones before it made, and registers its own
 	// undoing as it goes: a start that stops at any step leaves nothing.
 	steps := []func() error{
-		r.preflight, r.takeLock, r.prepareCgroups, r.portSocket,
+		r.newNetwork, r.prepareCgroups, r.portSocket,
 		r.startAgent, r.startNetwork, r.publish, r.watchNetwork, r.addPorts,
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
+			// A restart that fails to build is a death like another: the
+			// next attempt may find what was missing (a port let go).
+			if r.restarts != nil && r.ctx.Err() == nil {
+				r.died = "building it again failed: " + err.Error()
+			}
 			return 0, err
 		}
 	}
+	r.upAt = time.Now()
 	r.ready(fmt.Sprintf("node %q", r.cfg.Name), fmt.Sprintf("init pid %d", r.initPID),
 		fmt.Sprintf("%s cgroups", r.cg.Mode), "net "+r.cfg.Net)
 	return r.wait()
@@ -97,6 +156,13 @@ type run struct {
 	netWatch *netWatch
 	netMu    sync.Mutex
 
+	// restarts is the account of earlier deaths, nil on the first
+	// build; died says how this sandbox died ("" if it did not), and upAt
+	// when it was up.
+	restarts *Restarts
+	died     string
+	upAt     time.Time
+
 	// undo is what teardown runs after the agent is gone, last first.
 	undo []func()
 }
@@ -124,51 +190,53 @@ func (r *run) teardown() {
 
 // preflight fails on a wrong setup before anything exists that would need
 // undoing. Only the state dir is made here, and it is meant to stay.
-func (r *run) preflight() error {
+func preflight(cfg Config, opt Opt) (*userns.Mapping, error) {
 	if os.Geteuid() == 0 {
-		return errors.New("refusing to run as root: a rootless node runs as a regular user (run usernode as that user)")
+		return nil, errors.New("refusing to run as root: a rootless node runs as a regular user (run usernode as that user)")
 	}
 	// Without its entry points, the re-exec that should become the agent
 	// would run this program's main again, in a new user namespace.
 	if registered == nil {
-		return errors.New("sandbox: this program registered no sandbox entry points: call sandbox.RegisterEntries in main, before reexec.Init")
+		return nil, errors.New("sandbox: this program registered no sandbox entry points: call sandbox.RegisterEntries in main, before reexec.Init")
 	}
-	if r.opt.Ports != nil && registered.Ports == nil {
-		return errors.New("sandbox: Opt.Ports is set but sandbox.RegisterEntries got no port driver, so the agent could not forward")
+	if opt.Ports != nil && registered.Ports == nil {
+		return nil, errors.New("sandbox: Opt.Ports is set but sandbox.RegisterEntries got no port driver, so the agent could not forward")
 	}
-	if r.opt.Ports == nil && len(r.cfg.Ports) > 0 {
-		return errors.New("port forwarding is not available in this program (no sandbox.Opt.Ports)")
+	if opt.Ports == nil && len(cfg.Ports) > 0 {
+		return nil, errors.New("port forwarding is not available in this program (no sandbox.Opt.Ports)")
 	}
-	var err error
-	if r.mapping, err = userns.CurrentMapping(); err != nil {
-		return err
+	// The driver's parent is made again for each build of the sandbox;
+	// this one only proves the name.
+	if _, err := parentOf(opt.Network, cfg.Net); err != nil {
+		return nil, err
 	}
-	if err := mkPrivateDir(r.cfg.StateDir); err != nil {
-		return err
+	m, err := userns.CurrentMapping()
+	if err != nil {
+		return nil, err
 	}
+	return m, mkPrivateDir(cfg.StateDir)
+}
+
+// newNetwork makes this build's network parent: a closed one is not
+// started again.
+func (r *run) newNetwork() (err error) {
 	r.net, err = parentOf(r.opt.Network, r.cfg.Net)
 	return err
 }
 
-// takeLock holds the runtime dir against a second supervisor. Its release
-// also empties the dir, so it is the last thing undone: every file a later
-// step leaves there (state.json, the sockets) goes with it.
-func (r *run) takeLock() error {
-	lk, err := acquire(r.cfg.RuntimeDir)
+// takeLock holds the runtime dir against a second supervisor, and clears
+// what a crashed run left.
+func takeLock(dir string, l *log.Logger) (*lock, error) {
+	lk, err := acquire(dir)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// What a crashed run left. A file that stays is told, not fatal: the
-	// files this run writes replace the ones it has to.
+	// A file that stays is told, not fatal: the files this run writes
+	// replace the ones it has to.
 	if err := lk.clean(); err != nil {
-		r.log.Warnf("emptying the runtime dir of a crashed run: %v", err)
+		l.Warnf("emptying the runtime dir of a crashed run: %v", err)
 	}
-	r.onTeardown(func() {
-		if err := lk.release(); err != nil {
-			r.log.Infof("emptying the runtime dir: %v", err)
-		}
-	})
-	return nil
+	return lk, nil
 }
 
 // prepareCgroups gives the node a subtree of its own when the host
@@ -317,7 +385,7 @@ func (r *run) startNetwork() error {
 // Ready hook find the node. The lock's release removes it again.
 func (r *run) publish() error {
 	r.state = &State{Name: r.cfg.Name, Supervisor: os.Getpid(), Agent: r.agent.Process.Pid, Init: r.initPID,
-		Cgroup: r.cg, Network: r.netCfg, StateDir: r.cfg.StateDir, PortSocket: r.portSock}
+		Cgroup: r.cg, Network: r.netCfg, StateDir: r.cfg.StateDir, PortSocket: r.portSock, Restarts: r.restarts}
 	if _, ok := r.net.(network.Waiter); ok {
 		r.state.NetHelper = &NetHelper{Name: r.opt.Network.Helper, PID: helperPID(r.netCfg)}
 	}
@@ -368,6 +436,12 @@ func (r *run) wait() (int, error) {
 	for {
 		select {
 		case <-r.agentGone:
+			// Nobody asked it to stop, and it was killed: the agent, init
+			// or the node's first process. A command that ends, even
+			// failing, ended the node on purpose.
+			if deadline == nil && r.agentCode > 128 {
+				r.died = fmt.Sprintf("%s, exit %d", deathOf(r.agentCode), r.agentCode)
+			}
 			return r.agentCode, stopErr
 		case err := <-hookErr:
 			if err != nil && deadline == nil {

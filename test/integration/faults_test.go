@@ -458,3 +458,81 @@ func TestNetworkVethGone(t *testing.T) {
 		t.Errorf("status text with the veth gone:\n%s", txt)
 	}
 }
+
+// TestSandboxRebuiltAfterDeath: with --restart (what `up` always asks
+// for), a kill -9 of the agent, of init or of the node's first process is
+// repaired by building the sandbox again over the same state dir; status
+// says how often and why. A first process that exits is the node's own
+// end and is not restarted, and a stop during the wait is a clean stop.
+func TestSandboxRebuiltAfterDeath(t *testing.T) {
+	u := testutil.Integration(t)
+	bin := testutil.Binary(t)
+	env := u.NewEnv(t)
+	procsBefore, _ := testutil.ProcsOf(u.UID)
+	const name = "fault-rebuild"
+	st, logs, exited := startSandbox(t, env, name, "--restart")
+	// Something of the node's own, in its state dir: a rebuilt sandbox
+	// must find it.
+	if r := env.Run(t, 30*time.Second, bin, "enter", "--name", name, "--", "sh", "-c", "echo kept > /var/lib/marker"); r.Code != 0 {
+		t.Fatalf("enter: %s", r)
+	}
+	firstProcess := func(init int) int {
+		out, _ := exec.Command("pgrep", "-P", fmt.Sprint(init)).Output()
+		var pid int
+		fmt.Sscan(string(out), &pid) //nolint:errcheck // 0 when there is none, checked below
+		return pid
+	}
+	prev := st
+	for i, victim := range []struct {
+		what string
+		pid  func(*sandbox.State) int
+	}{
+		{"the agent", func(s *sandbox.State) int { return s.Agent }},
+		{"init", func(s *sandbox.State) int { return s.Init }},
+		{"the node's first process", func(s *sandbox.State) int { return firstProcess(s.Init) }},
+	} {
+		pid := victim.pid(prev)
+		if pid == 0 {
+			t.Fatalf("no pid for %s in %+v", victim.what, prev)
+		}
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		killed := time.Now()
+		var now *sandbox.State
+		waitFor(t, "the sandbox built again after a kill -9 of "+victim.what, time.Minute, func() (bool, string) {
+			s, err := sandbox.Running(filepath.Join(env.RuntimeDir, "usernode", name))
+			if err != nil {
+				return false, err.Error()
+			}
+			now = s
+			return s.Init != prev.Init && s.Restarts != nil && s.Restarts.Count == i+1, fmt.Sprintf("%+v", s.Restarts)
+		})
+		t.Logf("kill -9 of %s: sandbox up again %.1fs later (init %d -> %d)", victim.what, time.Since(killed).Seconds(), prev.Init, now.Init)
+		if !strings.Contains(now.Restarts.LastDeath, "SIGKILL") || now.Supervisor != st.Supervisor {
+			t.Errorf("after a kill -9 of %s: %+v, supervisor %d (was %d)", victim.what, now.Restarts, now.Supervisor, st.Supervisor)
+		}
+		if r := env.Run(t, 30*time.Second, bin, "enter", "--name", name, "--", "cat", "/var/lib/marker"); strings.TrimSpace(r.Stdout) != "kept" {
+			t.Errorf("the state dir's file after the rebuild: %s", r)
+		}
+		prev = now
+	}
+	if r := env.Run(t, 30*time.Second, bin, "status", "--name", name); !strings.Contains(r.Stdout, "built again 3 time(s)") {
+		t.Errorf("status after three rebuilds:\n%s", r)
+	}
+	if err := syscall.Kill(st.Supervisor, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if !exited(30 * time.Second) {
+		t.Fatalf("the supervisor did not stop on SIGTERM:\n%s", logs())
+	}
+	if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 10*time.Second); len(left) > 0 {
+		t.Errorf("processes left after the stop: %v", left)
+	}
+
+	// A first process that exits ends the node, --restart or not.
+	r := env.Run(t, time.Minute, bin, "sandbox", "run", "--name", name, "--restart", "--", "sh", "-c", "exit 3")
+	if r.Code != 3 || strings.Contains(r.Stderr, "building it again") {
+		t.Errorf("a command that exits 3 under --restart: %s", r)
+	}
+}
