@@ -265,6 +265,12 @@ func printStatus(w *strings.Builder, st *node.Status) error {
 	if st.Network != nil {
 		w.WriteString(st.Network.Summary())
 	}
+	if d := st.Disk; d != nil {
+		fmt.Fprintf(w, "  disk: %s: %d MiB free of %d MiB\n", d.Path, d.Free>>20, d.Total>>20)
+		if d.Warning != "" {
+			fmt.Fprintf(w, "  WARNING: %s\n", d.Warning)
+		}
+	}
 	if rs := st.Sandbox.Restarts; rs != nil {
 		fmt.Fprintf(w, "  sandbox: built again %d time(s) after it died; last %s ago: %s\n", rs.Count, time.Since(rs.LastAt).Round(time.Second), rs.LastDeath)
 	}

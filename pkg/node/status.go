@@ -40,6 +40,9 @@ type Status struct {
 	// Network is the node's network as measured now: the helper, the
 	// interface inside the node, a probe through it, the restarts.
 	Network *sandbox.NetStatus `json:"network,omitempty"`
+	// Disk is the state dir's filesystem as measured now, with a warning
+	// when it is full or nearly so.
+	Disk *Disk `json:"disk,omitempty"`
 
 	spec *Spec
 }
@@ -59,6 +62,9 @@ func GetStatus(ctx context.Context, c sandbox.Config) (*Status, error) {
 	}
 	out := &Status{Sandbox: st, Node: &supervise.Status{Phase: "starting"}}
 	out.Network = sandbox.NetworkStatus(ctx, st)
+	// The running node's own state dir (a later `status` may not have
+	// been given its --state-dir). A statfs that fails leaves the line out.
+	out.Disk, _ = DiskOf(st.StateDir)
 	if ns, err := supervise.ReadStatus(PathsOf(c).Status()); err == nil {
 		out.Node = ns
 	}

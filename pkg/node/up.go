@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -108,6 +109,9 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 	if pid, err := sandbox.Supervisor(sb.RuntimeDir); err == nil {
 		return nil, fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", sb.Name, pid)
 	}
+	if err := checkStartSpace(sb.StateDir); err != nil {
+		return nil, err
+	}
 	comps, rt, err := Components(cl.Self())
 	if err != nil {
 		return nil, err
@@ -193,6 +197,7 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 	cfg.Ports = append(cfg.Ports, hostPorts(cl)...)
 	timeout := cl.Options.ReadyTimeout
 	start := time.Now()
+	var wasReady atomic.Bool
 	hook := func(ctx context.Context, st *sandbox.State) error {
 		// A driver that takes its address from the host (lxc-user-nic, from
 		// the bridge's network) decides the node's IP; the others were given
@@ -229,6 +234,7 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 		if cl.MultiNode() && n.Role == cluster.ControlPlane {
 			go runNodeControllers(ctx, cs, l)
 		}
+		wasReady.Store(true)
 		if err := os.WriteFile(paths.Ready(), nil, 0o600); err != nil {
 			l.Warnf("%v: a detached `up` waiting for the node does not see it Ready", err)
 		}
@@ -248,10 +254,15 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 		opt.Restart = &sandbox.DefaultRestart
 	}
 	code, err := sandbox.Run(ctx, cfg, opt)
-	if err != nil && ctx.Err() != nil {
+	if ctx.Err() != nil && !wasReady.Load() {
 		// `down` or a signal while the node was being built: what the
-		// build had made is undone by now.
-		return fmt.Errorf("stopped while starting (%v); nothing of the node is left running", err)
+		// build had made is undone by now. Not a clean run: a detached
+		// `up` waiting for Ready must fail, and say why.
+		why := "`usernode down` or a signal"
+		if err != nil {
+			why += ": " + err.Error()
+		}
+		return fmt.Errorf("stopped while starting (%s); nothing of the node is left running", why)
 	}
 	if err != nil {
 		return err
@@ -419,6 +430,9 @@ func Detach(c sandbox.Config, args []string, timeout time.Duration, l *log.Logge
 		select {
 		case err := <-exited:
 			show()
+			if err == nil {
+				return fmt.Errorf("the node stopped before it was Ready; full log: %s", logPath)
+			}
 			return fmt.Errorf("usernode up failed in the background (%v); full log: %s", err, logPath)
 		case <-deadline:
 			show()

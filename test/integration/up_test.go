@@ -210,7 +210,7 @@ func testUp(t *testing.T, rt upRuntime) {
 
 	nodePort := 30000 + c.api%2700
 	applyWorkload(t, c, nodePort)
-	waitRunning(t, c, 2)
+	waitRunning(t, c)
 
 	// The node's address is its subnet's .100, the controller-manager gave
 	// it a /24 of the pod CIDR, and the CNI hands out pod IPs from exactly
@@ -576,7 +576,7 @@ func testUp(t *testing.T, rt upRuntime) {
 	if r := c.up(); r.Code != 0 {
 		t.Fatalf("second up: %s", r)
 	}
-	waitRunning(t, c, 2)
+	waitRunning(t, c)
 	waitFor(t, "NodePort after restart", 2*time.Minute, func() (bool, string) {
 		b, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/", nodePort))
 		return err == nil && strings.HasPrefix(b, "served-by-web-"), fmt.Sprint(b, err)
@@ -604,8 +604,10 @@ func applyWorkload(t *testing.T, c *cluster, nodePort int) {
 	}
 }
 
-func waitRunning(t *testing.T, c *cluster, want int) {
+// waitRunning waits for the workload's two web pods to run.
+func waitRunning(t *testing.T, c *cluster) {
 	t.Helper()
+	const want = 2
 	waitFor(t, fmt.Sprintf("%d web pods Running", want), 3*time.Minute, func() (bool, string) {
 		out, _ := c.kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.status.phase} {end}")
 		return strings.Count(out, "Running") == want && strings.Count(out, " ") == want, out

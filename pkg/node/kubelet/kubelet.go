@@ -13,6 +13,7 @@ import (
 	"errors"
 	"net/netip"
 	"reflect"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/version"
@@ -227,6 +228,12 @@ func Config(o Options) (*kubeletv1beta1.KubeletConfiguration, error) {
 		ImageGCHighThresholdPercent: i32(100),
 		ImageGCLowThresholdPercent:  i32(80),
 		EvictionHard:                clone(EvictionHard),
+		// The kubelet holds a pressure condition for this long after the
+		// signal clears (default 5 min, against flapping between nodes that
+		// a scheduler balances). A user who frees disk space on a
+		// one-host node expects its pods back soon after, not in 5 min
+		// (measured in make test-faults' full-disk case).
+		EvictionPressureTransitionPeriod: metav1.Duration{Duration: 30 * time.Second},
 
 		LocalStorageCapacityIsolation: o.LocalStorageCapacityIsolation,
 	}
