@@ -10,10 +10,10 @@ import (
 )
 
 // MinStartFree is the free space `up` asks of the state dir's filesystem.
-// A fresh node writes ~200 MB before it is Ready (measured here: etcd's
-// first 64 MB WAL segment and its database, the imported pause and
-// busybox images, the components' logs), and pods need room beyond
-// that.
+// A fresh node running make test-faults' two-pod workload used 130 MiB of
+// it (etcd's first 64 MB WAL segment and its database, the imported pause
+// and busybox images, the components' logs), and pods' images and
+// writable layers need room beyond that.
 const MinStartFree = 512 << 20
 
 // lowFree is where status starts to warn: below it, the next image

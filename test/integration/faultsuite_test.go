@@ -600,6 +600,7 @@ func TestFaultsDiskFull(t *testing.T) {
 	if _, err := os.Stat(state); !os.IsNotExist(err) {
 		t.Errorf("a refused up made the state dir: %v", err)
 	}
+	t.Logf("the refusal: %s", strings.TrimSpace(r.Stderr))
 	f.noLeaks("the refused up", procsBefore, mountsBefore+1)
 	f.report("up with 300 MiB free", 0, "refused, naming the space and --state-dir")
 
@@ -612,6 +613,9 @@ func TestFaultsDiskFull(t *testing.T) {
 	waitRunning(t, f.cluster)
 	f.recover("the first up", time.Now(), 3*time.Minute)
 	nodeUID := f.mustKubectl("get", "node", f.name, "-o", "jsonpath={.metadata.uid}")
+	if out, err := exec.Command("du", "-sm", state).CombinedOutput(); err == nil {
+		t.Logf("a fresh node with the workload running uses %s MiB of its state dir", strings.Fields(string(out))[0])
+	}
 
 	fill(0)
 	filled := time.Now()

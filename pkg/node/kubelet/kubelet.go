@@ -227,6 +227,15 @@ func Config(o Options) (*kubeletv1beta1.KubeletConfiguration, error) {
 		// image, so a collected pause image would stop every new pod.
 		ImageGCHighThresholdPercent: i32(100),
 		ImageGCLowThresholdPercent:  i32(80),
+		// The thresholds stop the periodic GC only: under disk pressure
+		// the eviction manager deletes every unused image regardless of
+		// them. make test-faults' full disk saw it delete the pause image
+		// once the pods were evicted, and no pod could start again after
+		// the space was freed (containerd 1.6 tried to pull it from
+		// registry.k8s.io). An image younger than this minimum age is
+		// never deleted (the age counts from the kubelet's start), so a
+		// full disk evicts pods but keeps the images.
+		ImageMinimumGCAge: metav1.Duration{Duration: 365 * 24 * time.Hour},
 		EvictionHard:                clone(EvictionHard),
 		// The kubelet holds a pressure condition for this long after the
 		// signal clears (default 5 min, against flapping between nodes that

@@ -46,6 +46,8 @@ func TestSeedSettings(t *testing.T) {
 		"resolvConf":                          "/etc/resolv.conf",
 		"hairpinMode":                         "hairpin-veth",
 		"imageGCHighThresholdPercent":         float64(100),
+		"imageMinimumGCAge":                   "8760h0m0s",
+		"evictionPressureTransitionPeriod":    "30s",
 		"evictionHard.nodefs.available":       "1%",
 		"localStorageCapacityIsolation":       true,
 	}
