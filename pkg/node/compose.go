@@ -114,7 +114,8 @@ type Build struct {
 	// Pause is the static binary that becomes the pause image where
 	// internal/pause has no program for this architecture.
 	Pause string
-	// Log gets the warning when it does; nil discards it.
+	// Log gets the warning when it does, and the components' in-process
+	// work's lines (component.Env.Log); nil discards them.
 	Log *log.Logger
 	// API answers the CNI's question; nil uses kube-apiserver through the
 	// admin certificate (inside the node).
@@ -132,7 +133,7 @@ func Plan(cl *cluster.Cluster, b Build) ([]supervise.Step, error) {
 		return nil, err
 	}
 	env := &component.Env{Cluster: cl, Node: n, Binaries: b.Binaries, Degraded: b.Degraded, Root: b.Root,
-		PKI: pki.Paths(PKIDir), Kubeconfigs: kubeconfig.Paths(ConfigDir), Runtime: rt, API: b.API}
+		PKI: pki.Paths(PKIDir), Kubeconfigs: kubeconfig.Paths(ConfigDir), Runtime: rt, API: b.API, Log: b.Log}
 	for _, d := range []string{ConfigDir, ImageDir, LogDir} {
 		if err := os.MkdirAll(env.Path(d), 0o700); err != nil {
 			return nil, err

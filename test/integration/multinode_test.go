@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/usernode/usernode/internal/testutil"
 	"github.com/usernode/usernode/pkg/bootstraptoken"
+	"github.com/usernode/usernode/pkg/sandbox"
 )
 
 // TestControlPlaneForOtherHosts: a node started on host A with --host-ip
@@ -401,6 +403,36 @@ func TestJoin(t *testing.T) {
 			out, err := get()
 			return err == nil && strings.Contains(out, "served-by-webb"), out
 		})
+	})
+
+	// A kill -9 of host B's network helper takes tap0, and with it
+	// flannel.1 (the kernel deletes a VXLAN device with its lower device).
+	// The supervisor restarts the helper, flanneld makes flannel.1 again,
+	// and usernode turns its tx checksum offload off again: TCP between
+	// the hosts' pods comes back.
+	t.Run("the worker's network helper killed", func(t *testing.T) {
+		st, err := sandbox.Running(filepath.Join(wEnv.RuntimeDir, "usernode", worker))
+		if err != nil || st.NetHelper == nil {
+			t.Fatalf("worker's state: %v %+v", err, st)
+		}
+		ips := map[string]string{}
+		for _, p := range []string{"weba", "webb"} {
+			ips[p] = strings.TrimSpace(cp.must(t, "get", "pod", p, "-o", "jsonpath={.status.podIP}"))
+		}
+		if err := syscall.Kill(st.NetHelper.PID, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		killed := time.Now()
+		for from, to := range map[string]string{"weba": "webb", "webb": "weba"} {
+			waitFor(t, "TCP from "+from+" to "+to+" after the helper's restart", 2*time.Minute, func() (bool, string) {
+				out, err := cp.kubectl("exec", from, "--", "busybox", "timeout", "5", "wget", "-q", "-O", "-", "http://"+ips[to]+":8080/")
+				return err == nil && strings.Contains(out, "served-by-"+to), out
+			})
+		}
+		t.Logf("pods' TCP across the hosts back %.1fs after the kill", time.Since(killed).Seconds())
+		if r := wEnv.Run(t, 30*time.Second, bin, "logs", "--name", worker, "supervisor"); !strings.Contains(r.Stdout, "flannel.1 was made again") {
+			t.Errorf("the worker's supervisor log does not say flannel.1 was fixed after it was made again:\n%s", r.Stdout)
+		}
 	})
 
 	// `down --drain` on the worker: its pods move to the control plane

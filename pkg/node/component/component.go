@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/usernode/usernode/internal/atomicfile"
+	"github.com/usernode/usernode/internal/log"
 
 	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/cluster"
@@ -118,6 +119,9 @@ type Env struct {
 	Images []string
 	// API reads the node's own objects (the CNI waits for its pod CIDR).
 	API API
+	// Log gets what a component's in-process work has to say while the
+	// node runs (the supervisor's log); nil discards it.
+	Log *log.Logger
 }
 
 // API is what components ask kube-apiserver.

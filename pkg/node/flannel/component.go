@@ -66,7 +66,9 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 		if err != nil {
 			return err
 		}
-		if err := TxChecksumOff(Device); err != nil {
+		// For the node's lifetime, not this step's: the step's ctx ends
+		// with it, the watch must outlive flanneld's remakes of the device.
+		if err := KeepTxChecksumOff(context.WithoutCancel(ctx), Device, env.Log.Infof); err != nil {
 			return err
 		}
 		_, err = cni.Install(env.Path(cni.DefaultConfDir), cni.Options{Subnet: lease.Subnet.Masked(), MTU: lease.MTU, NoMasq: true})

@@ -22,6 +22,7 @@ package flannel
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -32,6 +33,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -142,6 +144,60 @@ func SetSysctls(procSys string) error {
 	return nil
 }
 
+// KeepTxChecksumOff turns tx checksum offload off on dev now and on every
+// new device of that name until ctx ends. flanneld (v0.28) makes its
+// VXLAN device again when it is deleted, and the kernel deletes it with
+// its lower device: the node's tap0 or eth0, which goes with the network
+// helper when slirp4netns or pasta is restarted. The device flanneld makes
+// then has offload on again, and TCP across hosts would be lost. logf
+// gets each fix and each failure.
+func KeepTxChecksumOff(ctx context.Context, dev string, logf func(format string, args ...any)) error {
+	updates := make(chan netlink.LinkUpdate, 16)
+	done := make(chan struct{})
+	// Subscribed before the first fix, so no new device slips in between.
+	if err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{ErrorCallback: func(err error) {
+		logf("watching %s: %v", dev, err)
+	}}); err != nil {
+		return fmt.Errorf("watching %s: %w", dev, err)
+	}
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		close(done)
+		return fmt.Errorf("%s: %w", dev, err)
+	}
+	if err := TxChecksumOff(dev); err != nil {
+		close(done)
+		return err
+	}
+	fixed := l.Attrs().Index
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case u, ok := <-updates:
+				if !ok {
+					logf("watching %s: the netlink subscription closed; a new %s keeps its checksum offload", dev, dev)
+					return
+				}
+				// Every change of the device is a NEWLINK (the offload change
+				// itself too): act on a new device only.
+				if u.Header.Type != unix.RTM_NEWLINK || u.Attrs() == nil || u.Attrs().Name != dev || u.Attrs().Index == fixed {
+					continue
+				}
+				if err := TxChecksumOff(dev); err != nil {
+					logf("%v", err)
+					continue
+				}
+				fixed = u.Attrs().Index
+				logf("%s was made again (index %d): tx checksum offload off", dev, fixed)
+			}
+		}
+	}()
+	return nil
+}
+
 // TxChecksumOff turns off transmit checksum offload on dev, with the
 // ethtool ioctl's legacy ETHTOOL_STXCSUM (the kernel maps it onto the
 // device's features), so no ethtool binary is needed in the node.
@@ -166,4 +222,28 @@ func TxChecksumOff(dev string) error {
 		return fmt.Errorf("turning tx checksum offload off on %s: %w", dev, errno)
 	}
 	return nil
+}
+
+// TxChecksumOn reads whether transmit checksum offload is on for dev
+// (ETHTOOL_GTXCSUM).
+func TxChecksumOn(dev string) (bool, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return false, err
+	}
+	defer unix.Close(fd)
+	val := struct{ Cmd, Data uint32 }{Cmd: unix.ETHTOOL_GTXCSUM}
+	var ifr struct {
+		Name [unix.IFNAMSIZ]byte
+		Data uintptr
+		_    [16]byte
+	}
+	copy(ifr.Name[:], dev)
+	ifr.Data = uintptr(unsafe.Pointer(&val))
+	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
+	runtime.KeepAlive(&val)
+	if errno != 0 {
+		return false, fmt.Errorf("reading tx checksum offload of %s: %w", dev, errno)
+	}
+	return val.Data != 0, nil
 }

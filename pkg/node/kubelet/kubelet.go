@@ -236,7 +236,7 @@ func Config(o Options) (*kubeletv1beta1.KubeletConfiguration, error) {
 		// never deleted (the age counts from the kubelet's start), so a
 		// full disk evicts pods but keeps the images.
 		ImageMinimumGCAge: metav1.Duration{Duration: 365 * 24 * time.Hour},
-		EvictionHard:                clone(EvictionHard),
+		EvictionHard:      clone(EvictionHard),
 		// The kubelet holds a pressure condition for this long after the
 		// signal clears (default 5 min, against flapping between nodes that
 		// a scheduler balances). A user who frees disk space on a
