@@ -334,7 +334,43 @@ func (s *Supervisor) openLog(name string) (*os.File, error) {
 	return os.OpenFile(s.logPath(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 }
 
+// supervisorKey carries the Supervisor in a oneshot's Run context, for
+// Restart.
+type supervisorKey struct{}
+
+// Restart stops the running component name so that the supervisor that
+// runs the calling step starts it again, as after a crash (counted, and
+// with the usual backoff). ctx is the one a oneshot's Run was given, or
+// one made from it. why goes to the log.
+func Restart(ctx context.Context, name, why string) error {
+	s, ok := ctx.Value(supervisorKey{}).(*Supervisor)
+	if !ok {
+		return fmt.Errorf("restarting %s: not called from a supervised step", name)
+	}
+	s.mu.Lock()
+	var c *component
+	for _, x := range s.comps {
+		if x.step.Name == name {
+			c = x
+		}
+	}
+	s.mu.Unlock()
+	if c == nil {
+		return fmt.Errorf("restarting %s: no such running component", name)
+	}
+	c.mu.Lock()
+	cmd := c.cmd
+	c.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return fmt.Errorf("restarting %s: not started", name)
+	}
+	s.log.Infof("restarting %s: %s", name, why)
+	// Its process group (see keep), as a stop does.
+	return syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+}
+
 func (s *Supervisor) oneshot(ctx context.Context, step Step) error {
+	ctx = context.WithValue(ctx, supervisorKey{}, s)
 	if step.Run != nil {
 		ctx, cancel := context.WithTimeout(ctx, readyTimeout(step))
 		defer cancel()

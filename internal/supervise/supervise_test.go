@@ -206,3 +206,54 @@ func TestDependenciesRefused(t *testing.T) {
 		t.Errorf("deps = %v, %v", deps, err)
 	}
 }
+
+// A step's in-process work can have the supervisor restart a running
+// component (flannel does when its device is made again): the component
+// comes back with a new PID and one restart counted; outside a
+// supervised step, or for a name not running, Restart says so.
+func TestRestartFromAStep(t *testing.T) {
+	BackoffMin = 20 * time.Millisecond
+	dir := t.TempDir()
+	asked := make(chan error, 1)
+	plan := Plan{LogDir: filepath.Join(dir, "log"), StatusFile: filepath.Join(dir, "status.json"), Steps: []Step{
+		{Name: "daemon", Argv: []string{"sleep", "60"}},
+		{Name: "watch", Oneshot: true, Run: func(ctx context.Context) error {
+			if err := Restart(ctx, "nosuch", "test"); err == nil {
+				t.Error("Restart of a component that is not there: no error")
+			}
+			asked <- Restart(context.WithoutCancel(ctx), "daemon", "the test asked")
+			return nil
+		}},
+	}}
+	var out syncBuf
+	s := New(plan, log.New(&out, 0))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	if err := <-asked; err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var st Status
+	for time.Now().Before(deadline) {
+		st = s.Snapshot()
+		if d := st.Components[0]; d.Restarts == 1 && d.State == "ready" && d.PID != 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if d := st.Components[0]; d.Restarts != 1 || d.PID == 0 || d.State != "ready" {
+		t.Errorf("daemon after Restart: %+v\n%s", d, out.String())
+	}
+	if !strings.Contains(out.String(), "restarting daemon: the test asked") {
+		t.Errorf("the restart's reason is not in the log:\n%s", out.String())
+	}
+	if err := Restart(context.Background(), "daemon", "x"); err == nil {
+		t.Error("Restart outside a supervised step: no error")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

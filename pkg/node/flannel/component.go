@@ -68,7 +68,19 @@ func (Component) Steps(env *component.Env) ([]supervise.Step, error) {
 		}
 		// For the node's lifetime, not this step's: the step's ctx ends
 		// with it, the watch must outlive flanneld's remakes of the device.
-		if err := KeepTxChecksumOff(context.WithoutCancel(ctx), Device, env.Log.Infof); err != nil {
+		// flanneld's own remake (after the network helper's restart took
+		// the lower device) is the bare device: the routes, neighbours and
+		// FDB entries of the other nodes' subnets stay gone (seen in
+		// TestJoin; v0.28.10's reCreateVxlan makes only the device). A
+		// restarted flanneld finds the device and programs every lease
+		// again, with the MAC its Node annotation keeps.
+		wctx := context.WithoutCancel(ctx)
+		remade := func() {
+			if err := supervise.Restart(wctx, "flanneld", Device+" was made again without the other nodes' routes"); err != nil {
+				env.Log.Warnf("%v", err)
+			}
+		}
+		if err := KeepTxChecksumOff(wctx, Device, env.Log.Infof, remade); err != nil {
 			return err
 		}
 		_, err = cni.Install(env.Path(cni.DefaultConfDir), cni.Options{Subnet: lease.Subnet.Masked(), MTU: lease.MTU, NoMasq: true})

@@ -145,13 +145,14 @@ func SetSysctls(procSys string) error {
 }
 
 // KeepTxChecksumOff turns tx checksum offload off on dev now and on every
-// new device of that name until ctx ends. flanneld (v0.28) makes its
-// VXLAN device again when it is deleted, and the kernel deletes it with
-// its lower device: the node's tap0 or eth0, which goes with the network
-// helper when slirp4netns or pasta is restarted. The device flanneld makes
-// then has offload on again, and TCP across hosts would be lost. logf
-// gets each fix and each failure.
-func KeepTxChecksumOff(ctx context.Context, dev string, logf func(format string, args ...any)) error {
+// new device of that name until ctx ends, and calls remade (if not nil)
+// after each new one. flanneld (v0.28) makes its VXLAN device again when
+// it is deleted, and the kernel deletes it with its lower device: the
+// node's tap0 or eth0, which goes with the network helper when slirp4netns
+// or pasta is restarted. The device flanneld makes then has offload on
+// again, and TCP across hosts would be lost. logf gets each fix and each
+// failure.
+func KeepTxChecksumOff(ctx context.Context, dev string, logf func(format string, args ...any), remade func()) error {
 	updates := make(chan netlink.LinkUpdate, 16)
 	done := make(chan struct{})
 	// Subscribed before the first fix, so no new device slips in between.
@@ -192,6 +193,9 @@ func KeepTxChecksumOff(ctx context.Context, dev string, logf func(format string,
 				}
 				fixed = u.Attrs().Index
 				logf("%s was made again (index %d): tx checksum offload off", dev, fixed)
+				if remade != nil {
+					remade()
+				}
 			}
 		}
 	}()

@@ -38,6 +38,7 @@ type watchResult struct {
 	Err                              string
 	AtStart, AfterRemake, Unwatched  bool // tx checksum offload on?
 	RemadeIndex, OriginalIndex, Logs int
+	Remade                           int // calls of the remade hook
 }
 
 // TestKeepTxChecksumOff: a VXLAN device made on a lower device, as
@@ -67,6 +68,9 @@ func TestKeepTxChecksumOff(t *testing.T) {
 	}
 	if !res.Unwatched {
 		t.Errorf("a device of another name had its offload turned off too")
+	}
+	if res.Remade != 1 {
+		t.Errorf("the remade hook ran %d times for one new device, want 1", res.Remade)
 	}
 	if res.Logs < 1 {
 		t.Errorf("the fix on the new device was not logged")
@@ -126,7 +130,8 @@ func inner() {
 	logf := func(format string, a ...any) { logs = append(logs, fmt.Sprintf(format, a...)) }
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	if err := KeepTxChecksumOff(ctx, "flannel.1", logf); err != nil {
+	remade := 0
+	if err := KeepTxChecksumOff(ctx, "flannel.1", logf, func() { remade++ }); err != nil {
 		fail("%v", err)
 		return
 	}
@@ -160,6 +165,7 @@ func inner() {
 	}
 	time.Sleep(200 * time.Millisecond) // an event for other.1 would be handled by now
 	res.Unwatched, _ = TxChecksumOn("other.1")
+	res.Remade = remade
 	for _, l := range logs {
 		if strings.Contains(l, "made again") {
 			res.Logs++
