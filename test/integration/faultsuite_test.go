@@ -311,6 +311,26 @@ func (f *faultNode) writeReport() {
 	}
 }
 
+// start brings the node up with the workload, waits until it is healthy,
+// and returns the check that the cluster is still the one it made (the
+// Node's UID, the workload's ConfigMap).
+func (f *faultNode) start() func() (bool, string) {
+	f.t.Helper()
+	if r := f.up(); r.Code != 0 {
+		f.t.Fatalf("up: %s", r)
+	}
+	f.t.Cleanup(func() { f.down("--purge") })
+	applyWorkload(f.t, f.cluster, f.nodePort)
+	waitRunning(f.t, f.cluster)
+	f.recover("the first up", time.Now(), 3*time.Minute)
+	nodeUID := f.mustKubectl("get", "node", f.name, "-o", "jsonpath={.metadata.uid}")
+	return func() (bool, string) {
+		uid, _ := f.kubectl("get", "node", f.name, "-o", "jsonpath={.metadata.uid}")
+		cm, _ := f.kubectl("get", "configmap", "cfg", "-o", "jsonpath={.data.greeting}")
+		return uid == nodeUID && cm == "hello-from-configmap", fmt.Sprintf("node uid %q (was %q), configmap %q", uid, nodeUID, cm)
+	}
+}
+
 // TestFaults runs every fault on one node, in an order where each case
 // starts from a healthy node and the node's cluster is kept throughout.
 func TestFaults(t *testing.T) {
@@ -320,19 +340,7 @@ func TestFaults(t *testing.T) {
 	mountsBefore := mountCount(t)
 	f := newFaultNode(t, u, "faults")
 	defer f.writeReport()
-	if r := f.up(); r.Code != 0 {
-		t.Fatalf("up: %s", r)
-	}
-	t.Cleanup(func() { f.down("--purge") })
-	applyWorkload(t, f.cluster, f.nodePort)
-	waitRunning(t, f.cluster)
-	f.recover("the first up", time.Now(), 3*time.Minute)
-	nodeUID := f.mustKubectl("get", "node", f.name, "-o", "jsonpath={.metadata.uid}")
-	sameCluster := func() (bool, string) {
-		uid, _ := f.kubectl("get", "node", f.name, "-o", "jsonpath={.metadata.uid}")
-		cm, _ := f.kubectl("get", "configmap", "cfg", "-o", "jsonpath={.data.greeting}")
-		return uid == nodeUID && cm == "hello-from-configmap", fmt.Sprintf("node uid %q (was %q), configmap %q", uid, nodeUID, cm)
-	}
+	sameCluster := f.start()
 
 	t.Run("kill -9 of each component", func(t *testing.T) {
 		st, why := f.status()
@@ -605,14 +613,7 @@ func TestFaultsDiskFull(t *testing.T) {
 	f.report("up with 300 MiB free", 0, "refused, naming the space and --state-dir")
 
 	_ = os.Remove(filler)
-	if r := f.up(); r.Code != 0 {
-		t.Fatalf("up: %s", r)
-	}
-	t.Cleanup(func() { f.down("--purge") })
-	applyWorkload(t, f.cluster, f.nodePort)
-	waitRunning(t, f.cluster)
-	f.recover("the first up", time.Now(), 3*time.Minute)
-	nodeUID := f.mustKubectl("get", "node", f.name, "-o", "jsonpath={.metadata.uid}")
+	sameCluster := f.start()
 	if out, err := exec.Command("du", "-sm", state).CombinedOutput(); err == nil {
 		t.Logf("a fresh node with the workload running uses %s MiB of its state dir", strings.Fields(string(out))[0])
 	}
@@ -641,11 +642,7 @@ func TestFaultsDiskFull(t *testing.T) {
 	_ = os.Remove(filler)
 	_ = os.Remove(filepath.Join(mnt, "filler2"))
 	freed := time.Now()
-	d := f.recover("after the disk was freed", freed, 5*time.Minute, func() (bool, string) {
-		uid, _ := f.kubectl("get", "node", f.name, "-o", "jsonpath={.metadata.uid}")
-		cm, _ := f.kubectl("get", "configmap", "cfg", "-o", "jsonpath={.data.greeting}")
-		return uid == nodeUID && cm == "hello-from-configmap", uid + " " + cm
-	})
+	d := f.recover("after the disk was freed", freed, 5*time.Minute, sameCluster)
 	outcome := "status said FULL; recovered by itself, cluster intact"
 	if werr != nil {
 		outcome = "API writes failed while full; status said FULL; recovered by itself, cluster intact"

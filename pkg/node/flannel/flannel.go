@@ -206,24 +206,8 @@ func KeepTxChecksumOff(ctx context.Context, dev string, logf func(format string,
 // ethtool ioctl's legacy ETHTOOL_STXCSUM (the kernel maps it onto the
 // device's features), so no ethtool binary is needed in the node.
 func TxChecksumOff(dev string) error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	// struct ethtool_value and struct ifreq with ifr_data pointing at it.
-	val := struct{ Cmd, Data uint32 }{Cmd: unix.ETHTOOL_STXCSUM, Data: 0}
-	var ifr struct {
-		Name [unix.IFNAMSIZ]byte
-		Data uintptr
-		_    [16]byte
-	}
-	copy(ifr.Name[:], dev)
-	ifr.Data = uintptr(unsafe.Pointer(&val))
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
-	runtime.KeepAlive(&val)
-	if errno != 0 {
-		return fmt.Errorf("turning tx checksum offload off on %s: %w", dev, errno)
+	if _, err := ethtoolValue(dev, unix.ETHTOOL_STXCSUM, 0); err != nil {
+		return fmt.Errorf("turning tx checksum offload off on %s: %w", dev, err)
 	}
 	return nil
 }
@@ -231,12 +215,23 @@ func TxChecksumOff(dev string) error {
 // TxChecksumOn reads whether transmit checksum offload is on for dev
 // (ETHTOOL_GTXCSUM).
 func TxChecksumOn(dev string) (bool, error) {
+	v, err := ethtoolValue(dev, unix.ETHTOOL_GTXCSUM, 0)
+	if err != nil {
+		return false, fmt.Errorf("reading tx checksum offload of %s: %w", dev, err)
+	}
+	return v != 0, nil
+}
+
+// ethtoolValue does one ethtool ioctl that takes and returns a struct
+// ethtool_value (cmd and data) on dev, and returns the data it left.
+func ethtoolValue(dev string, cmd, data uint32) (uint32, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	defer unix.Close(fd)
-	val := struct{ Cmd, Data uint32 }{Cmd: unix.ETHTOOL_GTXCSUM}
+	// struct ethtool_value and struct ifreq with ifr_data pointing at it.
+	val := struct{ Cmd, Data uint32 }{Cmd: cmd, Data: data}
 	var ifr struct {
 		Name [unix.IFNAMSIZ]byte
 		Data uintptr
@@ -247,7 +242,7 @@ func TxChecksumOn(dev string) (bool, error) {
 	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
 	runtime.KeepAlive(&val)
 	if errno != 0 {
-		return false, fmt.Errorf("reading tx checksum offload of %s: %w", dev, errno)
+		return 0, errno
 	}
-	return val.Data != 0, nil
+	return val.Data, nil
 }
