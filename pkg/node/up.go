@@ -199,6 +199,10 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 	start := time.Now()
 	var wasReady atomic.Bool
 	hook := func(ctx context.Context, st *sandbox.State) error {
+		// Each build of the sandbox runs the hook again: the Ready that
+		// counts is one the kubelet posted after this build started, not
+		// the last one before the sandbox died.
+		built := time.Now()
 		// A driver that takes its address from the host (lxc-user-nic, from
 		// the bridge's network) decides the node's IP; the others were given
 		// the model's subnet and report the same address.
@@ -220,7 +224,7 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 		if err != nil {
 			return err
 		}
-		if err := waitNodeReady(ctx, cs, n.Name, start, timeout); err != nil {
+		if err := waitNodeReady(ctx, cs, n.Name, built, timeout); err != nil {
 			return err
 		}
 		if n.Role == cluster.Worker {
