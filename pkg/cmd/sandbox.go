@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usernode/usernode/internal/memtrim"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
 	"github.com/usernode/usernode/pkg/sandbox"
@@ -50,6 +51,14 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				opt, err := sandboxOpt(cfg.Net, newLogger(c))
 				if err != nil {
 					return err
+				}
+				// Once the sandbox is up this process only waits for it
+				// to end (and restarts the network helper if it dies):
+				// what starting it left mapped and allocated goes back
+				// (internal/memtrim has the figures).
+				opt.Ready = func(context.Context, *sandbox.State) error {
+					memtrim.Trim()
+					return nil
 				}
 				code, err := sandbox.Run(context.Background(), cfg, opt)
 				if err != nil {
