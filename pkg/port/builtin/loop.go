@@ -27,8 +27,9 @@ type loop struct {
 	tasks []func()
 
 	handlers map[int32]handler
-	pipes    []pipe // spare, empty
-	moved    int    // bytes moved while handling the current batch of events
+	pipes    []pipe  // spare, empty
+	conns    []*conn // spare, ended (see accept in tcp.go for why)
+	moved    int     // bytes moved while handling the current batch of events
 	stop     bool
 	done     chan struct{}
 }
@@ -114,6 +115,30 @@ func (l *loop) putPipe(p pipe, empty bool) {
 		return
 	}
 	p.close()
+}
+
+// spareConns bounds the ended connections a loop keeps for reuse.
+const spareConns = 64
+
+func (l *loop) newConn() *conn {
+	if n := len(l.conns); n > 0 {
+		c := l.conns[n-1]
+		l.conns = l.conns[:n-1]
+		return c
+	}
+	return &conn{}
+}
+
+// freeConn keeps an ended connection for the next one. The new use gets
+// a new gen: a dial timer of the old one that fires late sees it is not
+// its connection any more. An event for one of its fds still in the
+// loop's current batch finds no handler (forget dropped them).
+func (l *loop) freeConn(c *conn) {
+	if len(l.conns) >= spareConns {
+		return
+	}
+	*c = conn{gen: c.gen + 1}
+	l.conns = append(l.conns, c)
 }
 
 func (l *loop) add(fd int, events uint32, h handler) error {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -17,6 +18,9 @@ type tcpPort struct {
 	l      *loop
 	fd     int
 	target netip.AddrPort
+	// sa and fam are target's, made once.
+	sa     unix.Sockaddr
+	fam    int
 	conns  map[*conn]struct{}
 	paused bool
 	// loopback: the listener is on a loopback address, so every client
@@ -50,7 +54,7 @@ func listenTCP(ap netip.AddrPort) (int, error) {
 // backlog longer than one batch brings the loop back.
 func (p *tcpPort) event(_ int32, _ uint32) {
 	for range 64 {
-		fd, _, err := unix.Accept4(p.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, err := accept(p.fd)
 		switch err {
 		case nil:
 			p.open(fd)
@@ -66,6 +70,22 @@ func (p *tcpPort) event(_ int32, _ uint32) {
 			return
 		}
 	}
+}
+
+// accept is accept4(2) without the peer's address: unix.Accept4 returns
+// it as a new Sockaddr, one allocation per connection that nothing here
+// reads (peer asks for it where it matters). The forwarder allocates
+// nothing per connection in its steady state, so the agent's heap stays
+// at its start's size and the garbage collector seldom runs: measured
+// with connection loops (c=8, ~12k connections/s), the agent's RSS grew
+// by 2.4 MB of heap and ~2 MB of the binary's pages (mostly the
+// collector's) before.
+func accept(fd int) (int, error) {
+	nfd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(nfd), nil
 }
 
 func (p *tcpPort) pause(d time.Duration) {
@@ -111,8 +131,7 @@ func (p *tcpPort) open(cfd int) {
 		unpace(cfd)
 		boundSendBuffer(cfd)
 	}
-	sa, fam := nsnet.Sockaddr(p.target)
-	ufd, err := p.f.ns.Socket(fam, unix.SOCK_STREAM)
+	ufd, err := p.f.ns.Socket(p.fam, unix.SOCK_STREAM)
 	if err != nil {
 		reset(cfd)
 		return
@@ -128,16 +147,18 @@ func (p *tcpPort) open(cfd int) {
 			return
 		}
 	}
-	c := &conn{p: p, fds: [2]int{cfd, ufd}}
+	c := p.l.newConn()
+	c.p, c.fds = p, [2]int{cfd, ufd}
 	c.d[0] = dir{src: cfd, dst: ufd}
 	c.d[1] = dir{src: ufd, dst: cfd}
-	switch err := unix.Connect(ufd, sa); err {
+	switch err := unix.Connect(ufd, p.sa); err {
 	case nil:
 	case unix.EINPROGRESS:
 		c.connecting = true
+		gen := c.gen
 		c.timer = time.AfterFunc(p.f.opts.DialTimeout, func() {
 			p.l.post(func() {
-				if c.connecting && !c.closed {
+				if c.gen == gen && c.connecting && !c.closed {
 					c.abort()
 				}
 			})
@@ -170,8 +191,13 @@ func (p *tcpPort) open(cfd int) {
 // ~15 to ~21 Gbit/s with reno on its local sockets. reno is always
 // allowed to unprivileged users; if it were refused the default stays.
 func unpace(fd int) {
-	_ = unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, "reno")
+	// By hand: unix.SetsockoptString copies the name to the heap on
+	// every call (see accept for why that matters).
+	_, _, _ = unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION,
+		uintptr(unsafe.Pointer(&reno[0])), uintptr(len(reno)), 0)
 }
+
+var reno = [...]byte{'r', 'e', 'n', 'o'}
 
 // boundSendBuffer fixes the send buffer of a socket towards a client on
 // this machine at the most an unprivileged process may ask for
@@ -226,6 +252,9 @@ type conn struct {
 	connecting bool
 	closed     bool
 	timer      *time.Timer
+	// gen tells this use of a reused conn (loop.newConn) from the ones
+	// before, for a dial timeout that fires late.
+	gen uint64
 }
 
 // dir is one direction: bytes go src -> pipe -> dst, n of them still in
@@ -361,4 +390,5 @@ func (c *conn) finish(rst bool) {
 	if c.p.conns != nil {
 		delete(c.p.conns, c)
 	}
+	l.freeConn(c)
 }
