@@ -126,18 +126,18 @@ func (l *loop) newConn() *conn {
 		l.conns = l.conns[:n-1]
 		return c
 	}
-	return &conn{}
+	return &conn{l: l}
 }
 
-// freeConn keeps an ended connection for the next one. The new use gets
-// a new gen: a dial timer of the old one that fires late sees it is not
-// its connection any more. An event for one of its fds still in the
-// loop's current batch finds no handler (forget dropped them).
+// freeConn keeps an ended connection for the next one, with its timer. An
+// event for one of its fds still in the loop's current batch finds no
+// handler (forget dropped them); a dial timer that fires late finds it not
+// connecting, or connecting with a later deadline.
 func (l *loop) freeConn(c *conn) {
 	if len(l.conns) >= spareConns {
 		return
 	}
-	*c = conn{gen: c.gen + 1}
+	*c = conn{l: l, timer: c.timer}
 	l.conns = append(l.conns, c)
 }
 

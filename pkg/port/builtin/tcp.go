@@ -155,14 +155,14 @@ func (p *tcpPort) open(cfd int) {
 	case nil:
 	case unix.EINPROGRESS:
 		c.connecting = true
-		gen := c.gen
-		c.timer = time.AfterFunc(p.f.opts.DialTimeout, func() {
-			p.l.post(func() {
-				if c.gen == gen && c.connecting && !c.closed {
-					c.abort()
-				}
-			})
-		})
+		c.deadline = time.Now().Add(p.f.opts.DialTimeout)
+		// The timer stays with the conn from one use to the next (see
+		// accept for why nothing here allocates).
+		if c.timer == nil {
+			c.timer = time.AfterFunc(p.f.opts.DialTimeout, c.dialExpired)
+		} else {
+			c.timer.Reset(p.f.opts.DialTimeout)
+		}
 	default:
 		// Reset rather than FIN: the client sees the refusal at once.
 		reset(cfd)
@@ -251,10 +251,22 @@ type conn struct {
 	d          [2]dir
 	connecting bool
 	closed     bool
-	timer      *time.Timer
-	// gen tells this use of a reused conn (loop.newConn) from the ones
-	// before, for a dial timeout that fires late.
-	gen uint64
+	// l is the loop that owns the conn, for good: a conn is reused
+	// (loop.newConn), always on its loop.
+	l *loop
+	// timer ends a dial that takes longer than the deadline; it may fire
+	// late, for an earlier use of the conn, hence the deadline check.
+	timer    *time.Timer
+	deadline time.Time
+}
+
+// dialExpired runs on the timer's goroutine: the check is the loop's.
+func (c *conn) dialExpired() { c.l.post(c.checkDial) }
+
+func (c *conn) checkDial() {
+	if c.connecting && !c.closed && !time.Now().Before(c.deadline) {
+		c.abort()
+	}
 }
 
 // dir is one direction: bytes go src -> pipe -> dst, n of them still in
