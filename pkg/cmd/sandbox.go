@@ -58,6 +58,7 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				// (internal/memtrim has the figures).
 				opt.Ready = func(context.Context, *sandbox.State) error {
 					memtrim.Trim()
+					memtrim.Quiet()
 					return nil
 				}
 				code, err := sandbox.Run(context.Background(), cfg, opt)

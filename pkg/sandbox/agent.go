@@ -324,6 +324,7 @@ func initMain(e Entries) {
 	go reconfigureNet(up, child, ac.Net)
 	// From here init only reaps and passes signals on (internal/memtrim).
 	memtrim.Trim()
+	memtrim.Quiet()
 	// As pid 1, init reaps every orphan of the node, and ends the node when
 	// its first process ends.
 	for s := range sigs {

@@ -161,6 +161,7 @@ func (f *Forwarder) Add(_ context.Context, s port.Spec) error {
 		l := f.loops[f.next%len(f.loops)]
 		f.next++
 		p := &tcpPort{f: f, l: l, fd: fd, target: target, conns: map[*conn]struct{}{}, loopback: k.host.Addr().IsLoopback()}
+		tuneListener(fd, p.loopback)
 		p.sa, p.fam = nsnet.Sockaddr(target)
 		l.do(func() { err = l.add(fd, unix.EPOLLIN, p) })
 		if err != nil {
