@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,11 +107,12 @@ const (
 	rttWarm = 200
 )
 
-// rtt: median of 1-byte ping-pongs on one connection, in microseconds.
-func rtt(addr string) (float64, error) {
+// rtt: median and 10th percentile of 1-byte ping-pongs on one
+// connection, in microseconds.
+func rtt(addr string) (float64, float64, error) {
 	conn, err := net.Dial("tcp", addr)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer conn.Close()
 	_ = conn.(*net.TCPConn).SetNoDelay(true) // Go's default already; kept explicit
@@ -119,16 +121,17 @@ func rtt(addr string) (float64, error) {
 	for i := 0; i < rttN+rttWarm; i++ {
 		t0 := time.Now()
 		if _, err := conn.Write(b); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if _, err := conn.Read(b); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		if i >= rttWarm {
 			d = append(d, float64(time.Since(t0).Nanoseconds())/1e3)
 		}
 	}
-	return host.Median(d), nil
+	sort.Float64s(d)
+	return host.Median(d), d[len(d)/10], nil
 }
 
 // pingpongC is the second client (pingpong/pingpong.c), built at the
@@ -151,23 +154,39 @@ func buildCClient(dir string) error {
 	return nil
 }
 
-// cRun runs the C client and reads the one number it prints.
-func cRun(args ...string) (float64, error) {
+// cRun runs the C client and reads the numbers it prints.
+func cRun(args ...string) ([]float64, error) {
 	out, err := runCmd(append([]string{cClient}, args...))
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	return strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	var v []float64
+	for _, f := range strings.Fields(string(out)) {
+		x, err := strconv.ParseFloat(f, 64)
+		if err != nil {
+			return nil, fmt.Errorf("C client: %q", out)
+		}
+		v = append(v, x)
+	}
+	return v, nil
 }
 
-func cRTT(addr string) (float64, error) {
+func cRTT(addr string) (float64, float64, error) {
 	h, p, _ := net.SplitHostPort(addr)
-	return cRun("rtt", h, p, fmt.Sprint(rttN), fmt.Sprint(rttWarm))
+	v, err := cRun("rtt", h, p, fmt.Sprint(rttN), fmt.Sprint(rttWarm))
+	if err != nil || len(v) != 2 {
+		return 0, 0, fmt.Errorf("C client rtt: %v %v", v, err)
+	}
+	return v[0], v[1], nil
 }
 
 func cConnRate(addr string, c int) (float64, error) {
 	h, p, _ := net.SplitHostPort(addr)
-	return cRun("conn", h, p, fmt.Sprint(c), fmt.Sprint(*secs))
+	v, err := cRun("conn", h, p, fmt.Sprint(c), fmt.Sprint(*secs))
+	if err != nil || len(v) != 1 {
+		return 0, fmt.Errorf("C client conn: %v %v", v, err)
+	}
+	return v[0], nil
 }
 
 // ---- processes ----

@@ -38,6 +38,12 @@ var ingressMetrics = []metric{
 	{"connections/s c=1", "conn/s", true},
 	{"connections/s c=8", "conn/s", true},
 	{"1-byte RTT (median)", "µs", false},
+	// Measured with the RTTs above (6 and 9): on this 2-vCPU VM a round
+	// trip either stays on one vCPU or wakes an idle one, and a run's
+	// median lands on whichever it mostly did; the 10th percentile shows
+	// the first.
+	{"1-byte RTT (10th percentile)", "µs", false},
+	{"1-byte RTT (10th percentile)", "µs", false},
 }
 
 // clients: the metrics of each client's table.
@@ -45,8 +51,8 @@ var clients = []struct {
 	name, note string
 	metrics    []int
 }{
-	{"Go client", "this process: net.Dial, one goroutine per connection loop (Go 1.26 runtime)", []int{4, 5, 6}},
-	{"C client", "pingpong/pingpong.c built with the system's cc: blocking sockets, one thread per connection loop", []int{7, 8, 9}},
+	{"Go client", "this process: net.Dial, one goroutine per connection loop (Go 1.26 runtime)", []int{4, 5, 6, 10}},
+	{"C client", "pingpong/pingpong.c built with the system's cc: blocking sockets, one thread per connection loop", []int{7, 8, 9, 11}},
 }
 
 var egressMetrics = []metric{
@@ -135,6 +141,13 @@ func runner() {
 		}
 		return v
 	}
+	vet2 := func(v, w float64, err error) (float64, float64) {
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "netbench:", err)
+			return 0, 0
+		}
+		return v, w
+	}
 	in := map[string][][]float64{}
 	eg := map[string][][]float64{}
 	for _, ig := range igs {
@@ -152,12 +165,19 @@ func runner() {
 					v = vet(iperf(nil, "127.0.0.1", ig.iperfPort, []int{1, 1, 4, 4}[mi], mi%2 == 1))
 				case 4, 5:
 					v = vet(connRate(ig.echoAddr, []int{1, 8}[mi-4]))
-				case 6:
-					v = vet(rtt(ig.echoAddr))
+				case 6, 9:
+					f := rtt
+					if mi == 9 {
+						f = cRTT
+					}
+					var p10 float64
+					v, p10 = vet2(f(ig.echoAddr))
+					pi := 10 + (mi-6)/3
+					in[ig.name][pi] = append(in[ig.name][pi], p10)
 				case 7, 8:
 					v = vet(cConnRate(ig.echoAddr, []int{1, 8}[mi-7]))
-				case 9:
-					v = vet(cRTT(ig.echoAddr))
+				case 10, 11:
+					continue // measured with 6 and 9
 				}
 				if *verbose {
 					fmt.Fprintf(os.Stderr, "round %d %-24s %-26s %.2f\n", r+1, ig.name, ingressMetrics[mi].name, v)
