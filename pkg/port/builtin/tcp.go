@@ -309,8 +309,11 @@ func (c *conn) event(fd int32, ev uint32) {
 		if fd != int32(c.fds[1]) {
 			return // client bytes wait in its socket until the dial is done
 		}
-		soErr, err := unix.GetsockoptInt(c.fds[1], unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil || soErr != 0 {
+		// A failed dial reports EPOLLERR (SO_ERROR says which error,
+		// which changes nothing here: the client gets a reset); a done
+		// one EPOLLOUT. One syscall fewer per connection than asking
+		// SO_ERROR every time.
+		if ev&unix.EPOLLERR != 0 {
 			c.abort()
 			return
 		}
@@ -407,7 +410,9 @@ func (c *conn) finish(rst bool) {
 	}
 	l := c.p.l
 	for _, fd := range c.fds {
-		l.forget(fd)
+		// Closing the fd takes it out of the epoll set (nothing else
+		// holds it): no EPOLL_CTL_DEL, two syscalls fewer per connection.
+		delete(l.handlers, int32(fd))
 		if rst {
 			reset(fd)
 		} else {
