@@ -46,7 +46,7 @@ var (
 	rk2     = flag.String("rootlesskit2", "", "directory with RootlessKit v2's rootlesskit and rootlessctl (make bench-net builds them); empty: that row is skipped")
 	unBin   = flag.String("usernode", "bin/usernode", "the usernode binary to measure (make build)")
 	cc      = flag.String("cc", "cc", "C compiler for the second client (bench/netbench/pingpong)")
-	alt     = flag.String("alt", "--port-busy-poll=0", "flags of a second usernode row (empty: none)")
+	alt     = flag.String("alt", "--port-busy-poll=50us", "flags of a second usernode row (empty: none)")
 )
 
 func main() {
