@@ -472,13 +472,14 @@ func setupIngress(name, tmp string) (*ingress, error) {
 		}
 		top = exec.Command(bin, append(args, "--", "sleep", "infinity")...)
 		top.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+dir+"/run", "XDG_DATA_HOME="+dir+"/data")
-		var errb strings.Builder
+		var errb lockedBuffer
 		top.Stderr = &errb
 		top.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := top.Start(); err != nil {
 			return nil, err
 		}
-		if !waitFor(20*time.Second, func() bool { return strings.Contains(errb.String(), "usernode: ready") }) {
+		// Generous: at load 14 on this machine a start has taken over 20 s.
+		if !waitFor(60*time.Second, func() bool { return strings.Contains(errb.String(), "usernode: ready") }) {
 			stopTree(top, 5*time.Second)
 			return nil, fmt.Errorf("%s: not ready: %s", name, errb.String())
 		}
@@ -553,6 +554,25 @@ func setupIngress(name, tmp string) (*ingress, error) {
 		return ps
 	}
 	return ig, nil
+}
+
+// lockedBuffer collects a command's output while another goroutine reads
+// it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func argv0(pid int) string {
