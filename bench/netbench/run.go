@@ -454,7 +454,10 @@ func setupIngress(name, tmp string) (*ingress, error) {
 		// Each usernode row runs its own copy of the binary: rows of one
 		// file would share its page cache, and each one's PSS would be
 		// halved.
-		dir := filepath.Join(tmp, strings.NewReplacer(" ", "-", "=", "-").Replace(name))
+		// Short: the sandbox's port socket goes under dir/run/usernode/
+		// NAME/, and a unix socket's path has at most 107 bytes.
+		unRows++
+		dir := filepath.Join(tmp, fmt.Sprintf("un%d", unRows))
 		for _, d := range []string{dir, dir + "/run", dir + "/data"} {
 			if err := os.MkdirAll(d, 0o700); err != nil {
 				return nil, err
@@ -479,7 +482,9 @@ func setupIngress(name, tmp string) (*ingress, error) {
 			return nil, err
 		}
 		// Generous: at load 14 on this machine a start has taken over 20 s.
-		if !waitFor(60*time.Second, func() bool { return strings.Contains(errb.String(), "usernode: ready") }) {
+		if !waitFor(60*time.Second, func() bool {
+			return strings.Contains(errb.String(), "usernode: ready") || exited(top.Process.Pid)
+		}) || !strings.Contains(errb.String(), "usernode: ready") {
 			stopTree(top, 5*time.Second)
 			return nil, fmt.Errorf("%s: not ready: %s", name, errb.String())
 		}
@@ -574,6 +579,20 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// exited: pid has ended (a zombie until its parent waits) or is gone.
+func exited(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) == 0 || f[0] == "Z"
+}
+
+// unRows numbers the usernode rows, for their directories' names.
+var unRows int
 
 func argv0(pid int) string {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
