@@ -137,11 +137,11 @@ func writeTargets(out *strings.Builder, igs []*ingress, in map[string][][]float6
 		}
 		return "no"
 	}
-	ratio := func(label string, mi int, min float64) {
-		row, ok := "| "+label+" ≥ "+fmt.Sprint(min)+"× |", true
+	ratio := func(label string, mi int, least float64) {
+		row, ok := "| "+label+" ≥ "+fmt.Sprint(least)+"× |", true
 		for _, rk := range rks {
 			r := med(un, mi) / med(rk, mi)
-			ok = ok && r >= min
+			ok = ok && r >= least
 			row += fmt.Sprintf(" %.2f× |", r)
 		}
 		fmt.Fprintln(out, row+" "+yes(ok)+" |")

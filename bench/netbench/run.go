@@ -164,7 +164,7 @@ func cRun(args ...string) ([]float64, error) {
 	for _, f := range strings.Fields(string(out)) {
 		x, err := strconv.ParseFloat(f, 64)
 		if err != nil {
-			return nil, fmt.Errorf("C client: %q", out)
+			return nil, fmt.Errorf("the C client printed %q", out)
 		}
 		v = append(v, x)
 	}
@@ -175,7 +175,7 @@ func cRTT(addr string) (float64, float64, error) {
 	h, p, _ := net.SplitHostPort(addr)
 	v, err := cRun("rtt", h, p, fmt.Sprint(rttN), fmt.Sprint(rttWarm))
 	if err != nil || len(v) != 2 {
-		return 0, 0, fmt.Errorf("C client rtt: %v %v", v, err)
+		return 0, 0, fmt.Errorf("the C client (rtt): %v %v", v, err)
 	}
 	return v[0], v[1], nil
 }
@@ -184,7 +184,7 @@ func cConnRate(addr string, c int) (float64, error) {
 	h, p, _ := net.SplitHostPort(addr)
 	v, err := cRun("conn", h, p, fmt.Sprint(c), fmt.Sprint(*secs))
 	if err != nil || len(v) != 1 {
-		return 0, fmt.Errorf("C client conn: %v %v", v, err)
+		return 0, fmt.Errorf("the C client (conn): %v %v", v, err)
 	}
 	return v[0], nil
 }
@@ -288,36 +288,6 @@ type ingress struct {
 type proc struct {
 	pid  int
 	role string
-}
-
-func startLine(c *exec.Cmd) (func(), error) {
-	in, _ := c.StdinPipe()
-	out, _ := c.StdoutPipe()
-	if err := c.Start(); err != nil {
-		return nil, err
-	}
-	line, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil || strings.TrimSpace(line) != "ready" {
-		_ = c.Process.Kill()
-		_ = c.Wait() // the kill's signal
-		return nil, fmt.Errorf("%s: not ready (%q, %v)", c.Path, line, err)
-	}
-	// Teardown, from here on best effort: EOF on stdin asks the
-	// process to exit, a kill makes sure of it, and how it exited no
-	// longer matters.
-	return func() {
-		_ = in.Close()
-		done := make(chan struct{})
-		go func() { _ = c.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(3 * time.Second):
-			for _, p := range descendants(c.Process.Pid) {
-				_ = syscall.Kill(p, syscall.SIGKILL)
-			}
-			<-done
-		}
-	}, nil
 }
 
 // stopTree asks c to stop with SIGTERM and kills what is left of its tree
