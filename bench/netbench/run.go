@@ -451,7 +451,8 @@ func setupIngress(name, tmp string) (*ingress, error) {
 		if err := top.Start(); err != nil {
 			return nil, err
 		}
-		// Generous: at load 14 on this machine a start has taken over 20 s.
+		// Generous, for a loaded machine; a sandbox that fails to start
+		// exits and is reported at once.
 		if !waitFor(60*time.Second, func() bool {
 			return strings.Contains(errb.String(), "usernode: ready") || exited(top.Process.Pid)
 		}) || !strings.Contains(errb.String(), "usernode: ready") {
