@@ -85,18 +85,20 @@ clean:
 	rm -rf bin
 
 # Network benchmark (bench/netbench): port forwarders and namespace egress
-# side by side. Run as root: it drops to the test user for everything
-# rootless and makes lxcbr0 and a root veth pair for the bound.
+# side by side; usernode's row is `usernode sandbox run -p` from this
+# build. Run as root: it drops to the test user for everything rootless
+# and makes lxcbr0 and a root veth pair for the bound. Needs a C compiler
+# (cc) for its second client.
 .PHONY: bench-net
 # RootlessKit v2, a peer in the table, from the Go module proxy.
 ROOTLESSKIT2 ?= v2.3.6
 
-bench-net: test-user
+bench-net: build test-user
 	$(GO) build -o bin/netbench ./bench/netbench
 	GOBIN=$(CURDIR)/bin/rootlesskit2 $(GO) install \
 		github.com/rootless-containers/rootlesskit/v2/cmd/rootlesskit@$(ROOTLESSKIT2) \
 		github.com/rootless-containers/rootlesskit/v2/cmd/rootlessctl@$(ROOTLESSKIT2)
-	./bin/netbench -rounds 3 -t 2 -rootlesskit2 $(CURDIR)/bin/rootlesskit2
+	./bin/netbench -rounds 5 -t 2 -rootlesskit2 $(CURDIR)/bin/rootlesskit2 -usernode $(BIN)
 
 # Kubernetes (kubelet, kube-apiserver, kube-controller-manager,
 # kube-scheduler, kube-proxy, kubectl) and etcd, built from the Go module

@@ -1,11 +1,12 @@
 // Command netbench compares usernode's networking with its peers on this
 // machine: port forwarding from the host into a node's namespace (host
-// loopback as the limit, RootlessKit's builtin and slirp4netns port
-// drivers, socat, usernode's builtin forwarder) and egress from the
-// namespace to the host (slirp4netns, pasta, lxc-user-nic, and a veth pair
-// made by root as the bound). Everything rootless runs as the non-root
-// test user; run it as root (`make bench-net`) so that it can drop to that
-// user, make lxcbr0 and the root veth pair.
+// loopback as the limit, RootlessKit 1.1's and 2.x's builtin port drivers,
+// and usernode as a user starts it: `usernode sandbox run -p ...` with the
+// user's defaults) and egress from the namespace to the host (slirp4netns,
+// pasta, lxc-user-nic, and a veth pair made by root as the bound).
+// Everything rootless runs as the non-root test user; run it as root
+// (`make bench-net`) so that it can drop to that user, make lxcbr0 and the
+// root veth pair.
 //
 // Each round runs every scenario once per metric, interleaved, so that
 // drift on the machine hits all of them alike; the table shows medians.
@@ -13,18 +14,13 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -32,8 +28,6 @@ import (
 
 	"github.com/usernode/usernode/pkg/network"
 	_ "github.com/usernode/usernode/pkg/network/drivers"
-	"github.com/usernode/usernode/pkg/port"
-	"github.com/usernode/usernode/pkg/port/builtin"
 )
 
 const (
@@ -50,6 +44,9 @@ var (
 	only    = flag.String("only", "", "comma-separated port-forwarding scenarios to run (besides host loopback); no egress")
 	verbose = flag.Bool("v", false, "print each measurement")
 	rk2     = flag.String("rootlesskit2", "", "directory with RootlessKit v2's rootlesskit and rootlessctl (make bench-net builds them); empty: that row is skipped")
+	unBin   = flag.String("usernode", "bin/usernode", "the usernode binary to measure (make build)")
+	cc      = flag.String("cc", "cc", "C compiler for the second client (bench/netbench/pingpong)")
+	alt     = flag.String("alt", "--port-busy-poll=50us", "flags of a second usernode row (empty: none)")
 )
 
 func main() {
@@ -57,8 +54,6 @@ func main() {
 	switch os.Getenv(modeEnv) {
 	case "holder":
 		holder()
-	case "agent":
-		agent()
 	case "runner":
 		runner()
 	case "echo":
@@ -79,9 +74,9 @@ func die(format string, a ...any) {
 
 // ---- inside the namespace ----
 
-// holder is the node: lo up (plus the driver's Child when NETBENCH_DRIVER
-// is set, reading its Config from stdin), iperf3 and echo servers, and
-// optionally socat relays from unix sockets; it lives until stdin closes.
+// holder is an egress scenario's namespace: lo up, the driver's Child
+// (NETBENCH_DRIVER names it; its Config comes on stdin), iperf3 and echo
+// servers; it lives until stdin closes.
 func holder() {
 	in := bufio.NewReader(os.Stdin)
 	if lo, err := netlink.LinkByName("lo"); err == nil {
@@ -111,10 +106,6 @@ func holder() {
 	}
 	start("iperf3", "-s", "-p", fmt.Sprint(iperfPort))
 	go echoServer(fmt.Sprintf("0.0.0.0:%d", echoPort))
-	if dir := os.Getenv("NETBENCH_SOCAT_DIR"); dir != "" {
-		start("socat", "UNIX-LISTEN:"+filepath.Join(dir, "iperf.sock")+",fork", fmt.Sprintf("TCP:127.0.0.1:%d", iperfPort))
-		start("socat", "UNIX-LISTEN:"+filepath.Join(dir, "echo.sock")+",fork", fmt.Sprintf("TCP:127.0.0.1:%d", echoPort))
-	}
 	waitListen(fmt.Sprintf("127.0.0.1:%d", iperfPort))
 	fmt.Println("ready")
 	_, _ = io.Copy(io.Discard, in) // returns when the runner closes stdin
@@ -174,53 +165,4 @@ func selfNS(mode string, flags uintptr, env ...string) *exec.Cmd {
 		c.SysProcAttr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}}
 	}
 	return c
-}
-
-// agent plays usernode's sandbox agent: uid 0 of its own user namespace,
-// still in the host's network namespace, forwarding host ports into the
-// node's namespace (held by a child) with the builtin forwarder, or with
-// socat relays when NETBENCH_SOCAT_DIR is set.
-func agent() {
-	hp := strings.Split(os.Getenv("NETBENCH_PORTS"), ",")
-	h := selfNS("holder", syscall.CLONE_NEWNET)
-	hin, _ := h.StdinPipe()
-	hout, _ := h.StdoutPipe()
-	if err := h.Start(); err != nil {
-		die("agent: %v", err)
-	}
-	if _, err := bufio.NewReader(hout).ReadString('\n'); err != nil {
-		die("agent: holder not ready: %v", err)
-	}
-	if dir := os.Getenv("NETBENCH_SOCAT_DIR"); dir != "" {
-		for i, sock := range []string{"iperf.sock", "echo.sock"} {
-			c := exec.Command("socat", "TCP-LISTEN:"+hp[i]+",bind=127.0.0.1,fork,reuseaddr", "UNIX-CONNECT:"+filepath.Join(dir, sock))
-			c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			if err := c.Start(); err != nil {
-				die("socat: %v", err)
-			}
-			defer func() { _ = c.Process.Kill() }() // teardown
-			waitListen("127.0.0.1:" + hp[i])
-		}
-	} else {
-		var opts builtin.Options
-		if os.Getenv("NETBENCH_NO_BUSY_POLL") != "" {
-			opts.BusyPoll = -1
-		}
-		f, err := builtin.New(fmt.Sprintf("/proc/%d/ns/net", h.Process.Pid), opts)
-		if err != nil {
-			die("agent: %v", err)
-		}
-		for i, child := range []int{iperfPort, echoPort} {
-			n, _ := strconv.Atoi(hp[i])
-			if err := f.Add(context.Background(), port.Spec{Proto: "tcp", HostIP: netip.MustParseAddr("127.0.0.1"), HostPort: uint16(n), ChildPort: uint16(child)}); err != nil {
-				die("agent: %v", err)
-			}
-		}
-	}
-	fmt.Println("ready")
-	_, _ = io.Copy(io.Discard, os.Stdin) // returns when the runner closes stdin
-	// Teardown: EOF on its stdin ends the holder; what it exits with
-	// does not matter any more.
-	_ = hin.Close()
-	_ = h.Wait()
 }

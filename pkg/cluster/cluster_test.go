@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -53,7 +54,7 @@ func TestDefaults(t *testing.T) {
 		{"CNI", n.CNI, "bridge"},
 		{"state", cl.Options.StateDir, "/home/u/.local/share/usernode/usernode"},
 		{"net", cl.Options.Net, "slirp4netns"},
-		{"busy poll", cl.Options.PortBusyPoll.String(), "50µs"},
+		{"busy poll off (negative)", fmt.Sprint(cl.Options.PortBusyPoll < 0), "true"},
 		{"timeout", cl.Options.ReadyTimeout.String(), "5m0s"},
 	} {
 		if c.got != c.want {

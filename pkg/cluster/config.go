@@ -88,7 +88,7 @@ type Config struct {
 	// Default 10053.
 	DNSPort uint16 `json:"dnsPort,omitempty"`
 	// PortBusyPoll is how long the port forwarder keeps polling after a
-	// small message: "50us" (the default); "0" turns it off.
+	// small message, such as "50us"; "0" (the default) turns it off.
 	PortBusyPoll string `json:"portBusyPoll,omitempty"`
 	// KeepSourceIP makes servers in the node see clients' addresses.
 	KeepSourceIP bool `json:"keepSourceIP,omitempty"`

@@ -62,7 +62,7 @@ var flagDefs = []flagDef{
 		bind: strFlag(func(c *Config) *string { return &c.StateDir })},
 	{name: "net", field: "net", set: NetFlags, usage: "network driver",
 		bind: strFlag(func(c *Config) *string { return &c.Net })},
-	{name: "port-busy-poll", field: "portBusyPoll", set: PortFlags, usage: "how long the port forwarder keeps polling after a small message instead of sleeping: lower latency for some CPU (0: off)",
+	{name: "port-busy-poll", field: "portBusyPoll", set: PortFlags, usage: "how long the port forwarder keeps polling after a small message instead of sleeping, such as 50us: lower latency for some CPU where CPUs are to spare (0: off)",
 		bind: durationFlag(func(c *Config) *string { return &c.PortBusyPoll })},
 	{name: "keep-source-ip", field: "keepSourceIP", set: PortFlags, usage: "servers in the node see the client's IPv4 address instead of 127.0.0.1 (adds policy routing and an nft table in the node; needs nft)",
 		bind: func(fs *pflag.FlagSet, c *Config, name, usage string) {

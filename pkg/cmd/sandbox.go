@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/usernode/usernode/internal/memtrim"
 	"github.com/usernode/usernode/pkg/cluster"
 	"github.com/usernode/usernode/pkg/network"
 	"github.com/usernode/usernode/pkg/sandbox"
@@ -53,6 +54,15 @@ namespace, and tear everything down when it exits or on SIGTERM/SIGINT.
 				}
 				if restart {
 					opt.Restart = &sandbox.DefaultRestart
+				}
+				// Once the sandbox is up this process only waits for it
+				// to end (and restarts the network helper if it dies):
+				// what starting it left mapped and allocated goes back
+				// (internal/memtrim has the figures).
+				opt.Ready = func(context.Context, *sandbox.State) error {
+					memtrim.Trim()
+					memtrim.Quiet()
+					return nil
 				}
 				code, err := sandbox.Run(context.Background(), cfg, opt)
 				if err != nil {

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/usernode/usernode/internal/log"
+	"github.com/usernode/usernode/internal/memtrim"
 	"github.com/usernode/usernode/internal/mounts"
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/internal/userns"
@@ -156,6 +157,9 @@ func agentMain(e Entries) {
 		kill(err)
 	}
 	go relayNet(up, down)
+	// The agent now serves the forwarder and waits: what its setup left
+	// mapped and allocated goes back (internal/memtrim has the figures).
+	memtrim.Trim()
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -318,6 +322,9 @@ func initMain(e Entries) {
 		os.Exit(125)
 	}
 	go reconfigureNet(up, child, ac.Net)
+	// From here init only reaps and passes signals on (internal/memtrim).
+	memtrim.Trim()
+	memtrim.Quiet()
 	// As pid 1, init reaps every orphan of the node, and ends the node when
 	// its first process ends.
 	for s := range sigs {

@@ -80,7 +80,12 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 
 // Serve answers API requests on l until l is closed. It returns nil then.
 func Serve(l net.Listener, f port.Forwarder) error {
-	srv := &http.Server{Handler: Handler(f), ReadHeaderTimeout: 10 * time.Second}
+	return ServeHandler(l, Handler(f))
+}
+
+// ServeHandler is Serve with h (Handler, or a wrapper of it) answering.
+func ServeHandler(l net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	err := srv.Serve(l)
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -43,9 +43,12 @@ type Options struct {
 	DialTimeout time.Duration
 	// BusyPoll is how long a relay thread keeps polling, instead of
 	// sleeping, after it has moved a small message (see loop). It trades
-	// CPU for latency: on a VM whose idle vCPUs are slow to wake it takes
-	// most of the forwarder's added round-trip time away. Zero is the
-	// default, DefaultBusyPoll; negative turns it off.
+	// CPU for latency, and gains only where CPUs are to spare: on a
+	// quiet 2-vCPU VM it took much of the forwarder's added round trip
+	// away, on the same VM loaded by other work it made it slower
+	// (docs/benchmarks.md), which is why usernode's own default
+	// (pkg/cluster) turns it off. Zero here is DefaultBusyPoll; negative
+	// turns it off.
 	BusyPoll time.Duration
 	// KeepSourceIP makes TCP servers inside see the client's IPv4 address
 	// instead of 127.0.0.1 (see sourceip.go). It adds policy routing and
@@ -161,6 +164,8 @@ func (f *Forwarder) Add(_ context.Context, s port.Spec) error {
 		l := f.loops[f.next%len(f.loops)]
 		f.next++
 		p := &tcpPort{f: f, l: l, fd: fd, target: target, conns: map[*conn]struct{}{}, loopback: k.host.Addr().IsLoopback()}
+		tuneListener(fd, p.loopback)
+		p.sa, p.fam = nsnet.Sockaddr(target)
 		l.do(func() { err = l.add(fd, unix.EPOLLIN, p) })
 		if err != nil {
 			unix.Close(fd)

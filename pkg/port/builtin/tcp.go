@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -17,6 +18,9 @@ type tcpPort struct {
 	l      *loop
 	fd     int
 	target netip.AddrPort
+	// sa and fam are target's, made once.
+	sa     unix.Sockaddr
+	fam    int
 	conns  map[*conn]struct{}
 	paused bool
 	// loopback: the listener is on a loopback address, so every client
@@ -50,7 +54,7 @@ func listenTCP(ap netip.AddrPort) (int, error) {
 // backlog longer than one batch brings the loop back.
 func (p *tcpPort) event(_ int32, _ uint32) {
 	for range 64 {
-		fd, _, err := unix.Accept4(p.fd, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		fd, err := accept(p.fd)
 		switch err {
 		case nil:
 			p.open(fd)
@@ -66,6 +70,22 @@ func (p *tcpPort) event(_ int32, _ uint32) {
 			return
 		}
 	}
+}
+
+// accept is accept4(2) without the peer's address: unix.Accept4 returns
+// it as a new Sockaddr, one allocation per connection that nothing here
+// reads (peer asks for it where it matters). The forwarder allocates
+// nothing per connection in its steady state, so the agent's heap stays
+// at its start's size and the garbage collector seldom runs: measured
+// with connection loops (c=8, ~12k connections/s), the agent's RSS grew
+// by 2.4 MB of heap and ~2 MB of the binary's pages (mostly the
+// collector's) before.
+func accept(fd int) (int, error) {
+	nfd, _, e := unix.Syscall6(unix.SYS_ACCEPT4, uintptr(fd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+	if e != 0 {
+		return -1, e
+	}
+	return int(nfd), nil
 }
 
 func (p *tcpPort) pause(d time.Duration) {
@@ -100,19 +120,38 @@ func (p *tcpPort) close() {
 // open starts relaying an accepted client to a new connection inside the
 // namespace.
 func (p *tcpPort) open(cfd int) {
+	// TCP_NODELAY, and on a loopback port the congestion control and send
+	// buffer below, came from the listener (tuneListener).
+	var client netip.Addr
+	if !p.loopback {
+		var local bool
+		if client, local = peer(cfd); local {
+			unpace(cfd)
+			boundSendBuffer(cfd)
+		}
+	}
+	p.dial(cfd, client)
+}
+
+// tuneListener sets on the listener what every accepted socket should
+// have, as the kernel copies it to them: TCP_NODELAY always, and on a
+// loopback port, where every client is this machine, the unpaced
+// congestion control and the bounded send buffer. Three syscalls fewer
+// per connection than setting them on each.
+func tuneListener(fd int, loopback bool) {
 	// TCP_NODELAY is latency tuning; a socket without it still relays.
-	_ = unix.SetsockoptInt(cfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	// Two syscalls a connection saved on the usual, loopback, ports.
-	client, local := netip.Addr{}, p.loopback
-	if !local {
-		client, local = peer(cfd)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if loopback {
+		unpace(fd)
+		boundSendBuffer(fd)
 	}
-	if local {
-		unpace(cfd)
-		boundSendBuffer(cfd)
-	}
-	sa, fam := nsnet.Sockaddr(p.target)
-	ufd, err := p.f.ns.Socket(fam, unix.SOCK_STREAM)
+}
+
+// dial connects a new socket inside the namespace for the accepted cfd
+// and starts relaying; client is the client's address, unset on a
+// loopback port (there it is never kept).
+func (p *tcpPort) dial(cfd int, client netip.Addr) {
+	ufd, err := p.f.ns.Socket(p.fam, unix.SOCK_STREAM)
 	if err != nil {
 		reset(cfd)
 		return
@@ -128,20 +167,22 @@ func (p *tcpPort) open(cfd int) {
 			return
 		}
 	}
-	c := &conn{p: p, fds: [2]int{cfd, ufd}}
+	c := p.l.newConn()
+	c.p, c.fds = p, [2]int{cfd, ufd}
 	c.d[0] = dir{src: cfd, dst: ufd}
 	c.d[1] = dir{src: ufd, dst: cfd}
-	switch err := unix.Connect(ufd, sa); err {
+	switch err := unix.Connect(ufd, p.sa); err {
 	case nil:
 	case unix.EINPROGRESS:
 		c.connecting = true
-		c.timer = time.AfterFunc(p.f.opts.DialTimeout, func() {
-			p.l.post(func() {
-				if c.connecting && !c.closed {
-					c.abort()
-				}
-			})
-		})
+		c.deadline = time.Now().Add(p.f.opts.DialTimeout)
+		// The timer stays with the conn from one use to the next (see
+		// accept for why nothing here allocates).
+		if c.timer == nil {
+			c.timer = time.AfterFunc(p.f.opts.DialTimeout, c.dialExpired)
+		} else {
+			c.timer.Reset(p.f.opts.DialTimeout)
+		}
 	default:
 		// Reset rather than FIN: the client sees the refusal at once.
 		reset(cfd)
@@ -170,8 +211,13 @@ func (p *tcpPort) open(cfd int) {
 // ~15 to ~21 Gbit/s with reno on its local sockets. reno is always
 // allowed to unprivileged users; if it were refused the default stays.
 func unpace(fd int) {
-	_ = unix.SetsockoptString(fd, unix.IPPROTO_TCP, unix.TCP_CONGESTION, "reno")
+	// By hand: unix.SetsockoptString copies the name to the heap on
+	// every call (see accept for why that matters).
+	_, _, _ = unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_CONGESTION,
+		uintptr(unsafe.Pointer(&reno[0])), uintptr(len(reno)), 0)
 }
+
+var reno = [...]byte{'r', 'e', 'n', 'o'}
 
 // boundSendBuffer fixes the send buffer of a socket towards a client on
 // this machine at the most an unprivileged process may ask for
@@ -225,7 +271,22 @@ type conn struct {
 	d          [2]dir
 	connecting bool
 	closed     bool
-	timer      *time.Timer
+	// l is the loop that owns the conn, for good: a conn is reused
+	// (loop.newConn), always on its loop.
+	l *loop
+	// timer ends a dial that takes longer than the deadline; it may fire
+	// late, for an earlier use of the conn, hence the deadline check.
+	timer    *time.Timer
+	deadline time.Time
+}
+
+// dialExpired runs on the timer's goroutine: the check is the loop's.
+func (c *conn) dialExpired() { c.l.post(c.checkDial) }
+
+func (c *conn) checkDial() {
+	if c.connecting && !c.closed && !time.Now().Before(c.deadline) {
+		c.abort()
+	}
 }
 
 // dir is one direction: bytes go src -> pipe -> dst, n of them still in
@@ -248,8 +309,11 @@ func (c *conn) event(fd int32, ev uint32) {
 		if fd != int32(c.fds[1]) {
 			return // client bytes wait in its socket until the dial is done
 		}
-		soErr, err := unix.GetsockoptInt(c.fds[1], unix.SOL_SOCKET, unix.SO_ERROR)
-		if err != nil || soErr != 0 {
+		// A failed dial reports EPOLLERR (SO_ERROR says which error,
+		// which changes nothing here: the client gets a reset); a done
+		// one EPOLLOUT. One syscall fewer per connection than asking
+		// SO_ERROR every time.
+		if ev&unix.EPOLLERR != 0 {
 			c.abort()
 			return
 		}
@@ -346,7 +410,9 @@ func (c *conn) finish(rst bool) {
 	}
 	l := c.p.l
 	for _, fd := range c.fds {
-		l.forget(fd)
+		// Closing the fd takes it out of the epoll set (nothing else
+		// holds it): no EPOLL_CTL_DEL, two syscalls fewer per connection.
+		delete(l.handlers, int32(fd))
 		if rst {
 			reset(fd)
 		} else {
@@ -361,4 +427,5 @@ func (c *conn) finish(rst bool) {
 	if c.p.conns != nil {
 		delete(c.p.conns, c)
 	}
+	l.freeConn(c)
 }
