@@ -1,0 +1,326 @@
+// Command e2eimages builds, as OCI archives, the container images the
+// upstream conformance tests run (hack/conformance.sh imports them into the
+// node): no registry is reachable here, so registry.k8s.io's images are
+// rebuilt from files already on this machine under the names the e2e
+// manifest gives them.
+//
+//   - busybox: Debian's busybox-static with every applet it has.
+//   - agnhost: upstream's agnhost binary (hack/build-e2e.sh builds it at the
+//     cluster's version) plus the tools tests call in it. Upstream's image is
+//     Alpine with bind-tools, curl, netcat-openbsd, iproute2 and bash; here
+//     the same tools are Debian's binaries with the shared libraries they
+//     load, and /bin/sh is dash: busybox's sh runs its own applets before
+//     PATH, and its nc lacks the -v and -t the tests pass.
+//   - pause: usernode's own pause image under the tag the tests name.
+//
+// Usage: e2eimages -out DIR -agnhost PATH [-agnhost-src DIR] [-self PATH] [-busybox-ref REF] ...
+// It prints each archive's path, one a line.
+package main
+
+import (
+	"debug/elf"
+	"flag"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/usernode/usernode/internal/images"
+)
+
+// The names the v1.37.2 e2e manifest (test/utils/image/manifest.go) gives
+// them; hack/conformance.sh passes the ones `e2e.test --list-images` prints.
+var (
+	busyboxRef = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
+	agnhostRef = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	pauseRef   = "registry.k8s.io/pause:3.10.2"
+)
+
+// agnhostTools are the Debian binaries put in the agnhost image, each under
+// the name tests call. Missing ones are an error naming the package.
+var agnhostTools = []struct{ name, path, pkg string }{
+	{"sh", "/usr/bin/dash", "dash"},
+	{"bash", "/usr/bin/bash", "bash"},
+	{"curl", "/usr/bin/curl", "curl"},
+	{"dig", "/usr/bin/dig", "bind9-dnsutils"},
+	{"nslookup", "/usr/bin/nslookup", "bind9-dnsutils"},
+	{"nc", "/usr/bin/nc.openbsd", "netcat-openbsd"},
+	{"getent", "/usr/bin/getent", "libc-bin"},
+	{"ip", "/usr/sbin/ip", "iproute2"},
+	{"ss", "/usr/bin/ss", "iproute2"},
+	{"socat", "/usr/bin/socat", "socat"},
+	{"ipcs", "/usr/bin/ipcs", "util-linux"},
+}
+
+// libDirs is where the dynamic loader looks when there is no ld.so.cache
+// (Debian's multiarch dirs are compiled in), and so where libraries are
+// searched for and put.
+var libDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib",
+	"/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu"}
+
+func main() {
+	out := flag.String("out", "", "directory for the archives")
+	agnhost := flag.String("agnhost", "", "the agnhost binary (hack/build-e2e.sh)")
+	agnhostSrc := flag.String("agnhost-src", "", "k8s.io/kubernetes's test/images/agnhost, for porter's certificate (optional)")
+	self := flag.String("self", "", "a static usernode binary, the pause program's fallback (default: this program)")
+	flag.StringVar(&busyboxRef, "busybox-ref", busyboxRef, "the busybox image's names, comma-separated")
+	flag.StringVar(&agnhostRef, "agnhost-ref", agnhostRef, "the agnhost image's names, comma-separated")
+	flag.StringVar(&pauseRef, "pause-ref", pauseRef, "the pause image's names, comma-separated")
+	flag.Parse()
+	if *out == "" || *agnhost == "" {
+		fmt.Fprintln(os.Stderr, "usage: e2eimages -out DIR -agnhost PATH [-agnhost-src DIR] [-self PATH]")
+		os.Exit(2)
+	}
+	if *self == "" {
+		*self, _ = os.Executable()
+	}
+	if err := run(*out, *agnhost, *agnhostSrc, *self); err != nil {
+		fmt.Fprintln(os.Stderr, "e2eimages:", err)
+		os.Exit(1)
+	}
+}
+
+func run(out, agnhost, agnhostSrc, self string) error {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	bb, err := busybox()
+	if err != nil {
+		return err
+	}
+	ag, err := agnhostImage(agnhost, agnhostSrc, bb)
+	if err != nil {
+		return err
+	}
+	pause, err := images.Pause(self)
+	if err != nil {
+		return err
+	}
+	// One archive a name: the manifest e2e.test lists an image under more
+	// than one tag (busybox 1.36.1-1 and 1.37.0-2, agnhost 2.55 and
+	// 2.66.1); each tag gets the same content.
+	for _, e := range []struct {
+		img  images.Image
+		refs string
+	}{{bb, busyboxRef}, {ag, agnhostRef}, {pause, pauseRef}} {
+		for _, ref := range strings.Split(e.refs, ",") {
+			img := e.img
+			img.Ref = ref
+			p := filepath.Join(out, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
+			if err := write(p, img); err != nil {
+				return fmt.Errorf("%s: %w", ref, err)
+			}
+			fmt.Println(p)
+		}
+	}
+	return nil
+}
+
+func write(path string, img images.Image) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	err = images.WriteArchive(f, img)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Chmod(tmp, 0o644)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+	}
+	return err
+}
+
+// tree collects an image's files and makes every parent directory an entry
+// of its own (the layer is applied as written).
+type tree map[string]images.File
+
+func (t tree) dir(p string) {
+	for ; p != "/" && p != "."; p = filepath.Dir(p) {
+		if _, ok := t[p]; !ok {
+			t[p] = images.File{Path: p, Mode: fs.ModeDir | 0o755}
+		}
+	}
+}
+
+func (t tree) add(f images.File) {
+	t.dir(filepath.Dir(f.Path))
+	t[f.Path] = f
+}
+
+func (t tree) files() []images.File {
+	var fs []images.File
+	for _, f := range t {
+		fs = append(fs, f)
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Path < fs[j].Path })
+	return fs
+}
+
+// etc is the accounts of the upstream images: busybox's root and nobody,
+// and agnhost's user-defined-in-image (uid 1000) in group-defined-in-image
+// (gid 50000), which a SupplementalGroups test looks for.
+func etc(t tree, agnhost bool) {
+	passwd := "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/home:/bin/false\n"
+	group := "root:x:0:\nnobody:x:65534:\n"
+	if agnhost {
+		passwd += "user-defined-in-image:x:1000:1000::/home/user-defined-in-image:/bin/sh\n"
+		group += "user-defined-in-image:x:1000:\ngroup-defined-in-image:x:50000:user-defined-in-image\n"
+	}
+	t.add(images.File{Path: "/etc/passwd", Mode: 0o644, Data: []byte(passwd)})
+	t.add(images.File{Path: "/etc/group", Mode: 0o644, Data: []byte(group)})
+	t.add(images.File{Path: "/tmp", Mode: fs.ModeDir | 0o1777})
+	t.add(images.File{Path: "/root", Mode: fs.ModeDir | 0o700})
+}
+
+// busybox is Debian's static busybox with a link for each applet it lists.
+func busybox() (images.Image, error) {
+	bin, err := staticBusybox()
+	if err != nil {
+		return images.Image{}, err
+	}
+	apps, err := applets(bin)
+	if err != nil {
+		return images.Image{}, err
+	}
+	t := tree{}
+	t.add(images.File{Path: "/bin/busybox", Mode: 0o755, Source: bin})
+	for _, a := range apps {
+		if a != "busybox" {
+			t.add(images.File{Path: "/bin/" + a, Mode: fs.ModeSymlink | 0o777, Link: "busybox"})
+		}
+	}
+	etc(t, false)
+	return images.Image{Ref: busyboxRef, Files: t.files(), Cmd: []string{"sh"}, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}, nil
+}
+
+func staticBusybox() (string, error) {
+	for _, p := range []string{"/bin/busybox", "/usr/bin/busybox"} {
+		if ok, err := images.Static(p); err == nil && ok {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no static busybox (apt-get install busybox-static)")
+}
+
+func applets(bin string) ([]string, error) {
+	b, err := exec.Command(bin, "--list").Output()
+	if err != nil {
+		return nil, fmt.Errorf("%s --list: %w", bin, err)
+	}
+	return strings.Fields(string(b)), nil
+}
+
+// agnhostImage lays out upstream's image: /agnhost (entrypoint, `pause` by
+// default), /agnhost-2, /uploads, porter's certificate, the tools in
+// /usr/bin and busybox's applets in /bin for every other command.
+func agnhostImage(agnhost, src string, bb images.Image) (images.Image, error) {
+	if ok, err := images.Static(agnhost); err != nil || !ok {
+		return images.Image{}, fmt.Errorf("%s is not a static binary (%v): build it with hack/build-e2e.sh", agnhost, err)
+	}
+	t := tree{}
+	t.add(images.File{Path: "/agnhost", Mode: 0o755, Source: agnhost})
+	t.add(images.File{Path: "/agnhost-2", Mode: fs.ModeSymlink | 0o777, Link: "agnhost"})
+	t.add(images.File{Path: "/uploads", Mode: fs.ModeDir | 0o755})
+	if src != "" {
+		for _, f := range []string{"localhost.crt", "localhost.key"} {
+			p := filepath.Join(src, "porter", f)
+			if _, err := os.Stat(p); err != nil {
+				return images.Image{}, err
+			}
+			t.add(images.File{Path: "/" + f, Mode: 0o644, Source: p})
+		}
+	}
+	etc(t, true)
+	t.add(images.File{Path: "/etc/nsswitch.conf", Mode: 0o644, Data: []byte("passwd: files\ngroup: files\nhosts: files dns\n")})
+	bin, err := staticBusybox()
+	if err != nil {
+		return images.Image{}, err
+	}
+	t.add(images.File{Path: "/bin/busybox", Mode: 0o755, Source: bin})
+	tools := map[string]bool{}
+	libs := map[string]bool{}
+	for _, tool := range agnhostTools {
+		if _, err := os.Stat(tool.path); err != nil {
+			return images.Image{}, fmt.Errorf("%s for the agnhost image: %w (apt-get install %s)", tool.name, err, tool.pkg)
+		}
+		dst := "/usr/bin/" + tool.name
+		if tool.name == "sh" {
+			dst = "/bin/sh"
+		}
+		t.add(images.File{Path: dst, Mode: 0o755, Source: tool.path})
+		tools[tool.name] = true
+		if err := needed(tool.path, libs); err != nil {
+			return images.Image{}, fmt.Errorf("%s: %w", tool.path, err)
+		}
+	}
+	for l := range libs {
+		t.add(images.File{Path: l, Mode: 0o755, Source: l})
+	}
+	for _, f := range bb.Files {
+		name := filepath.Base(f.Path)
+		if f.Mode&fs.ModeSymlink != 0 && strings.HasPrefix(f.Path, "/bin/") && !tools[name] {
+			t.add(f)
+		}
+	}
+	return images.Image{Ref: agnhostRef, Files: t.files(), Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
+		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}, nil
+}
+
+// needed adds to libs the loader and every shared library the ELF file at
+// path loads, transitively, each at the path it was found (copied, not
+// linked: the host's /lib is a link to /usr/lib, the image's a directory).
+func needed(path string, libs map[string]bool) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			b := make([]byte, p.Filesz)
+			if _, err := p.ReadAt(b, 0); err != nil {
+				return err
+			}
+			libs[strings.TrimRight(string(b), "\x00")] = true
+		}
+	}
+	names, err := f.ImportedLibraries()
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		p, err := findLib(n)
+		if err != nil {
+			return err
+		}
+		if libs[p] {
+			continue
+		}
+		libs[p] = true
+		if err := needed(p, libs); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func findLib(name string) (string, error) {
+	for _, d := range libDirs {
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("shared library %s not found in %v", name, libDirs)
+}
