@@ -7,10 +7,11 @@
 #   USERNODE  the usernode binary (make build)
 #   K8S_DIR   the Kubernetes binaries (hack/build-k8s.sh), readable by the
 #             user the node runs as
-#   E2E_DIR   e2e.test, agnhost and ginkgo (hack/build-e2e.sh)
+#   E2E_DIR   e2e.test, agnhost, nnp and ginkgo (hack/build-e2e.sh)
 #
 # Steps: build the images the tests run (test/conformance/e2eimages: busybox,
-# agnhost and pause under the names e2e.test lists, from files on this
+# agnhost, glibc-dns-testing, nonewprivs and pause under the names e2e.test
+# lists, from files on this
 # machine: no registry is reachable), bring a node up, import the images
 # into its containerd, run e2e.test under ginkgo with CONFORMANCE_PROCS
 # parallel processes, print passed/failed/skipped, keep the JUnit report and
@@ -21,8 +22,8 @@
 #
 # Environment:
 #   CONFORMANCE_FOCUS    ginkgo focus regex (default \[NodeConformance\])
-#   CONFORMANCE_PROCS    parallel ginkgo processes (default 4)
-#   CONFORMANCE_TIMEOUT  ginkgo's timeout for the whole run (default 60m)
+#   CONFORMANCE_PROCS    parallel ginkgo processes (default 8)
+#   CONFORMANCE_TIMEOUT  ginkgo's timeout for the whole run (default 90m)
 #   CONFORMANCE_OUT      where the report goes (default bin/conformance)
 #   CONFORMANCE_NAME     the node's name (default conformance)
 #   CONFORMANCE_API_PORT, CONFORMANCE_KUBELET_PORT  host ports (26443, 20250)
@@ -51,6 +52,12 @@ skip_regex() {
 	printf '%s\n' "$re"
 }
 
+# count_specs FOCUS SKIP: how many specs e2e.test would run (a dry run).
+count_specs() {
+	"$WORK/e2e.test" --ginkgo.dry-run --ginkgo.no-color --ginkgo.focus="$1" ${2:+--ginkgo.skip="$2"} 2>/dev/null |
+		sed -n 's/^Ran \([0-9]*\) of .*/\1/p' | tail -n1
+}
+
 # inner WORK NAME API KLT: the part run as the node's user. Everything it
 # reads is in WORK; its report goes to WORK/report.
 inner() {
@@ -66,11 +73,14 @@ inner() {
 	./usernode up -d --name "$name" --bin-dir "$(cat k8s-dir)" --api-port "$api" --kubelet-port "$klt" >up.log 2>&1 ||
 		die "usernode up failed: $(tail -n20 up.log)"
 	log "node Ready in $(($(date +%s) - t0)) s"
+	local -a ctr=(./usernode enter --name "$name" -- ctr --address /run/containerd/containerd.sock --namespace k8s.io images)
 	for tar in images/*.tar; do
-		./usernode enter --name "$name" -- ctr --address /run/containerd/containerd.sock --namespace k8s.io \
-			images import "$work/$tar" >>import.log 2>&1 || die "importing $tar failed: $(tail -n5 import.log)"
+		"${ctr[@]}" import "$work/$tar" >>import.log 2>&1 || die "importing $tar failed: $(tail -n5 import.log)"
 	done
-	log "imported $(find images -name '*.tar' | wc -l) images"
+	while read -r src dst; do
+		"${ctr[@]}" tag "$src" "$dst" >>import.log 2>&1 || die "ctr images tag $src $dst failed: $(tail -n5 import.log)"
+	done <images/tags.txt
+	log "imported $(find images -name '*.tar' | wc -l) images, $(wc -l <images/tags.txt) more tags"
 	./usernode kubeconfig --name "$name" >node.kubeconfig
 	mkdir -p report
 	local -a ginkgo=(./ginkgo --procs="$(cat procs)" --timeout="$(cat timeout)" --focus="$(cat focus)" --skip="$(cat skip)"
@@ -111,7 +121,7 @@ SKIP=$(skip_regex "$ROOT/hack/conformance-skips.txt")
 for b in kubelet kube-apiserver kubectl; do
 	[ -x "$K8S_DIR/$b" ] || die "$K8S_DIR/$b missing: build the Kubernetes binaries (hack/build-k8s.sh, or make k8s)"
 done
-for b in e2e.test agnhost ginkgo; do
+for b in e2e.test agnhost nnp ginkgo; do
 	[ -x "$E2E_DIR/$b" ] || die "$E2E_DIR/$b missing: build it with hack/build-e2e.sh (make conformance does)"
 done
 
@@ -120,10 +130,14 @@ WORK=$(mktemp -d /var/tmp/usernode-conformance.XXXXXX) # not /tmp: the node moun
 trap 'rm -rf "$WORK"' EXIT
 chmod 0755 "$WORK"
 cp "$USERNODE" "$WORK/usernode"
-cp "$E2E_DIR/e2e.test" "$E2E_DIR/ginkgo" "$WORK/"
+# Hard links where they can be (the disk is not large): the node's user
+# reads them, and never writes them.
+for b in e2e.test ginkgo; do
+	ln -f "$E2E_DIR/$b" "$WORK/$b" 2>/dev/null || cp "$E2E_DIR/$b" "$WORK/$b"
+done
 echo "$K8S_DIR" >"$WORK/k8s-dir"
-echo "${CONFORMANCE_PROCS:-4}" >"$WORK/procs"
-echo "${CONFORMANCE_TIMEOUT:-60m}" >"$WORK/timeout"
+echo "${CONFORMANCE_PROCS:-8}" >"$WORK/procs"
+echo "${CONFORMANCE_TIMEOUT:-90m}" >"$WORK/timeout"
 echo "${CONFORMANCE_DRY_RUN:-0}" >"$WORK/dry-run"
 printf '%s\n' "$FOCUS" >"$WORK/focus"
 printf '%s\n' "$SKIP" >"$WORK/skip"
@@ -140,14 +154,17 @@ ref() {
 }
 BUSYBOX_REF=$(ref e2e-test-images/busybox)
 AGNHOST_REF=$(ref e2e-test-images/agnhost)
+GLIBC_REF=$(ref e2e-test-images/glibc-dns-testing)
+NNP_REF=$(ref e2e-test-images/nonewprivs)
 PAUSE_REF=$(ref pause)
 # agnhost's porter serves a certificate that ships in its source directory.
 SRC=$(cd "$ROOT/k8s" && GOFLAGS=-mod=readonly "$GO" list -m -f '{{.Dir}}' k8s.io/kubernetes)
 [ -n "$SRC" ] || SRC=$(cd "$ROOT/k8s" && "$GO" mod download -json k8s.io/kubernetes | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
-log "building images: $BUSYBOX_REF $AGNHOST_REF $PAUSE_REF"
+log "building images: $BUSYBOX_REF $AGNHOST_REF $GLIBC_REF $NNP_REF $PAUSE_REF"
 (cd "$ROOT" && "$GO" run ./test/conformance/e2eimages -out "$WORK/images" -agnhost "$E2E_DIR/agnhost" \
-	-agnhost-src "$SRC/test/images/agnhost" -self "$USERNODE" \
-	-busybox-ref "$BUSYBOX_REF" -agnhost-ref "$AGNHOST_REF" -pause-ref "$PAUSE_REF") >/dev/null
+	-nnp "$E2E_DIR/nnp" -agnhost-src "$SRC/test/images/agnhost" -self "$USERNODE" \
+	-busybox-ref "$BUSYBOX_REF" -agnhost-ref "$AGNHOST_REF" -glibc-ref "$GLIBC_REF" \
+	-nonewprivs-ref "$NNP_REF" -pause-ref "$PAUSE_REF") >/dev/null
 
 log "focus: $FOCUS"
 log "skip: $SKIP"
@@ -155,7 +172,9 @@ rc=0
 if [ "$(id -u)" -eq 0 ]; then
 	name=${USERNODE_USER:-usernode-test}
 	id "$name" >/dev/null 2>&1 || USERNODE_TEST_USER="$name" "$ROOT/hack/test-user.sh" >&2
-	chown -R "$name:" "$WORK"
+	# The account writes its report and logs here; what root put here it
+	# only reads (e2e.test may be a hard link into root's cache).
+	chown "$name:" "$WORK"
 	"$ROOT/hack/run-as-user.sh" /bin/bash "$WORK/conformance.sh" --inner "$WORK" "$NAME" "$API" "$KLT" || rc=$?
 else
 	bash "$WORK/conformance.sh" --inner "$WORK" "$NAME" "$API" "$KLT" || rc=$?
@@ -171,17 +190,30 @@ done
 # "SUCCESS!|FAIL! -- P Passed | F Failed | X Pending | K Skipped".
 summary=$(grep -E '^(SUCCESS|FAIL)! .* Passed \| ' "$OUT/e2e.log" | tail -n1 || true)
 ran=$(grep -E '^Ran [0-9]+ of [0-9]+ Specs' "$OUT/e2e.log" | tail -n1 || true)
-junit=$(find "$OUT" -maxdepth 1 -name 'junit*.xml' | head -n1)
-if [ -n "$junit" ]; then
-	# The focused specs the skip regex removed, read from the JUnit report
-	# (which also lists every spec outside the focus as skipped).
-	nc_skipped=$(grep -o '<testcase name="[^"]*' "$junit" | grep -cE "$FOCUS" || true)
-	nc_run=$(grep -E '<testcase name="[^"]*' "$junit" | grep -E "$FOCUS" | grep -vc 'status="skipped"' || true)
-	log "JUnit: $junit ($nc_run focused specs ran, $((nc_skipped - nc_run)) focused specs skipped)"
+passed=$(sed -n 's/.* \([0-9]*\) Passed .*/\1/p' <<<"$summary")
+failed=$(sed -n 's/.* \([0-9]*\) Failed .*/\1/p' <<<"$summary")
+# The focused specs each skip removes, from dry runs (no cluster needed):
+# ginkgo's own "Skipped" also counts the thousands outside the focus.
+focused=$(count_specs "$FOCUS" '')
+rootless=$((focused - $(count_specs "$FOCUS" "$ROOTLESS_SKIP")))
+skipped=$((focused - $(count_specs "$FOCUS" "$SKIP")))
+{
+	echo "focus: $FOCUS"
+	echo "skip: $SKIP"
+	echo "focused specs: $focused"
+	echo "skipped: $skipped ($rootless by the rootless CI job's regex, $((skipped - rootless)) by hack/conformance-skips.txt)"
+	echo "ran: $((focused - skipped)); passed: ${passed:-?}; failed: ${failed:-?}"
+	echo "ginkgo: ${ran:-no summary (see e2e.log)}; ${summary:-}"
+	echo "e2e seconds: $(cat "$WORK/e2e-seconds" 2>/dev/null || echo '?'); procs: $(cat "$WORK/procs")"
+	echo "whole run seconds: $(($(date +%s) - T0))"
+	echo "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+} >"$OUT/summary.txt"
+sed 's/^/conformance: /' "$OUT/summary.txt" >&2
+failed_specs=$(grep -E '^\s*\[FAIL\] ' "$OUT/e2e.log" | sed 's/^[[:space:]]*//' | sort -u || true)
+if [ -n "$failed_specs" ]; then
+	printf '%s\n' "$failed_specs" >"$OUT/failed.txt"
+	log "failed specs:"
+	printf '%s\n' "$failed_specs" >&2
 fi
-log "${ran:-no ginkgo summary (see $OUT/e2e.log)}"
-log "${summary:-}"
-failed=$(grep -E '^\s*\[FAIL\] ' "$OUT/e2e.log" | sort -u || true)
-[ -z "$failed" ] || { log "failed specs:"; printf '%s\n' "$failed" >&2; }
-log "e2e $(cat "$WORK/e2e-seconds" 2>/dev/null || echo '?') s, whole run $(($(date +%s) - T0)) s; report in $OUT"
+log "JUnit report, logs and summary.txt in $OUT"
 exit "$rc"

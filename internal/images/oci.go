@@ -138,7 +138,7 @@ func writeLayer(w io.Writer, files []File) error {
 	tw := tar.NewWriter(w)
 	for _, f := range files {
 		name := strings.TrimPrefix(f.Path, "/")
-		h := &tar.Header{Name: name, Mode: int64(f.Mode.Perm()), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		h := &tar.Header{Name: name, Mode: tarMode(f.Mode), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
 		var src io.Reader
 		switch {
 		case f.Mode&fs.ModeDir != 0:
@@ -169,6 +169,23 @@ func writeLayer(w io.Writer, files []File) error {
 		}
 	}
 	return tw.Close()
+}
+
+// tarMode is the permission bits with setuid, setgid and sticky, which
+// fs.FileMode keeps outside Perm: the upstream e2e images have a setuid
+// binary (nonewprivs) and a sticky /tmp.
+func tarMode(m fs.FileMode) int64 {
+	mode := int64(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		mode |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		mode |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		mode |= 0o1000
+	}
+	return mode
 }
 
 // Static tells whether the ELF binary at path needs no dynamic loader, so

@@ -146,3 +146,36 @@ func TestPauseFallsBack(t *testing.T) {
 		t.Errorf("Pause(%s) = %+v, %v", dyn, img, err)
 	}
 }
+
+// Setuid, setgid and sticky survive into the layer: the e2e nonewprivs
+// image's binary is setuid root and /tmp is sticky.
+func TestLayerKeepsSpecialBits(t *testing.T) {
+	var buf bytes.Buffer
+	files := []File{
+		{Path: "/nnp", Mode: fs.ModeSetuid | 0o755, Data: []byte("x")},
+		{Path: "/g", Mode: fs.ModeSetgid | 0o755, Data: []byte("x")},
+		{Path: "/tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
+		{Path: "/plain", Mode: 0o644, Data: []byte("x")},
+	}
+	if err := writeLayer(&buf, sortedFiles(files)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"nnp": 0o4755, "g": 0o2755, "tmp/": 0o1777, "plain": 0o644}
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Mode != want[h.Name] {
+			t.Errorf("%s: mode %o, want %o", h.Name, h.Mode, want[h.Name])
+		}
+		delete(want, h.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("missing from the layer: %v", want)
+	}
+}

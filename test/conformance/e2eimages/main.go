@@ -4,16 +4,27 @@
 // rebuilt from files already on this machine under the names the e2e
 // manifest gives them.
 //
-//   - busybox: Debian's busybox-static with every applet it has.
+//   - busybox: Debian's busybox-static with every applet it has, but with
+//     bash-static as /bin/sh: Debian 12's busybox 1.35 ash (and dash) drop
+//     environment variables whose names are not shell identifiers
+//     ("data-1", which envFrom makes from a ConfigMap's keys), and tests
+//     run `sh -c env` to find them; upstream's busybox 1.37 passes them on,
+//     and so does bash.
 //   - agnhost: upstream's agnhost binary (hack/build-e2e.sh builds it at the
 //     cluster's version) plus the tools tests call in it. Upstream's image is
 //     Alpine with bind-tools, curl, netcat-openbsd, iproute2 and bash; here
 //     the same tools are Debian's binaries with the shared libraries they
-//     load, and /bin/sh is dash: busybox's sh runs its own applets before
-//     PATH, and its nc lacks the -v and -t the tests pass.
+//     load, and /bin/sh is bash-static: busybox's sh runs its own applets
+//     before PATH, and its nc lacks the -v and -t the tests pass.
+//   - glibc-dns-testing: upstream's is Debian with dnsutils; here the same
+//     Debian tools (dig, hostname, getent).
+//   - nonewprivs: upstream's nnp program (prints its effective uid),
+//     setuid root, over busybox.
 //   - pause: usernode's own pause image under the tag the tests name.
 //
-// Usage: e2eimages -out DIR -agnhost PATH [-agnhost-src DIR] [-self PATH] [-busybox-ref REF] ...
+// Usage: e2eimages -out DIR -agnhost PATH -nnp PATH [-agnhost-src DIR]
+// [-self PATH] [-busybox-ref REF,...] [-agnhost-ref ...] [-glibc-ref ...]
+// [-nonewprivs-ref ...] [-pause-ref ...]
 // It prints each archive's path, one a line.
 package main
 
@@ -36,19 +47,21 @@ import (
 var (
 	busyboxRef = "registry.k8s.io/e2e-test-images/busybox:1.37.0-2"
 	agnhostRef = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
+	glibcRef   = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
+	nnpRef     = "registry.k8s.io/e2e-test-images/nonewprivs:1.4"
 	pauseRef   = "registry.k8s.io/pause:3.10.2"
 )
 
-// agnhostTools are the Debian binaries put in the agnhost image, each under
-// the name tests call. Missing ones are an error naming the package.
-var agnhostTools = []struct{ name, path, pkg string }{
-	{"sh", "/usr/bin/dash", "dash"},
-	{"bash", "/usr/bin/bash", "bash"},
+// debianTools are the Debian binaries put in the agnhost and
+// glibc-dns-testing images, each under the name tests call. Missing ones
+// are an error naming the package.
+var debianTools = []struct{ name, path, pkg string }{
 	{"curl", "/usr/bin/curl", "curl"},
 	{"dig", "/usr/bin/dig", "bind9-dnsutils"},
 	{"nslookup", "/usr/bin/nslookup", "bind9-dnsutils"},
 	{"nc", "/usr/bin/nc.openbsd", "netcat-openbsd"},
 	{"getent", "/usr/bin/getent", "libc-bin"},
+	{"hostname", "/usr/bin/hostname", "hostname"},
 	{"ip", "/usr/sbin/ip", "iproute2"},
 	{"ss", "/usr/bin/ss", "iproute2"},
 	{"socat", "/usr/bin/socat", "socat"},
@@ -61,29 +74,38 @@ var agnhostTools = []struct{ name, path, pkg string }{
 var libDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib64", "/lib", "/usr/lib",
 	"/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu"}
 
+// bashStatic is every image's /bin/sh (see the package comment).
+const bashStatic = "/bin/bash-static"
+
+// pathEnv is the images' PATH, upstream's.
+const pathEnv = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 func main() {
 	out := flag.String("out", "", "directory for the archives")
 	agnhost := flag.String("agnhost", "", "the agnhost binary (hack/build-e2e.sh)")
+	nnp := flag.String("nnp", "", "the nonewprivs image's nnp binary (hack/build-e2e.sh)")
 	agnhostSrc := flag.String("agnhost-src", "", "k8s.io/kubernetes's test/images/agnhost, for porter's certificate (optional)")
 	self := flag.String("self", "", "a static usernode binary, the pause program's fallback (default: this program)")
 	flag.StringVar(&busyboxRef, "busybox-ref", busyboxRef, "the busybox image's names, comma-separated")
 	flag.StringVar(&agnhostRef, "agnhost-ref", agnhostRef, "the agnhost image's names, comma-separated")
+	flag.StringVar(&glibcRef, "glibc-ref", glibcRef, "the glibc-dns-testing image's names, comma-separated")
+	flag.StringVar(&nnpRef, "nonewprivs-ref", nnpRef, "the nonewprivs image's names, comma-separated")
 	flag.StringVar(&pauseRef, "pause-ref", pauseRef, "the pause image's names, comma-separated")
 	flag.Parse()
-	if *out == "" || *agnhost == "" {
-		fmt.Fprintln(os.Stderr, "usage: e2eimages -out DIR -agnhost PATH [-agnhost-src DIR] [-self PATH]")
+	if *out == "" || *agnhost == "" || *nnp == "" {
+		fmt.Fprintln(os.Stderr, "usage: e2eimages -out DIR -agnhost PATH -nnp PATH [-agnhost-src DIR] [-self PATH] [-busybox-ref REF,...] ...")
 		os.Exit(2)
 	}
 	if *self == "" {
 		*self, _ = os.Executable()
 	}
-	if err := run(*out, *agnhost, *agnhostSrc, *self); err != nil {
+	if err := run(*out, *agnhost, *nnp, *agnhostSrc, *self); err != nil {
 		fmt.Fprintln(os.Stderr, "e2eimages:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, agnhost, agnhostSrc, self string) error {
+func run(out, agnhost, nnp, agnhostSrc, self string) error {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
@@ -95,28 +117,41 @@ func run(out, agnhost, agnhostSrc, self string) error {
 	if err != nil {
 		return err
 	}
+	glibc, err := glibcImage(bb)
+	if err != nil {
+		return err
+	}
+	nonewprivs, err := nnpImage(nnp, bb)
+	if err != nil {
+		return err
+	}
 	pause, err := images.Pause(self)
 	if err != nil {
 		return err
 	}
-	// One archive a name: the manifest e2e.test lists an image under more
-	// than one tag (busybox 1.36.1-1 and 1.37.0-2, agnhost 2.55 and
-	// 2.66.1); each tag gets the same content.
+	// The manifest lists some images under more than one tag (busybox
+	// 1.36.1-1 and 1.37.0-2, agnhost 2.55 and 2.66.1). One archive an
+	// image, under its first name; tags.txt lists "NAME OTHER" for each
+	// other name, which hack/conformance.sh tags after the import (the same
+	// content: no second copy on disk).
+	var tags []string
 	for _, e := range []struct {
 		img  images.Image
 		refs string
-	}{{bb, busyboxRef}, {ag, agnhostRef}, {pause, pauseRef}} {
-		for _, ref := range strings.Split(e.refs, ",") {
-			img := e.img
-			img.Ref = ref
-			p := filepath.Join(out, strings.NewReplacer("/", "_", ":", "_").Replace(ref)+".tar")
-			if err := write(p, img); err != nil {
-				return fmt.Errorf("%s: %w", ref, err)
-			}
-			fmt.Println(p)
+	}{{bb, busyboxRef}, {ag, agnhostRef}, {glibc, glibcRef}, {nonewprivs, nnpRef}, {pause, pauseRef}} {
+		refs := strings.Split(e.refs, ",")
+		img := e.img
+		img.Ref = refs[0]
+		p := filepath.Join(out, strings.NewReplacer("/", "_", ":", "_").Replace(img.Ref)+".tar")
+		if err := write(p, img); err != nil {
+			return fmt.Errorf("%s: %w", img.Ref, err)
+		}
+		fmt.Println(p)
+		for _, r := range refs[1:] {
+			tags = append(tags, img.Ref+" "+r+"\n")
 		}
 	}
-	return nil
+	return os.WriteFile(filepath.Join(out, "tags.txt"), []byte(strings.Join(tags, "")), 0o644)
 }
 
 func write(path string, img images.Image) error {
@@ -159,12 +194,12 @@ func (t tree) add(f images.File) {
 }
 
 func (t tree) files() []images.File {
-	var fs []images.File
+	var out []images.File
 	for _, f := range t {
-		fs = append(fs, f)
+		out = append(out, f)
 	}
-	sort.Slice(fs, func(i, j int) bool { return fs[i].Path < fs[j].Path })
-	return fs
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
+	return out
 }
 
 // etc is the accounts of the upstream images: busybox's root and nobody,
@@ -179,7 +214,7 @@ func etc(t tree, agnhost bool) {
 	}
 	t.add(images.File{Path: "/etc/passwd", Mode: 0o644, Data: []byte(passwd)})
 	t.add(images.File{Path: "/etc/group", Mode: 0o644, Data: []byte(group)})
-	t.add(images.File{Path: "/tmp", Mode: fs.ModeDir | 0o1777})
+	t.add(images.File{Path: "/tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777})
 	t.add(images.File{Path: "/root", Mode: fs.ModeDir | 0o700})
 }
 
@@ -193,15 +228,20 @@ func busybox() (images.Image, error) {
 	if err != nil {
 		return images.Image{}, err
 	}
+	if _, err := os.Stat(bashStatic); err != nil {
+		return images.Image{}, fmt.Errorf("%w (apt-get install bash-static)", err)
+	}
 	t := tree{}
 	t.add(images.File{Path: "/bin/busybox", Mode: 0o755, Source: bin})
 	for _, a := range apps {
-		if a != "busybox" {
+		if a != "busybox" && a != "sh" && a != "bash" {
 			t.add(images.File{Path: "/bin/" + a, Mode: fs.ModeSymlink | 0o777, Link: "busybox"})
 		}
 	}
+	t.add(images.File{Path: "/bin/bash", Mode: 0o755, Source: bashStatic})
+	t.add(images.File{Path: "/bin/sh", Mode: fs.ModeSymlink | 0o777, Link: "bash"})
 	etc(t, false)
-	return images.Image{Ref: busyboxRef, Files: t.files(), Cmd: []string{"sh"}, Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}, nil
+	return images.Image{Ref: busyboxRef, Files: t.files(), Cmd: []string{"sh"}, Env: []string{pathEnv}}, nil
 }
 
 func staticBusybox() (string, error) {
@@ -224,6 +264,9 @@ func applets(bin string) ([]string, error) {
 // agnhostImage lays out upstream's image: /agnhost (entrypoint, `pause` by
 // default), /agnhost-2, /uploads, porter's certificate, the tools in
 // /usr/bin and busybox's applets in /bin for every other command.
+// agnhostImage lays out upstream's image: /agnhost (entrypoint, `pause` by
+// default), /agnhost-2, /uploads, porter's certificate, the Debian tools
+// and busybox's applets for every other command.
 func agnhostImage(agnhost, src string, bb images.Image) (images.Image, error) {
 	if ok, err := images.Static(agnhost); err != nil || !ok {
 		return images.Image{}, fmt.Errorf("%s is not a static binary (%v): build it with hack/build-e2e.sh", agnhost, err)
@@ -242,39 +285,64 @@ func agnhostImage(agnhost, src string, bb images.Image) (images.Image, error) {
 		}
 	}
 	etc(t, true)
-	t.add(images.File{Path: "/etc/nsswitch.conf", Mode: 0o644, Data: []byte("passwd: files\ngroup: files\nhosts: files dns\n")})
-	bin, err := staticBusybox()
-	if err != nil {
+	if err := withDebianTools(t, bb); err != nil {
 		return images.Image{}, err
 	}
-	t.add(images.File{Path: "/bin/busybox", Mode: 0o755, Source: bin})
+	return images.Image{Ref: agnhostRef, Files: t.files(), Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{pathEnv}}, nil
+}
+
+// glibcImage stands in for upstream's Debian image with dnsutils: tests
+// run sh, hostname, dig and getent in it, against glibc's resolver.
+func glibcImage(bb images.Image) (images.Image, error) {
+	t := tree{}
+	etc(t, false)
+	if err := withDebianTools(t, bb); err != nil {
+		return images.Image{}, err
+	}
+	return images.Image{Ref: glibcRef, Files: t.files(), Cmd: []string{"sh"}, Env: []string{pathEnv}}, nil
+}
+
+// nnpImage is upstream's: busybox with nnp setuid root, which prints its
+// effective uid (0 when privilege escalation is allowed).
+func nnpImage(nnp string, bb images.Image) (images.Image, error) {
+	if ok, err := images.Static(nnp); err != nil || !ok {
+		return images.Image{}, fmt.Errorf("%s is not a static binary (%v): build it with hack/build-e2e.sh", nnp, err)
+	}
+	t := tree{}
+	for _, f := range bb.Files {
+		t.add(f)
+	}
+	t.add(images.File{Path: "/usr/local/bin/nnp", Mode: fs.ModeSetuid | 0o755, Source: nnp})
+	return images.Image{Ref: nnpRef, Files: t.files(), Cmd: []string{"nnp"}, Env: []string{pathEnv}}, nil
+}
+
+// withDebianTools adds debianTools with the libraries they load, an
+// nsswitch.conf, and the busybox image's /bin (bash as sh, busybox's
+// applets) for every other command.
+func withDebianTools(t tree, bb images.Image) error {
+	t.add(images.File{Path: "/etc/nsswitch.conf", Mode: 0o644, Data: []byte("passwd: files\ngroup: files\nhosts: files dns\n")})
 	tools := map[string]bool{}
 	libs := map[string]bool{}
-	for _, tool := range agnhostTools {
+	for _, tool := range debianTools {
 		if _, err := os.Stat(tool.path); err != nil {
-			return images.Image{}, fmt.Errorf("%s for the agnhost image: %w (apt-get install %s)", tool.name, err, tool.pkg)
+			return fmt.Errorf("%s for the e2e images: %w (apt-get install %s)", tool.name, err, tool.pkg)
 		}
-		dst := "/usr/bin/" + tool.name
-		if tool.name == "sh" {
-			dst = "/bin/sh"
-		}
-		t.add(images.File{Path: dst, Mode: 0o755, Source: tool.path})
+		t.add(images.File{Path: "/usr/bin/" + tool.name, Mode: 0o755, Source: tool.path})
 		tools[tool.name] = true
 		if err := needed(tool.path, libs); err != nil {
-			return images.Image{}, fmt.Errorf("%s: %w", tool.path, err)
+			return fmt.Errorf("%s: %w", tool.path, err)
 		}
 	}
 	for l := range libs {
 		t.add(images.File{Path: l, Mode: 0o755, Source: l})
 	}
+	// busybox's /bin (its applets, bash as sh) for every other command.
 	for _, f := range bb.Files {
-		name := filepath.Base(f.Path)
-		if f.Mode&fs.ModeSymlink != 0 && strings.HasPrefix(f.Path, "/bin/") && !tools[name] {
+		if strings.HasPrefix(f.Path, "/bin/") && !tools[filepath.Base(f.Path)] {
 			t.add(f)
 		}
 	}
-	return images.Image{Ref: agnhostRef, Files: t.files(), Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"},
-		Env: []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}}, nil
+	return nil
 }
 
 // needed adds to libs the loader and every shared library the ELF file at
