@@ -10,7 +10,7 @@
 #   E2E_DIR   e2e.test, agnhost, nnp and ginkgo (hack/build-e2e.sh)
 #
 # Steps: build the images the tests run (test/conformance/e2eimages: busybox,
-# agnhost, glibc-dns-testing, nonewprivs and pause under the names e2e.test
+# agnhost, glibc-dns-testing, nonewprivs, nonroot and pause under the names e2e.test
 # lists, from files on this
 # machine: no registry is reachable), bring a node up, import the images
 # into its containerd, run e2e.test under ginkgo with CONFORMANCE_PROCS
@@ -28,6 +28,8 @@
 #   CONFORMANCE_NAME     the node's name (default conformance)
 #   CONFORMANCE_API_PORT, CONFORMANCE_KUBELET_PORT  host ports (26443, 20250)
 #   CONFORMANCE_DRY_RUN=1  list the specs that would run, run none
+#   CONFORMANCE_EXTRA_SKIPS  files of more skips (the format of
+#                        hack/conformance-skips.txt), for a declared subset
 #
 # The skips: Kubernetes' own rootless CI job's (ROOTLESS_SKIP), and the
 # ones in hack/conformance-skips.txt, each with its reason there.
@@ -116,6 +118,26 @@ API=${CONFORMANCE_API_PORT:-26443}
 KLT=${CONFORMANCE_KUBELET_PORT:-20250}
 FOCUS=${CONFORMANCE_FOCUS:-'\[NodeConformance\]'}
 SKIP=$(skip_regex "$ROOT/hack/conformance-skips.txt")
+# A declared subset (CI's: hack/conformance-ci-skips.txt) skips more, from
+# files in the same format.
+for f in ${CONFORMANCE_EXTRA_SKIPS-}; do
+	[ -f "$f" ] || die "CONFORMANCE_EXTRA_SKIPS: no file $f"
+	extra=$(ROOTLESS_SKIP='' skip_regex "$f" | sed 's/^|//')
+	# An empty alternative would match, and skip, every spec.
+	[ -z "$extra" ] || SKIP="$SKIP|$extra"
+done
+# Skips for what this host's kernel lacks, checked here rather than
+# listed: a kernel with the feature runs the spec.
+HOST_SKIPS=()
+# PrivilegedPod runs `ip link add dummy1 type dummy` in a privileged
+# container; a kernel without the dummy driver (and no modules to load)
+# refuses it to root on the host too ("Unknown device type").
+if ! unshare -Urn ip link add usernode-probe type dummy 2>/dev/null &&
+	! { [ "$(id -u)" -eq 0 ] && unshare -n ip link add usernode-probe type dummy 2>/dev/null; }; then
+	HOST_SKIPS+=('PrivilegedPod should enable privileged commands')
+	log "this kernel has no dummy network device: skipping PrivilegedPod's spec, which creates one"
+fi
+for s in "${HOST_SKIPS[@]}"; do SKIP="$SKIP|$s"; done
 
 [ -x "$USERNODE" ] || die "$USERNODE: no usernode binary (make build)"
 for b in kubelet kube-apiserver kubectl; do
@@ -156,15 +178,16 @@ BUSYBOX_REF=$(ref e2e-test-images/busybox)
 AGNHOST_REF=$(ref e2e-test-images/agnhost)
 GLIBC_REF=$(ref e2e-test-images/glibc-dns-testing)
 NNP_REF=$(ref e2e-test-images/nonewprivs)
+NONROOT_REF=$(ref e2e-test-images/nonroot)
 PAUSE_REF=$(ref pause)
 # agnhost's porter serves a certificate that ships in its source directory.
 SRC=$(cd "$ROOT/k8s" && GOFLAGS=-mod=readonly "$GO" list -m -f '{{.Dir}}' k8s.io/kubernetes)
 [ -n "$SRC" ] || SRC=$(cd "$ROOT/k8s" && "$GO" mod download -json k8s.io/kubernetes | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
-log "building images: $BUSYBOX_REF $AGNHOST_REF $GLIBC_REF $NNP_REF $PAUSE_REF"
+log "building images: $BUSYBOX_REF $AGNHOST_REF $GLIBC_REF $NNP_REF $NONROOT_REF $PAUSE_REF"
 (cd "$ROOT" && "$GO" run ./test/conformance/e2eimages -out "$WORK/images" -agnhost "$E2E_DIR/agnhost" \
 	-nnp "$E2E_DIR/nnp" -agnhost-src "$SRC/test/images/agnhost" -self "$USERNODE" \
 	-busybox-ref "$BUSYBOX_REF" -agnhost-ref "$AGNHOST_REF" -glibc-ref "$GLIBC_REF" \
-	-nonewprivs-ref "$NNP_REF" -pause-ref "$PAUSE_REF") >/dev/null
+	-nonewprivs-ref "$NNP_REF" -nonroot-ref "$NONROOT_REF" -pause-ref "$PAUSE_REF") >/dev/null
 
 log "focus: $FOCUS"
 log "skip: $SKIP"
@@ -201,7 +224,7 @@ skipped=$((focused - $(count_specs "$FOCUS" "$SKIP")))
 	echo "focus: $FOCUS"
 	echo "skip: $SKIP"
 	echo "focused specs: $focused"
-	echo "skipped: $skipped ($rootless by the rootless CI job's regex, $((skipped - rootless)) by hack/conformance-skips.txt)"
+	echo "skipped: $skipped ($rootless by the rootless CI job's regex, $((skipped - rootless)) by hack/conformance-skips.txt${CONFORMANCE_EXTRA_SKIPS:+ and $CONFORMANCE_EXTRA_SKIPS}, and what this kernel lacks: ${HOST_SKIPS[*]:-none})"
 	echo "ran: $((focused - skipped)); passed: ${passed:-?}; failed: ${failed:-?}"
 	echo "ginkgo: ${ran:-no summary (see e2e.log)}; ${summary:-}"
 	echo "e2e seconds: $(cat "$WORK/e2e-seconds" 2>/dev/null || echo '?'); procs: $(cat "$WORK/procs")"

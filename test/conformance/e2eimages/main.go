@@ -15,16 +15,22 @@
 //     Alpine with bind-tools, curl, netcat-openbsd, iproute2 and bash; here
 //     the same tools are Debian's binaries with the shared libraries they
 //     load, and /bin/sh is bash-static: busybox's sh runs its own applets
-//     before PATH, and its nc lacks the -v and -t the tests pass.
+//     before PATH, and its nc lacks the -v and -t the tests pass. Its
+//     /var/registry (what `agnhost fake-registry-server` serves; upstream
+//     fills it with crane from registry.k8s.io at image build time) holds
+//     the pause image below under each name fakeregistryserver/images.txt
+//     lists.
 //   - glibc-dns-testing: upstream's is Debian with dnsutils; here the same
 //     Debian tools (dig, hostname, getent).
 //   - nonewprivs: upstream's nnp program (prints its effective uid),
 //     setuid root, over busybox.
+//   - nonroot: upstream's is a Debian base with USER 1234; here the busybox
+//     image with that user (tests run `id -u` in it).
 //   - pause: usernode's own pause image under the tag the tests name.
 //
 // Usage: e2eimages -out DIR -agnhost PATH -nnp PATH [-agnhost-src DIR]
 // [-self PATH] [-busybox-ref REF,...] [-agnhost-ref ...] [-glibc-ref ...]
-// [-nonewprivs-ref ...] [-pause-ref ...]
+// [-nonewprivs-ref ...] [-nonroot-ref ...] [-pause-ref ...]
 // It prints each archive's path, one a line.
 package main
 
@@ -49,6 +55,7 @@ var (
 	agnhostRef = "registry.k8s.io/e2e-test-images/agnhost:2.66.1"
 	glibcRef   = "registry.k8s.io/e2e-test-images/glibc-dns-testing:2.1.1"
 	nnpRef     = "registry.k8s.io/e2e-test-images/nonewprivs:1.4"
+	nonrootRef = "registry.k8s.io/e2e-test-images/nonroot:1.5"
 	pauseRef   = "registry.k8s.io/pause:3.10.2"
 )
 
@@ -90,6 +97,7 @@ func main() {
 	flag.StringVar(&agnhostRef, "agnhost-ref", agnhostRef, "the agnhost image's names, comma-separated")
 	flag.StringVar(&glibcRef, "glibc-ref", glibcRef, "the glibc-dns-testing image's names, comma-separated")
 	flag.StringVar(&nnpRef, "nonewprivs-ref", nnpRef, "the nonewprivs image's names, comma-separated")
+	flag.StringVar(&nonrootRef, "nonroot-ref", nonrootRef, "the nonroot image's names, comma-separated")
 	flag.StringVar(&pauseRef, "pause-ref", pauseRef, "the pause image's names, comma-separated")
 	flag.Parse()
 	if *out == "" || *agnhost == "" || *nnp == "" {
@@ -113,7 +121,11 @@ func run(out, agnhost, nnp, agnhostSrc, self string) error {
 	if err != nil {
 		return err
 	}
-	ag, err := agnhostImage(agnhost, agnhostSrc, bb)
+	pause, err := images.Pause(self)
+	if err != nil {
+		return err
+	}
+	ag, err := agnhostImage(agnhost, agnhostSrc, bb, pause)
 	if err != nil {
 		return err
 	}
@@ -125,10 +137,8 @@ func run(out, agnhost, nnp, agnhostSrc, self string) error {
 	if err != nil {
 		return err
 	}
-	pause, err := images.Pause(self)
-	if err != nil {
-		return err
-	}
+	nonroot := bb
+	nonroot.User = "1234"
 	// The manifest lists some images under more than one tag (busybox
 	// 1.36.1-1 and 1.37.0-2, agnhost 2.55 and 2.66.1). One archive an
 	// image, under its first name; tags.txt lists "NAME OTHER" for each
@@ -138,7 +148,7 @@ func run(out, agnhost, nnp, agnhostSrc, self string) error {
 	for _, e := range []struct {
 		img  images.Image
 		refs string
-	}{{bb, busyboxRef}, {ag, agnhostRef}, {glibc, glibcRef}, {nonewprivs, nnpRef}, {pause, pauseRef}} {
+	}{{bb, busyboxRef}, {ag, agnhostRef}, {glibc, glibcRef}, {nonewprivs, nnpRef}, {nonroot, nonrootRef}, {pause, pauseRef}} {
 		refs := strings.Split(e.refs, ",")
 		img := e.img
 		img.Ref = refs[0]
@@ -267,7 +277,7 @@ func applets(bin string) ([]string, error) {
 // agnhostImage lays out upstream's image: /agnhost (entrypoint, `pause` by
 // default), /agnhost-2, /uploads, porter's certificate, the Debian tools
 // and busybox's applets for every other command.
-func agnhostImage(agnhost, src string, bb images.Image) (images.Image, error) {
+func agnhostImage(agnhost, src string, bb, pause images.Image) (images.Image, error) {
 	if ok, err := images.Static(agnhost); err != nil || !ok {
 		return images.Image{}, fmt.Errorf("%s is not a static binary (%v): build it with hack/build-e2e.sh", agnhost, err)
 	}
@@ -283,12 +293,51 @@ func agnhostImage(agnhost, src string, bb images.Image) (images.Image, error) {
 			}
 			t.add(images.File{Path: "/" + f, Mode: 0o644, Source: p})
 		}
+		if err := fakeRegistry(t, filepath.Join(src, "fakeregistryserver", "images.txt"), pause); err != nil {
+			return images.Image{}, err
+		}
 	}
 	etc(t, true)
 	if err := withDebianTools(t, bb); err != nil {
 		return images.Image{}, err
 	}
 	return images.Image{Ref: agnhostRef, Files: t.files(), Entrypoint: []string{"/agnhost"}, Cmd: []string{"pause"}, Env: []string{pathEnv}}, nil
+}
+
+// fakeRegistry lays out /var/registry as upstream's prepare_registry.sh
+// does (NAME/manifests/TAG holds the manifest's digest; manifests and
+// blobs at NAME/{manifests,blobs}/sha256/XX/HASH/data), for each "NAME TAG
+// INTERNAL_TAG" line of images.txt. Only pause can be made here: it is the
+// one upstream lists (the private-registry pull tests pull it).
+func fakeRegistry(t tree, list string, pause images.Image) error {
+	b, err := os.ReadFile(list)
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		if f[0] != "pause" {
+			return fmt.Errorf("%s lists %s: only pause can be built here", list, f[0])
+		}
+		manifest, blobs, err := images.Blobs(pause)
+		if err != nil {
+			return err
+		}
+		dir := "/var/registry/" + f[0]
+		t.add(images.File{Path: dir + "/manifests/" + f[2], Mode: 0o644, Data: []byte(manifest + "\n")})
+		for digest, data := range blobs {
+			kind := "blobs"
+			if digest == manifest {
+				kind = "manifests"
+			}
+			hash := strings.TrimPrefix(digest, "sha256:")
+			t.add(images.File{Path: fmt.Sprintf("%s/%s/sha256/%s/%s/data", dir, kind, hash[:2], hash), Mode: 0o644, Data: data})
+		}
+	}
+	return nil
 }
 
 // glibcImage stands in for upstream's Debian image with dnsutils: tests
