@@ -181,7 +181,7 @@ func write(path string, img images.Image) error {
 		err = os.Rename(tmp, path)
 	}
 	if err != nil {
-		os.Remove(tmp)
+		_ = os.Remove(tmp) // the write's error is the one to report
 	}
 	return err
 }
