@@ -167,3 +167,17 @@ bench-multinode: build
 	./bench/multinode/accounts.sh
 	CGO_ENABLED=0 $(GO) build -o bin/multinode ./bench/multinode
 	./bin/multinode -rounds 3 -t 3 -usernode $(BIN) -bin-dir /opt/usernode-k8s $(BENCH_MULTINODE_FLAGS)
+
+# Upstream [NodeConformance] against `usernode up` (docs/conformance.md):
+# e2e.test, agnhost and ginkgo built from the Go module proxy at the
+# cluster's Kubernetes version (hack/build-e2e.sh, cached by input hash),
+# the images the tests run built locally (test/conformance/e2eimages), a
+# node brought up as the test user, the suite run with Kubernetes' rootless
+# CI job's skips plus hack/conformance-skips.txt. Prints passed/failed/
+# skipped; the JUnit report and logs land in bin/conformance/.
+# CONFORMANCE_FOCUS narrows the run (CI runs a declared subset: .ci/run).
+.PHONY: conformance
+conformance: build test-user
+	GO=$(GO) ./hack/build-k8s.sh $(K8S_TEST_DIR) > bin/k8s-dir-conformance.out
+	GO=$(GO) ./hack/build-e2e.sh > bin/e2e-dir.out
+	GO=$(GO) ./hack/conformance.sh $(BIN) "$$(tail -n1 bin/k8s-dir-conformance.out)" "$$(tail -n1 bin/e2e-dir.out)"

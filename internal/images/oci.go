@@ -38,6 +38,7 @@ type Image struct {
 	Entrypoint []string
 	Cmd        []string
 	Env        []string
+	User       string // the config's User, e.g. "1234"; empty: root
 }
 
 type descriptor struct {
@@ -60,20 +61,7 @@ func WriteArchive(w io.Writer, img Image) error {
 		return err
 	}
 	layerDesc := descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar", Digest: "sha256:" + hex.EncodeToString(sum.Sum(nil)), Size: n.n}
-	cfg, _ := json.Marshal(map[string]any{
-		"architecture": runtime.GOARCH,
-		"os":           "linux",
-		"config":       map[string]any{"Entrypoint": img.Entrypoint, "Cmd": img.Cmd, "Env": img.Env},
-		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDesc.Digest}},
-	})
-	cfgDesc := blobDesc("application/vnd.oci.image.config.v1+json", cfg)
-	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        cfgDesc,
-		"layers":        []descriptor{layerDesc},
-	})
-	manDesc := blobDesc("application/vnd.oci.image.manifest.v1+json", manifest)
+	cfg, cfgDesc, manifest, manDesc := configAndManifest(img, layerDesc)
 	tag := img.Ref
 	if i := strings.LastIndex(tag, ":"); i > strings.LastIndex(tag, "/") {
 		tag = tag[i+1:]
@@ -115,6 +103,48 @@ func WriteArchive(w io.Writer, img Image) error {
 	return tw.Close()
 }
 
+// configAndManifest makes the image's config and manifest blobs for its
+// one layer.
+func configAndManifest(img Image, layerDesc descriptor) (cfg []byte, cfgDesc descriptor, manifest []byte, manDesc descriptor) {
+	cfg, _ = json.Marshal(map[string]any{
+		"architecture": runtime.GOARCH,
+		"os":           "linux",
+		"config":       imageConfig(img),
+		"rootfs":       map[string]any{"type": "layers", "diff_ids": []string{layerDesc.Digest}},
+	})
+	cfgDesc = blobDesc("application/vnd.oci.image.config.v1+json", cfg)
+	manifest, _ = json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        cfgDesc,
+		"layers":        []descriptor{layerDesc},
+	})
+	return cfg, cfgDesc, manifest, blobDesc("application/vnd.oci.image.manifest.v1+json", manifest)
+}
+
+// Blobs returns a small image's manifest and every blob by digest
+// ("sha256:..."): the manifest, the config and the layer, held in memory,
+// as a registry serves them (the same bytes WriteArchive writes).
+func Blobs(img Image) (manifestDigest string, blobs map[string][]byte, err error) {
+	var layer bytes.Buffer
+	if err := writeLayer(&layer, sortedFiles(img.Files)); err != nil {
+		return "", nil, err
+	}
+	layerDesc := blobDesc("application/vnd.oci.image.layer.v1.tar", layer.Bytes())
+	cfg, cfgDesc, manifest, manDesc := configAndManifest(img, layerDesc)
+	return manDesc.Digest, map[string][]byte{layerDesc.Digest: layer.Bytes(), cfgDesc.Digest: cfg, manDesc.Digest: manifest}, nil
+}
+
+// imageConfig is the image config's "config": User only when set, so the
+// images made before it existed keep their digests.
+func imageConfig(img Image) map[string]any {
+	c := map[string]any{"Entrypoint": img.Entrypoint, "Cmd": img.Cmd, "Env": img.Env}
+	if img.User != "" {
+		c["User"] = img.User
+	}
+	return c
+}
+
 func blobDesc(mediaType string, b []byte) descriptor {
 	sum := sha256.Sum256(b)
 	return descriptor{MediaType: mediaType, Digest: "sha256:" + hex.EncodeToString(sum[:]), Size: int64(len(b))}
@@ -138,7 +168,7 @@ func writeLayer(w io.Writer, files []File) error {
 	tw := tar.NewWriter(w)
 	for _, f := range files {
 		name := strings.TrimPrefix(f.Path, "/")
-		h := &tar.Header{Name: name, Mode: int64(f.Mode.Perm()), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		h := &tar.Header{Name: name, Mode: tarMode(f.Mode), ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
 		var src io.Reader
 		switch {
 		case f.Mode&fs.ModeDir != 0:
@@ -169,6 +199,23 @@ func writeLayer(w io.Writer, files []File) error {
 		}
 	}
 	return tw.Close()
+}
+
+// tarMode is the permission bits with setuid, setgid and sticky, which
+// fs.FileMode keeps outside Perm: the upstream e2e images have a setuid
+// binary (nonewprivs) and a sticky /tmp.
+func tarMode(m fs.FileMode) int64 {
+	mode := int64(m.Perm())
+	if m&fs.ModeSetuid != 0 {
+		mode |= 0o4000
+	}
+	if m&fs.ModeSetgid != 0 {
+		mode |= 0o2000
+	}
+	if m&fs.ModeSticky != 0 {
+		mode |= 0o1000
+	}
+	return mode
 }
 
 // Static tells whether the ELF binary at path needs no dynamic loader, so

@@ -146,3 +146,78 @@ func TestPauseFallsBack(t *testing.T) {
 		t.Errorf("Pause(%s) = %+v, %v", dyn, img, err)
 	}
 }
+
+// Setuid, setgid and sticky survive into the layer: the e2e nonewprivs
+// image's binary is setuid root and /tmp is sticky.
+func TestLayerKeepsSpecialBits(t *testing.T) {
+	var buf bytes.Buffer
+	files := []File{
+		{Path: "/nnp", Mode: fs.ModeSetuid | 0o755, Data: []byte("x")},
+		{Path: "/g", Mode: fs.ModeSetgid | 0o755, Data: []byte("x")},
+		{Path: "/tmp", Mode: fs.ModeDir | fs.ModeSticky | 0o777},
+		{Path: "/plain", Mode: 0o644, Data: []byte("x")},
+	}
+	if err := writeLayer(&buf, sortedFiles(files)); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"nnp": 0o4755, "g": 0o2755, "tmp/": 0o1777, "plain": 0o644}
+	tr := tar.NewReader(&buf)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Mode != want[h.Name] {
+			t.Errorf("%s: mode %o, want %o", h.Name, h.Mode, want[h.Name])
+		}
+		delete(want, h.Name)
+	}
+	if len(want) != 0 {
+		t.Errorf("missing from the layer: %v", want)
+	}
+}
+
+// Blobs serves what WriteArchive writes: each digest is its content's, the
+// manifest names the config and the layer, and the manifest is the one the
+// archive's index points at. The config carries User when set.
+func TestBlobs(t *testing.T) {
+	img := Image{Ref: "localhost:5000/pause:testing", User: "1234", Entrypoint: []string{"/pause"},
+		Files: []File{{Path: "/pause", Mode: 0o755, Data: []byte("ELF...")}}}
+	man, blobs, err := Blobs(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d, b := range blobs {
+		sum := sha256.Sum256(b)
+		if "sha256:"+hex.EncodeToString(sum[:]) != d {
+			t.Errorf("blob %s has another digest", d)
+		}
+	}
+	var m struct {
+		Config descriptor   `json:"config"`
+		Layers []descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(blobs[man], &m); err != nil {
+		t.Fatal(err)
+	}
+	if len(blobs) != 3 || blobs[m.Config.Digest] == nil || len(m.Layers) != 1 || blobs[m.Layers[0].Digest] == nil {
+		t.Fatalf("manifest %s, blobs %d", blobs[man], len(blobs))
+	}
+	var cfg struct{ Config struct{ User string } }
+	if err := json.Unmarshal(blobs[m.Config.Digest], &cfg); err != nil || cfg.Config.User != "1234" {
+		t.Errorf("config %s: User %q, want 1234 (%v)", blobs[m.Config.Digest], cfg.Config.User, err)
+	}
+	var a bytes.Buffer
+	if err := WriteArchive(&a, img); err != nil {
+		t.Fatal(err)
+	}
+	var index struct {
+		Manifests []descriptor `json:"manifests"`
+	}
+	if err := json.Unmarshal(readTar(t, a.Bytes())["index.json"], &index); err != nil || index.Manifests[0].Digest != man {
+		t.Errorf("archive's manifest %v, Blobs' %s (%v)", index.Manifests, man, err)
+	}
+}
