@@ -282,6 +282,7 @@ func TestJoin(t *testing.T) {
 
 	r := join(worker, server, "--token", tok, "--ca-cert-hash", pin)
 	t.Cleanup(func() {
+		wEnv.SaveLogs(t, worker)
 		if r := wrun(5*time.Minute, "down", "--purge"); r.Code != 0 {
 			t.Errorf("down on host B: %s", r)
 		}

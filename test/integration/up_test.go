@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +69,11 @@ func (c *cluster) up() testutil.Result {
 	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), append(args, c.extra...)...)
 }
 
+// down stops the node; with --purge, a failed test's logs are kept first.
 func (c *cluster) down(args ...string) testutil.Result {
+	if slices.Contains(args, "--purge") {
+		c.env.SaveLogs(c.t, c.name)
+	}
 	return c.env.Run(c.t, 5*time.Minute, testutil.Binary(c.t), append([]string{"down", "--name", c.name}, args...)...)
 }
 
@@ -137,7 +142,7 @@ func testUp(t *testing.T, rt upRuntime) {
 	// with the forwarder's policy routing and nft table in place.
 	c.extra = append([]string{"--node-subnet", "10.0.7.0/24", "--pod-cidr", "10.244.0.0/16", "--keep-source-ip"}, rt.flags...)
 	procsBefore, _ := testutil.ProcsOf(u.UID)
-	mountsBefore := mountCount(t)
+	mountsBefore := hostMounts(t)
 
 	r := c.up()
 	if r.Code != 0 {
@@ -562,9 +567,7 @@ func testUp(t *testing.T, rt upRuntime) {
 	if left := testutil.WaitNoNewProcs(u.UID, procsBefore, 30*time.Second); len(left) > 0 {
 		t.Errorf("processes left after down: %v", left)
 	}
-	if got := mountCount(t); got != mountsBefore {
-		t.Errorf("host mount table had %d lines, now %d", mountsBefore, got)
-	}
+	checkMountsLeft(t, "after down", mountsBefore)
 	for _, p := range []int{c.api, c.klt, nodePort} {
 		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {
 			conn.Close()
