@@ -7,8 +7,15 @@
 #
 #   ${USERNODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/usernode}/bin/<key>/
 #   key = k8s-<version>_etcd-<version>_coredns-<version>_<go version>-<GOOS>-<GOARCH>_<hash>
-#   hash = sha256 of k8s/{go.mod,go.sum}, k8s/etcd/{go.mod,go.sum},
-#          k8s/coredns/{go.mod,go.sum,main.go} and this script
+#   hash = sha256 of k8s/{go.mod,go.sum,kubenode/main.go},
+#          k8s/etcd/{go.mod,go.sum}, k8s/coredns/{go.mod,go.sum,main.go}
+#          and this script
+#
+# The five daemons are one executable, kube-node (k8s/kubenode: each runs
+# as a process of its own, picked by the name it is run as), and each
+# daemon's name is a symlink to it: processes of one file share its pages
+# (docs/benchmarks.md, "One executable for the five daemons"). kubectl,
+# which users run on the host, stays a binary of its own.
 #
 # A run whose key is already built does nothing but print the directory.
 # Binaries are built into a temporary directory next to it, checked
@@ -64,13 +71,14 @@ COREDNS_VERSION=$(mod_version "$ROOT/k8s/coredns/go.mod" github.com/coredns/core
 GO_VERSION=$(cd "$ROOT/k8s" && "$GO" env GOVERSION)
 GOOS=$(cd "$ROOT/k8s" && "$GO" env GOOS)
 GOARCH=$(cd "$ROOT/k8s" && "$GO" env GOARCH)
-HASH=$(cd "$ROOT" && cat k8s/go.mod k8s/go.sum k8s/etcd/go.mod k8s/etcd/go.sum \
+HASH=$(cd "$ROOT" && cat k8s/go.mod k8s/go.sum k8s/kubenode/main.go k8s/etcd/go.mod k8s/etcd/go.sum \
 	k8s/coredns/go.mod k8s/coredns/go.sum k8s/coredns/main.go hack/build-k8s.sh | sha256sum | cut -c1-16)
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_coredns-${COREDNS_VERSION}_${GO_VERSION}-${GOOS}-${GOARCH}_${HASH}"
 DEST=$BIN_ROOT/$KEY
 
-K8S_BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-ALL_BINARIES=(etcd coredns "${K8S_BINARIES[@]}")
+K8S_DAEMONS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+K8S_BINARIES=("${K8S_DAEMONS[@]}" kubectl)
+ALL_BINARIES=(etcd coredns kube-node "${K8S_BINARIES[@]}")
 
 # The same variables the Kubernetes release build sets (hack/lib/version.sh),
 # in both packages that carry them. buildDate is the release's commit time as
@@ -104,7 +112,7 @@ build() {
 	case $name in
 	etcd) moddir=$ROOT/k8s/etcd pkg=go.etcd.io/etcd/server/v3 ldflags=$ETCD_LDFLAGS ;;
 	coredns) moddir=$ROOT/k8s/coredns pkg=. ldflags=$COREDNS_LDFLAGS ;;
-	kubectl) moddir=$ROOT/k8s pkg=k8s.io/kubernetes/cmd/kubectl ldflags=$K8S_LDFLAGS ;;
+	kube-node) moddir=$ROOT/k8s pkg=./kubenode ldflags=$K8S_LDFLAGS ;;
 	*) moddir=$ROOT/k8s pkg=k8s.io/kubernetes/cmd/$name ldflags=$K8S_LDFLAGS ;;
 	esac
 	t=$(now)
@@ -149,8 +157,9 @@ publish() {
 	mkdir -p "$OUTDIR"
 	if [ "$(cat "$OUTDIR/.build-k8s-key" 2>/dev/null)" != "$KEY" ]; then
 		rm -f "$OUTDIR/.build-k8s-key"
+		# -P: the daemons' links stay links (to kube-node beside them).
 		for b in "${ALL_BINARIES[@]}" VERSIONS BUILD-INFO; do
-			cp -f "$DEST/$b" "$OUTDIR/$b.tmp.$$" && mv -f "$OUTDIR/$b.tmp.$$" "$OUTDIR/$b"
+			cp -fP "$DEST/$b" "$OUTDIR/$b.tmp.$$" && mv -fT "$OUTDIR/$b.tmp.$$" "$OUTDIR/$b"
 		done
 		echo "$KEY" >"$OUTDIR/.build-k8s-key"
 		log "copied to $OUTDIR"
@@ -198,7 +207,8 @@ trap 'log interrupted; [ -z "$CHILD" ] || kill -INT "$CHILD" 2>/dev/null; wait; 
 log "building $KEY with $GO_VERSION into $DEST"
 T0=$(now)
 K8S_LDFLAGS=$(k8s_ldflags)
-for b in "${ALL_BINARIES[@]}"; do build "$b" "$TMP"; done
+for b in etcd coredns kube-node kubectl; do build "$b" "$TMP"; done
+for b in "${K8S_DAEMONS[@]}"; do ln -s kube-node "$TMP/$b"; done
 check "$TMP"
 {
 	echo "key: $KEY"
@@ -210,9 +220,10 @@ check "$TMP"
 	echo "etcd ldflags: $ETCD_LDFLAGS"
 	echo "coredns ldflags: $COREDNS_LDFLAGS"
 	echo "sha256:"
-	(cd "$TMP" && sha256sum "${ALL_BINARIES[@]}")
+	(cd "$TMP" && sha256sum etcd coredns kube-node kubectl)
+	echo "links to kube-node: ${K8S_DAEMONS[*]}"
 } >"$TMP/BUILD-INFO"
-chmod 0755 "$TMP" "${ALL_BINARIES[@]/#/$TMP/}"
+chmod 0755 "$TMP" "$TMP/etcd" "$TMP/coredns" "$TMP/kube-node" "$TMP/kubectl"
 chmod 0644 "$TMP/VERSIONS" "$TMP/BUILD-INFO"
 mv -T "$TMP" "$DEST"
 trap - EXIT INT TERM HUP

@@ -167,6 +167,7 @@ func Plan(cl *cluster.Cluster, b Build) ([]supervise.Step, error) {
 	if _, err := supervise.Dependencies(steps); err != nil {
 		return nil, err
 	}
+	tuneGo(steps)
 	return steps, nil
 }
 

@@ -305,3 +305,25 @@ func TestHostPorts(t *testing.T) {
 		t.Errorf("VXLAN's host port: %v", got)
 	}
 }
+
+// Every daemon runs with the node's GOGC, as the node's whole plan gives
+// it (a step's own environment kept); oneshots keep Go's default.
+func TestDaemonsRunWithTheNodesGOGC(t *testing.T) {
+	_, steps := plan(t, cluster.Config{}, nil)
+	daemons := 0
+	for _, s := range steps {
+		has := slices.Contains(s.Env, GoGC)
+		switch {
+		case s.Oneshot && has:
+			t.Errorf("oneshot %s has %s", s.Name, GoGC)
+		case !s.Oneshot && !has:
+			t.Errorf("daemon %s runs without %s: env %v", s.Name, GoGC, s.Env)
+		case !s.Oneshot:
+			daemons++
+		}
+	}
+	// containerd, etcd, the five Kubernetes daemons, CoreDNS.
+	if daemons != 8 {
+		t.Errorf("%d daemons in the control plane's plan, want 8", daemons)
+	}
+}
