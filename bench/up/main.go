@@ -50,6 +50,7 @@ var (
 	rounds      = flag.Int("rounds", 3, "rounds; each does a cold and a warm start of both, interleaved")
 	settle      = flag.Duration("settle", 10*time.Second, "wait after the first pod is Running before reading the processes' memory")
 	binDir      = flag.String("bin-dir", "/opt/usernode-k8s", "kubelet, kube-apiserver, ... and etcd")
+	hwBinDir    = flag.String("hardway-bin-dir", "", "the hard way's binaries, if not -bin-dir's: upstream's layout is five separate daemons, where `make k8s` links them to one kube-node")
 	usernodeBin = flag.String("usernode", "bin/usernode", "the usernode binary (make build)")
 	userName    = flag.String("user", "usernode-test", "non-root account that runs the nodes")
 	nodeName    = flag.String("name", "benchup", "usernode's node name; the hard way's is NAME-hw")
@@ -105,6 +106,13 @@ type account struct {
 var acct account
 
 func (a account) runtimeDir() string { return fmt.Sprintf("/run/user/%d", a.uid) }
+
+func hardwayBins() string {
+	if *hwBinDir != "" {
+		return *hwBinDir
+	}
+	return *binDir
+}
 
 func asUser(env []string, argv ...string) *exec.Cmd {
 	args := []string{"--reuid=" + strconv.Itoa(acct.uid), "--regid=" + strconv.Itoa(acct.gid), "--init-groups",
@@ -334,13 +342,13 @@ func (s *side) measure(ctx context.Context, cold bool, round int) (result, error
 	} else {
 		if cold {
 			g := asUser([]string{modeEnv + "=gen"}, filepath.Join(work, "benchup"), "-name", s.name, "-state", s.state,
-				"-bin-dir", *binDir, "-api-port", strconv.Itoa(s.api), "-pause", "")
+				"-bin-dir", hardwayBins(), "-api-port", strconv.Itoa(s.api), "-pause", "")
 			if out, err := g.CombinedOutput(); err != nil {
 				return r, fmt.Errorf("gen: %v: %s", err, out)
 			}
 			r.gen = time.Since(t0).Seconds()
 		}
-		s.cmd = asUser([]string{"HW_STATE=" + s.state, "HW_BIN=" + *binDir,
+		s.cmd = asUser([]string{"HW_STATE=" + s.state, "HW_BIN=" + hardwayBins(),
 			"HW_API_PORT=" + strconv.Itoa(s.api), "HW_KUBELET_PORT=" + strconv.Itoa(s.kport)},
 			filepath.Join(work, "hardway.sh"))
 	}

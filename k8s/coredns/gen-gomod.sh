@@ -5,7 +5,7 @@
 #
 #   k8s/coredns/gen-gomod.sh [COREDNS_VERSION]
 #
-# CoreDNS is its own module, separate from k8s/ and k8s/etcd/: it requires
+# CoreDNS is its own module, separate from k8s/: it requires
 # its own k8s.io/client-go and friends, which in one module graph with
 # k8s.io/kubernetes would be raised (or lowered by the replaces) to
 # Kubernetes' versions.

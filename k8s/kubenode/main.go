@@ -1,19 +1,20 @@
-// Command kube-node is the node's five Kubernetes daemons in one
+// Command kube-node is the node's Kubernetes daemons and etcd in one
 // executable, each still run as a process of its own: kube-apiserver,
-// kube-controller-manager, kube-scheduler, kubelet and kube-proxy, picked
-// by the name it is run as (hack/build-k8s.sh links each name to it) or by
-// its first argument (`kube-node kubelet --config ...`).
+// kube-controller-manager, kube-scheduler, kubelet, kube-proxy and etcd,
+// picked by the name it is run as (hack/build-k8s.sh links each name to
+// it) or by its first argument (`kube-node kubelet --config ...`).
 //
-// Why: most of each daemon's memory is its executable's pages, and the
-// five executables share most of their code (client-go, apimachinery, the
-// API types). Five processes of one file share those pages; PSS splits
-// them. Measured on a idle node (v1.37.2, docs/benchmarks.md): 325 MB of
-// the five daemons' 609 MB PSS was file-backed, each file its own.
+// Why: most of each daemon's memory was its executable's pages, and the
+// executables share most of their code (client-go, apimachinery, the API
+// types, gRPC). Processes of one file share those pages; PSS splits them.
+// Measured on an idle node (v1.37.2, docs/benchmarks.md): the five
+// Kubernetes daemons' file-backed PSS went from 325 MB (five files) to 114
+// MB, and etcd's from 40 to 15 MB.
 //
-// Each command is upstream's own (app.NewXCommand, run by cli.Run as
-// upstream's main does), with the same side-effect imports every one of
-// upstream's five mains has: flags, config files and behaviour are theirs.
-// The inits of all five packages run in every process, as they did in
+// Each command is upstream's own (app.NewXCommand run by cli.Run, and
+// etcdmain.Main, as upstream's mains do), with the side-effect imports
+// upstream's Kubernetes mains have: flags, config files and behaviour are
+// theirs. The inits of every package run in every process, as they did in
 // hyperkube (Kubernetes up to v1.18) and do in k3s.
 package main
 
@@ -26,6 +27,7 @@ import (
 	_ "time/tzdata" // kube-apiserver's and kube-controller-manager's mains import it (CronJob time zones)
 
 	"github.com/spf13/cobra"
+	"go.etcd.io/etcd/server/v3/etcdmain"
 
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register"          // JSON log format, as every upstream main
@@ -39,12 +41,18 @@ import (
 	kubelet "k8s.io/kubernetes/cmd/kubelet/app"
 )
 
-var commands = map[string]func() *cobra.Command{
-	"kube-apiserver":          apiserver.NewAPIServerCommand,
-	"kube-controller-manager": controllermanager.NewControllerManagerCommand,
-	"kube-scheduler":          func() *cobra.Command { return scheduler.NewSchedulerCommand() },
-	"kubelet":                 func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) },
-	"kube-proxy":              proxy.NewProxyCommand,
+func cobraMain(newCommand func() *cobra.Command) func() {
+	return func() { os.Exit(cli.Run(newCommand())) }
+}
+
+var commands = map[string]func(){
+	"kube-apiserver":          cobraMain(apiserver.NewAPIServerCommand),
+	"kube-controller-manager": cobraMain(controllermanager.NewControllerManagerCommand),
+	"kube-scheduler":          cobraMain(func() *cobra.Command { return scheduler.NewSchedulerCommand() }),
+	"kubelet":                 cobraMain(func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) }),
+	"kube-proxy":              cobraMain(proxy.NewProxyCommand),
+	// etcd's main (go.etcd.io/etcd/server/v3's root package) is this call.
+	"etcd": func() { etcdmain.Main(os.Args) },
 }
 
 func main() {
@@ -55,7 +63,7 @@ func main() {
 		name = os.Args[1]
 		os.Args = append([]string{name}, os.Args[2:]...)
 	}
-	newCommand, ok := commands[name]
+	run, ok := commands[name]
 	if !ok {
 		var names []string
 		for n := range commands {
@@ -65,5 +73,5 @@ func main() {
 		fmt.Fprintf(os.Stderr, "kube-node: run it as one of %v (a link of that name, or its first argument)\n", names)
 		os.Exit(2)
 	}
-	os.Exit(cli.Run(newCommand()))
+	run()
 }

@@ -25,7 +25,7 @@ func TestBinariesAcceptFlags(t *testing.T) {
 			t.Fatal(err)
 		}
 		out, err := exec.Command(filepath.Join(dir, name), append(flags, "--version")...).CombinedOutput()
-		// "Kubernetes v1.37.2", or etcd's "etcd Version: 3.6.16".
+		// "Kubernetes v1.37.2", or etcd's "etcd Version: 3.7.0".
 		if err != nil || (!strings.Contains(string(out), "Kubernetes v") && !strings.Contains(string(out), "etcd Version")) {
 			t.Errorf("%s rejects its flags: %v\n%s", name, err, out)
 		}
