@@ -2,20 +2,18 @@
 # Builds the Kubernetes binaries (kubelet, kube-apiserver,
 # kube-controller-manager, kube-scheduler, kube-proxy, kubectl), etcd and
 # CoreDNS from the Go module proxy, using the pinned modules in k8s/ (made
-# by k8s/gen-gomod.sh) and k8s/coredns/ (made by k8s/coredns/gen-gomod.sh),
-# into a cache directory keyed on every input:
+# by k8s/gen-gomod.sh), into a cache directory keyed on every input:
 #
 #   ${USERNODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/usernode}/bin/<key>/
 #   key = k8s-<version>_etcd-<version>_coredns-<version>_<go version>-<GOOS>-<GOARCH>_<hash>
-#   hash = sha256 of k8s/{go.mod,go.sum,kubenode/main.go},
-#          k8s/coredns/{go.mod,go.sum,main.go} and this script
+#   hash = sha256 of k8s/{go.mod,go.sum,kubenode/main.go} and this script
 #
-# The five Kubernetes daemons and etcd are one executable, kube-node
-# (k8s/kubenode: each runs as a process of its own, picked by the name it
-# is run as), and each daemon's name is a symlink to it: processes of one
-# file share its pages (docs/benchmarks.md, "One executable"). kubectl,
-# which users run on the host, and CoreDNS (whose module graph differs
-# from Kubernetes': k8s/coredns/README.md) stay binaries of their own.
+# The five Kubernetes daemons, etcd and CoreDNS are one executable,
+# kube-node (k8s/kubenode: each runs as a process of its own, picked by
+# the name it is run as), and each daemon's name is a symlink to it:
+# processes of one file share its pages (docs/benchmarks.md, "One
+# executable"). kubectl, which users and the node's oneshots run, stays a
+# binary of its own.
 #
 # A run whose key is already built does nothing but print the directory.
 # Binaries are built into a temporary directory next to it, checked
@@ -63,16 +61,15 @@ mod_version() { # go.mod module -> version it requires
 }
 K8S_VERSION=$(mod_version "$ROOT/k8s/go.mod" k8s.io/kubernetes)
 ETCD_VERSION=$(mod_version "$ROOT/k8s/go.mod" go.etcd.io/etcd/server/v3)
-COREDNS_VERSION=$(mod_version "$ROOT/k8s/coredns/go.mod" github.com/coredns/coredns)
+COREDNS_VERSION=$(mod_version "$ROOT/k8s/go.mod" github.com/coredns/coredns)
 [ -n "$K8S_VERSION" ] || die "k8s/go.mod does not require k8s.io/kubernetes"
 [ -n "$ETCD_VERSION" ] || die "k8s/go.mod does not require go.etcd.io/etcd/server/v3"
-[ -n "$COREDNS_VERSION" ] || die "k8s/coredns/go.mod does not require github.com/coredns/coredns"
+[ -n "$COREDNS_VERSION" ] || die "k8s/go.mod does not require github.com/coredns/coredns"
 # Run in k8s/ so a GOTOOLCHAIN switch demanded by go.mod shows up here too.
 GO_VERSION=$(cd "$ROOT/k8s" && "$GO" env GOVERSION)
 GOOS=$(cd "$ROOT/k8s" && "$GO" env GOOS)
 GOARCH=$(cd "$ROOT/k8s" && "$GO" env GOARCH)
-HASH=$(cd "$ROOT" && cat k8s/go.mod k8s/go.sum k8s/kubenode/main.go \
-	k8s/coredns/go.mod k8s/coredns/go.sum k8s/coredns/main.go hack/build-k8s.sh | sha256sum | cut -c1-16)
+HASH=$(cd "$ROOT" && cat k8s/go.mod k8s/go.sum k8s/kubenode/main.go hack/build-k8s.sh | sha256sum | cut -c1-16)
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_coredns-${COREDNS_VERSION}_${GO_VERSION}-${GOOS}-${GOARCH}_${HASH}"
 DEST=$BIN_ROOT/$KEY
 
@@ -106,14 +103,13 @@ k8s_ldflags() {
 ETCD_LDFLAGS="-X go.etcd.io/etcd/api/v3/version.GitSHA=unknown"
 # CoreDNS's version is a constant (coremain.CoreVersion); its release build
 # sets only GitCommit, which the proxy does not know either.
-COREDNS_LDFLAGS="-s -w -X github.com/coredns/coredns/coremain.GitCommit=unknown"
+COREDNS_LDFLAGS="-X github.com/coredns/coredns/coremain.GitCommit=unknown"
 
 # build NAME DIR: go build one binary into DIR.
 build() {
 	local name=$1 dir=$2 moddir pkg ldflags t
 	case $name in
-	coredns) moddir=$ROOT/k8s/coredns pkg=. ldflags=$COREDNS_LDFLAGS ;;
-	kube-node) moddir=$ROOT/k8s pkg=./kubenode ldflags="$K8S_LDFLAGS $ETCD_LDFLAGS" ;;
+	kube-node) moddir=$ROOT/k8s pkg=./kubenode ldflags="$K8S_LDFLAGS $ETCD_LDFLAGS $COREDNS_LDFLAGS" ;;
 	*) moddir=$ROOT/k8s pkg=k8s.io/kubernetes/cmd/$name ldflags=$K8S_LDFLAGS ;;
 	esac
 	t=$(now)
@@ -208,22 +204,21 @@ trap 'log interrupted; [ -z "$CHILD" ] || kill -INT "$CHILD" 2>/dev/null; wait; 
 log "building $KEY with $GO_VERSION into $DEST"
 T0=$(now)
 K8S_LDFLAGS=$(k8s_ldflags)
-for b in kube-node coredns kubectl; do build "$b" "$TMP"; done
-for b in "${K8S_DAEMONS[@]}" etcd; do ln -s kube-node "$TMP/$b"; done
+for b in kube-node kubectl; do build "$b" "$TMP"; done
+for b in "${K8S_DAEMONS[@]}" etcd coredns; do ln -s kube-node "$TMP/$b"; done
 check "$TMP"
 {
 	echo "key: $KEY"
 	echo "k8s.io/kubernetes: $K8S_VERSION (module github.com/usernode/usernode/k8s)"
 	echo "go.etcd.io/etcd/server/v3: $ETCD_VERSION (module github.com/usernode/usernode/k8s)"
-	echo "github.com/coredns/coredns: $COREDNS_VERSION (module github.com/usernode/usernode/k8s/coredns, plugins: k8s/coredns/main.go)"
+	echo "github.com/coredns/coredns: $COREDNS_VERSION (module github.com/usernode/usernode/k8s, plugins: k8s/kubenode/main.go)"
 	echo "go: $GO_VERSION $GOOS/$GOARCH CGO_ENABLED=0 -trimpath"
-	echo "k8s ldflags: $K8S_LDFLAGS $ETCD_LDFLAGS"
-	echo "coredns ldflags: $COREDNS_LDFLAGS"
+	echo "kube-node ldflags: $K8S_LDFLAGS $ETCD_LDFLAGS $COREDNS_LDFLAGS"
 	echo "sha256:"
-	(cd "$TMP" && sha256sum kube-node coredns kubectl)
-	echo "links to kube-node: ${K8S_DAEMONS[*]} etcd"
+	(cd "$TMP" && sha256sum kube-node kubectl)
+	echo "links to kube-node: ${K8S_DAEMONS[*]} etcd coredns"
 } >"$TMP/BUILD-INFO"
-chmod 0755 "$TMP" "$TMP/coredns" "$TMP/kube-node" "$TMP/kubectl"
+chmod 0755 "$TMP" "$TMP/kube-node" "$TMP/kubectl"
 chmod 0644 "$TMP/VERSIONS" "$TMP/BUILD-INFO"
 mv -T "$TMP" "$DEST"
 trap - EXIT INT TERM HUP

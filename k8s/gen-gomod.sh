@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Regenerates k8s/go.mod (Kubernetes and etcd, which kube-node links:
-# k8s/kubenode) from k8s.io/kubernetes's own go.mod, then runs `go mod tidy`.
+# Regenerates k8s/go.mod (Kubernetes, etcd and CoreDNS, which kube-node
+# links: k8s/kubenode) from k8s.io/kubernetes's own go.mod, then runs
+# `go mod tidy`.
 # Commit the result (go.mod + go.sum): hack/build-k8s.sh only reads them.
 #
-#   k8s/gen-gomod.sh [K8S_VERSION [ETCD_VERSION]]
+#   k8s/gen-gomod.sh [K8S_VERSION [ETCD_VERSION [COREDNS_VERSION]]]
 #
 # k8s.io/kubernetes requires its staging modules (k8s.io/api, client-go, ...)
 # at v0.0.0 and replaces them with ./staging/src/...; those replaces do not
@@ -13,11 +14,15 @@
 # etcd's server is required at the version of the etcd client modules
 # k8s.io/kubernetes requires (v3.7.0 for v1.37, also kubeadm's
 # DefaultEtcdVersion): then it adds modules to the graph and changes none
-# of Kubernetes' (checked for v1.37.2: only additions).
+# of Kubernetes' (checked for v1.37.2: only additions). CoreDNS likewise,
+# at kubeadm's CoreDNSVersion for the release (v1.14.6 for v1.37): v1.15.0
+# would raise Kubernetes' gRPC (v1.82.1 -> v1.84.0). After a bump, check
+# that `git diff go.mod` adds lines and changes none.
 set -euo pipefail
 
 K8S_VERSION=${1:-v1.37.2}
 ETCD_VERSION=${2:-v3.7.0}
+COREDNS_VERSION=${3:-v1.14.6}
 cd "$(dirname "$0")"
 export GOFLAGS=-mod=mod
 
@@ -41,6 +46,7 @@ mapfile -t staging < <(awk '$2 == "v0.0.0" && $1 ~ /^k8s\.io\// {print $1}' "$up
 	echo "require ("
 	echo "	k8s.io/kubernetes $K8S_VERSION"
 	echo "	go.etcd.io/etcd/server/v3 $ETCD_VERSION"
+	echo "	github.com/coredns/coredns $COREDNS_VERSION"
 	echo ")"
 	echo
 	echo "// Staging modules that k8s.io/kubernetes@$K8S_VERSION lists at v0.0.0 (${#staging[@]})."
@@ -50,5 +56,5 @@ mapfile -t staging < <(awk '$2 == "v0.0.0" && $1 ~ /^k8s\.io\// {print $1}' "$up
 } >go.mod
 rm -f go.sum
 go mod tidy
-echo "k8s/go.mod: k8s.io/kubernetes $K8S_VERSION, etcd $ETCD_VERSION, ${#staging[@]} staging replaces -> $staging_version"
+echo "k8s/go.mod: k8s.io/kubernetes $K8S_VERSION, etcd $ETCD_VERSION, CoreDNS $COREDNS_VERSION, ${#staging[@]} staging replaces -> $staging_version"
 

@@ -1,33 +1,69 @@
-// Command kube-node is the node's Kubernetes daemons and etcd in one
-// executable, each still run as a process of its own: kube-apiserver,
-// kube-controller-manager, kube-scheduler, kubelet, kube-proxy and etcd,
-// picked by the name it is run as (hack/build-k8s.sh links each name to
-// it) or by its first argument (`kube-node kubelet --config ...`).
+// Command kube-node is the node's Kubernetes daemons, etcd and CoreDNS in
+// one executable, each still run as a process of its own: kube-apiserver,
+// kube-controller-manager, kube-scheduler, kubelet, kube-proxy, etcd and
+// coredns, picked by the name it is run as (hack/build-k8s.sh links each
+// name to it) or by its first argument (`kube-node kubelet --config ...`).
 //
 // Why: most of each daemon's memory was its executable's pages, and the
 // executables share most of their code (client-go, apimachinery, the API
 // types, gRPC). Processes of one file share those pages; PSS splits them.
 // Measured on an idle node (v1.37.2, docs/benchmarks.md): the five
 // Kubernetes daemons' file-backed PSS went from 325 MB (five files) to 114
-// MB, and etcd's from 40 to 15 MB.
+// MB, etcd's from 40 to 15 MB and CoreDNS's from 35 to 13 MB.
 //
-// Each command is upstream's own (app.NewXCommand run by cli.Run, and
-// etcdmain.Main, as upstream's mains do), with the side-effect imports
-// upstream's Kubernetes mains have: flags, config files and behaviour are
-// theirs. The inits of every package run in every process, as they did in
-// hyperkube (Kubernetes up to v1.18) and do in k3s.
+// Each command is upstream's own (app.NewXCommand run by cli.Run,
+// etcdmain.Main, coremain.Run, as upstream's mains do), with the
+// side-effect imports upstream's Kubernetes mains have: flags, config
+// files and behaviour are theirs. The inits of every package run in every
+// process, as they did in hyperkube (Kubernetes up to v1.18) and do in
+// k3s. Go's global flag set is where that shows: kube-proxy adds it to its
+// own flags (upstream's server.go), and here it holds what cadvisor (the
+// kubelet's) and CoreDNS register, among them CoreDNS's -version, which
+// took kube-proxy's --version (it started instead of printing). Upstream's
+// kube-proxy has none of those flags, so it gets an empty global set.
+//
+// CoreDNS has the plugins a usernode node's Corefile uses
+// (pkg/node/coredns), kubeadm's default Corefile's, and a few for
+// debugging, not upstream's full set (core/plugin links the route53,
+// azure, clouddns, etcd, nomad and geoip plugins and their SDKs). The
+// plugin chain order is upstream's (dnsserver.Directives, from
+// plugin.cfg); a Corefile directive whose plugin is not linked fails to
+// load with "missing a plugin?". `coredns -plugins` lists what is linked.
 package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
 	_ "time/tzdata" // kube-apiserver's and kube-controller-manager's mains import it (CronJob time zones)
 
+	"github.com/coredns/coredns/coremain"
 	"github.com/spf13/cobra"
 	"go.etcd.io/etcd/server/v3/etcdmain"
+
+	// kubeadm's default Corefile (errors, health, ready, kubernetes,
+	// prometheus, forward, cache, loop, reload, loadbalance) and bind.
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/metrics"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+	// For debugging and local overrides.
+	_ "github.com/coredns/coredns/plugin/debug"
+	_ "github.com/coredns/coredns/plugin/hosts"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/rewrite"
+	_ "github.com/coredns/coredns/plugin/template"
+	_ "github.com/coredns/coredns/plugin/whoami"
 
 	"k8s.io/component-base/cli"
 	_ "k8s.io/component-base/logs/json/register"          // JSON log format, as every upstream main
@@ -50,9 +86,14 @@ var commands = map[string]func(){
 	"kube-controller-manager": cobraMain(controllermanager.NewControllerManagerCommand),
 	"kube-scheduler":          cobraMain(func() *cobra.Command { return scheduler.NewSchedulerCommand() }),
 	"kubelet":                 cobraMain(func() *cobra.Command { return kubelet.NewKubeletCommand(context.Background()) }),
-	"kube-proxy":              cobraMain(proxy.NewProxyCommand),
+	"kube-proxy": cobraMain(func() *cobra.Command {
+		flag.CommandLine = flag.NewFlagSet(os.Args[0], flag.ExitOnError)
+		return proxy.NewProxyCommand()
+	}),
 	// etcd's main (go.etcd.io/etcd/server/v3's root package) is this call.
 	"etcd": func() { etcdmain.Main(os.Args) },
+	// CoreDNS's main (coredns.go) is this call.
+	"coredns": coremain.Run,
 }
 
 func main() {
