@@ -67,6 +67,13 @@ var Writable = []string{"/var/lib", "/var/log"}
 // inside; they are made under the Writable ones.
 var SeedDirs = []string{"/var/lib/kubelet", "/var/lib/cni", "/var/lib/containerd", "/var/lib/containers", "/var/log"}
 
+// PortSocket is the port API's socket, in the runtime dir.
+const PortSocket = "port.sock"
+
+// maxSocketPath is the longest path a Unix socket can be bound at:
+// sun_path is 108 bytes with the terminating NUL.
+const maxSocketPath = 107
+
 // RuntimeDirInside is where the node sees its runtime dir.
 const RuntimeDirInside = "/run/usernode"
 
@@ -90,6 +97,12 @@ func (c *Config) Defaults(getenv func(string) string) error {
 			return fmt.Errorf("XDG_RUNTIME_DIR=%s is not a directory: %v; it must exist, be yours and be mode 0700", rt, err)
 		}
 		c.RuntimeDir = filepath.Join(rt, "usernode", c.Name)
+	}
+	// Checked here, before anything is made: the port API's socket is the
+	// longest path usernode binds, and bind refuses a Unix socket path over
+	// sun_path's 108 bytes with only "invalid argument".
+	if p := filepath.Join(c.RuntimeDir, PortSocket); len(p) > maxSocketPath {
+		return fmt.Errorf("the node's runtime dir %s is too long: its port socket %s would be %d bytes, and a Unix socket's path may have at most %d; use a shorter XDG_RUNTIME_DIR (e.g. /run/user/$(id -u)) or node name", c.RuntimeDir, p, len(p), maxSocketPath)
 	}
 	if c.StateDir == "" {
 		data := getenv("XDG_DATA_HOME")

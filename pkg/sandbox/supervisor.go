@@ -279,7 +279,7 @@ func (r *run) portSocket() error {
 	if r.opt.Ports == nil {
 		return nil
 	}
-	r.portSock = filepath.Join(r.cfg.RuntimeDir, "port.sock")
+	r.portSock = filepath.Join(r.cfg.RuntimeDir, PortSocket)
 	l, err := net.Listen("unix", r.portSock)
 	if err != nil {
 		return err
