@@ -57,6 +57,11 @@ func tree(root int) []proc {
 			f := strings.Split(strings.TrimSuffix(string(cl), "\x00"), "\x00")
 			p.argv0, p.args = f[0], f[1:]
 		}
+		// `make k8s` links the daemons' names to one executable: the
+		// name a daemon was run as says which it is.
+		if p.exe == "kube-node" {
+			p.exe = filepath.Base(p.argv0)
+		}
 		all[pid] = p
 		kids[ppid] = append(kids[ppid], pid)
 	}
