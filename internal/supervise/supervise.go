@@ -95,6 +95,8 @@ type Plan struct {
 	LogDir     string `json:"logDir"`
 	StatusFile string `json:"statusFile"`
 	Steps      []Step `json:"steps"`
+	// OnReady, when set, runs once every step is ready (or done).
+	OnReady func() `json:"-"`
 }
 
 // Status is what `usernode status` shows.
@@ -224,6 +226,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	s.setPhase("ready", nil)
 	s.log.Infof("node ready %6.1fs after its supervisor started", time.Since(start).Seconds())
+	if s.plan.OnReady != nil {
+		s.plan.OnReady()
+	}
 	<-ctx.Done()
 	s.setPhase("stopping", nil)
 	s.stopAll()

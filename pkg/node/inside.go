@@ -15,6 +15,7 @@ import (
 
 	"github.com/usernode/usernode/internal/log"
 
+	"github.com/usernode/usernode/internal/memtrim"
 	"github.com/usernode/usernode/internal/reexec"
 	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/cgroup"
@@ -73,6 +74,10 @@ func insideMain() {
 	// Certificates and image archives were made in memory; this process
 	// now only supervises for as long as the node runs.
 	debug.FreeOSMemory()
+	// Once every component is ready, what starting them mapped goes back
+	// (internal/memtrim): the restarts, probes and status writes that
+	// follow map in only what they run.
+	plan.OnReady = memtrim.Trim
 	if err := supervise.New(*plan, l).Run(ctx); err != nil {
 		l.Infof("%v", err)
 		os.Exit(1)

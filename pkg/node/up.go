@@ -19,6 +19,7 @@ import (
 	"github.com/usernode/usernode/internal/atomicfile"
 	"github.com/usernode/usernode/internal/k8sversion"
 	"github.com/usernode/usernode/internal/log"
+	"github.com/usernode/usernode/internal/memtrim"
 	"github.com/usernode/usernode/internal/procenv"
 	"github.com/usernode/usernode/pkg/cgroup"
 	"github.com/usernode/usernode/pkg/cluster"
@@ -251,6 +252,14 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 		if x.ingress.IsUnspecified() {
 			x.ingress = n.HostIP
 		}
+		// From here this process restarts the sandbox if it dies and
+		// keeps the node's ports: what building it mapped and allocated
+		// goes back (internal/memtrim), and again once the exposer's
+		// first lists and port requests are done, so that what stays
+		// mapped is what its watches run.
+		memtrim.Trim()
+		retrim := time.AfterFunc(trimAfterReady, memtrim.Trim)
+		defer retrim.Stop()
 		return x.run(ctx)
 	}
 	opt.Ready = hook
@@ -276,6 +285,9 @@ func Up(ctx context.Context, cl *cluster.Cluster, opt sandbox.Opt, ready func())
 	}
 	return nil
 }
+
+// trimAfterReady is when `up`'s process trims its memory the second time.
+const trimAfterReady = 30 * time.Second
 
 // waitSupervisor waits for the node side's supervisor to report its
 // components ready, and fails with its error if it failed.
