@@ -60,7 +60,8 @@ OUTDIR=${1-}
 
 export GOFLAGS="-mod=readonly -buildvcs=false" GOWORK=off CGO_ENABLED=0
 
-K8S_VERSION=$(awk '$1 == "require" && $2 == "k8s.io/kubernetes" { print $3; exit }' "$ROOT/k8s/go.mod")
+# A require line or a line of a require block (gen-gomod.sh writes a block).
+K8S_VERSION=$(awk '($1 == "require" && $2 == "k8s.io/kubernetes") { print $3; exit } ($1 == "k8s.io/kubernetes" && $2 ~ /^v/) { print $2; exit }' "$ROOT/k8s/go.mod")
 [ -n "$K8S_VERSION" ] || die "k8s/go.mod does not require k8s.io/kubernetes"
 GO_VERSION=$(cd "$ROOT/k8s" && "$GO" env GOVERSION)
 GOOS=$(cd "$ROOT/k8s" && "$GO" env GOOS)
