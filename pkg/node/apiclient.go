@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -23,6 +24,9 @@ import (
 type apiClient struct {
 	base string
 	hc   *http.Client
+	// claim, when valid, is the pod CIDR PodCIDR gives the Node itself
+	// if it has none (see PodCIDR).
+	claim netip.Prefix
 }
 
 // newAPIClient is the cluster admin's client (ps's admin pair).
