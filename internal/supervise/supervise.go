@@ -134,6 +134,11 @@ type component struct {
 	cmd  *exec.Cmd
 	st   ComponentStatus
 	done chan struct{} // closed when the supervising goroutine ends
+	// started is closed once the first start was tried: a step without
+	// a probe is ready then, not before (a step after it that restarts it
+	// found no process on a loaded machine).
+	started     chan struct{}
+	startedOnce sync.Once
 }
 
 // Supervisor runs a plan.
@@ -400,13 +405,17 @@ func env(extra []string) []string {
 
 // start launches a long-running component and waits for its probe.
 func (s *Supervisor) start(ctx context.Context, step Step, idx int) error {
-	c := &component{step: step, idx: idx, done: make(chan struct{})}
+	c := &component{step: step, idx: idx, done: make(chan struct{}), started: make(chan struct{})}
 	c.st = ComponentStatus{Name: step.Name, State: "starting", Since: time.Now(), Log: s.logPath(step.Name)}
 	s.mu.Lock()
 	s.comps = append(s.comps, c)
 	s.mu.Unlock()
 	go s.keep(ctx, c)
 	if step.Ready == nil {
+		select {
+		case <-c.started:
+		case <-c.done:
+		}
 		s.update(c, func(st *ComponentStatus) { st.State = "ready" })
 		return nil
 	}
@@ -455,6 +464,9 @@ func (s *Supervisor) keep(ctx context.Context, c *component) {
 			c.cmd = cmd
 			c.mu.Unlock()
 			s.update(c, func(st *ComponentStatus) { st.PID, st.Since = cmd.Process.Pid, began })
+		}
+		c.startedOnce.Do(func() { close(c.started) })
+		if err == nil {
 			err = cmd.Wait()
 		}
 		if ctx.Err() != nil {
