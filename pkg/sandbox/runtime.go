@@ -64,23 +64,43 @@ func acquire(dir string) (*lock, error) {
 	if err := mkPrivateDir(dir); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		_ = f.Close() // opened only to lock; nothing written
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			st, _ := ReadState(dir)
-			pid := 0
-			if st != nil {
-				pid = st.Supervisor
-			}
-			return nil, fmt.Errorf("node %q is already running (supervisor pid %d): use `usernode enter` to reach it, or stop it first (kill -TERM %d)", filepath.Base(dir), pid, pid)
+	path := filepath.Join(dir, "lock")
+	// release removes the file before it drops the lock. A start that
+	// opened the file just before that removal locks a file no one else
+	// finds any more, and the next start makes and locks a new one: two
+	// nodes ran at once (seen in the fault suite's two ups at once, right
+	// after a down). So a lock counts only on the file the path still
+	// names; otherwise open it again.
+	for range 10 {
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, err
 		}
-		return nil, err
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			_ = f.Close() // opened only to lock; nothing written
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				st, _ := ReadState(dir)
+				pid := 0
+				if st != nil {
+					pid = st.Supervisor
+				}
+				return nil, fmt.Errorf("node %q is already running (supervisor pid %d): use `usernode enter` to reach it, or stop it first (kill -TERM %d)", filepath.Base(dir), pid, pid)
+			}
+			return nil, err
+		}
+		if isAt(f, path) {
+			return &lock{dir: dir, f: f}, nil
+		}
+		_ = f.Close() // a removed file's lock: worth nothing
 	}
-	return &lock{dir: dir, f: f}, nil
+	return nil, fmt.Errorf("cannot lock %s: it keeps being removed while it is locked (another usernode starting and stopping this node?)", path)
+}
+
+// isAt tells whether f is the file path names now.
+func isAt(f *os.File, path string) bool {
+	var held, named unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &held) == nil && unix.Stat(path, &named) == nil &&
+		held.Dev == named.Dev && held.Ino == named.Ino
 }
 
 // clean removes everything in the runtime dir but the lock itself. It
