@@ -39,8 +39,10 @@ func TestRuntimeLock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l2.release()
 	if isAt(f, path) {
 		t.Error("a file replaced at the path: isAt says yes")
+	}
+	if err := l2.release(); err != nil {
+		t.Error(err)
 	}
 }
