@@ -107,8 +107,8 @@ func (p Paths) exposure() string { return filepath.Join(p.Runtime, "exposure.jso
 // one usernode configures (and the one the model asks for), the host ports
 // are free. Each failure names its fix. It fills in cl's version.
 func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
-	if pid, err := sandbox.Supervisor(sb.RuntimeDir); err == nil {
-		return nil, fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", sb.Name, pid)
+	if err := notRunning(sb); err != nil {
+		return nil, err
 	}
 	if err := checkStartSpace(sb.StateDir); err != nil {
 		return nil, err
@@ -152,6 +152,9 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 				return nil, privilegedPort(addr+"/udp", p.HostPort)
 			}
 			if err != nil {
+				if err := notRunning(sb); err != nil {
+					return nil, err
+				}
 				return nil, fmt.Errorf("host port %s/udp (for the node's %d) is already in use: stop what holds it (`ss -lunp 'sport = :%d'` shows it), or, if it is another node's, give this one another --host-ip (VXLAN's port is the cluster's: a new cluster can take another --vxlan-port) or --dns-port", addr, p.ChildPort, p.HostPort)
 			}
 			c.Close()
@@ -162,11 +165,29 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 			return nil, privilegedPort(addr, p.HostPort)
 		}
 		if err != nil {
+			if err := notRunning(sb); err != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("host port %s (for the node's %d) is already in use: stop what holds it (`ss -ltnp 'sport = :%d'` shows it), run `usernode down` if it is another node, or choose another with --api-port/--kubelet-port", addr, p.ChildPort, p.HostPort)
 		}
 		l.Close()
 	}
 	return &Spec{Cluster: cl, Binaries: bins, Runtime: info}, nil
+}
+
+// notRunning fails when the node runs, or is starting, already. Asked
+// again when a port is taken: a second `up` started beside the first
+// finds the node not yet running, then its ports taken by that first one,
+// which only then has published its state (seen in the fault suite's two
+// ups at once): the lock says it, and so does the error.
+func notRunning(sb sandbox.Config) error {
+	if pid, err := sandbox.Supervisor(sb.RuntimeDir); err == nil {
+		return fmt.Errorf("node %q is already running (supervisor pid %d): `usernode status` shows it, `usernode down` stops it", sb.Name, pid)
+	}
+	if sandbox.Locked(sb.RuntimeDir) {
+		return fmt.Errorf("node %q is already running (starting): `usernode status` shows it, `usernode down` stops it", sb.Name)
+	}
+	return nil
 }
 
 // privilegedPort is the error for a host port below

@@ -159,6 +159,10 @@ func ReadState(dir string) (*State, error) {
 	return &st, nil
 }
 
+// Locked tells whether a live supervisor holds the runtime dir's lock: a
+// node starting there, before it has published its state.
+func Locked(dir string) bool { return locked(dir) }
+
 // locked tells whether a live supervisor holds dir's lock.
 func locked(dir string) bool {
 	f, err := os.Open(filepath.Join(dir, "lock"))
