@@ -101,8 +101,9 @@ bench-net: build test-user
 	./bin/netbench -rounds 5 -t 2 -rootlesskit2 $(CURDIR)/bin/rootlesskit2 -usernode $(BIN)
 
 # Kubernetes (kubelet, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kube-proxy, kubectl) and etcd, built from the Go module
-# proxy with the modules pinned in k8s/. Cached by input hash under
+# kube-scheduler, kube-proxy, kubectl), etcd and CoreDNS, built from the Go
+# module proxy with the modules pinned in k8s/: the daemons as links to one
+# executable, kube-node (k8s/README.md). Cached by input hash under
 # $${USERNODE_CACHE:-~/.cache/usernode}/bin/<key>/; the last line printed is
 # the directory holding the binaries. `make k8s K8S_OUTDIR=dir` also copies
 # them to dir (containerd 2.x to dir/containerd2). Flanneld, CRI-O and

@@ -159,12 +159,9 @@ func ReadState(dir string) (*State, error) {
 	return &st, nil
 }
 
-// Locked tells whether a live supervisor holds the runtime dir's lock: a
-// node starting there, before it has published its state.
-func Locked(dir string) bool { return locked(dir) }
-
-// locked tells whether a live supervisor holds dir's lock.
-func locked(dir string) bool {
+// Locked tells whether a live supervisor holds dir's lock: also a node
+// starting there, before it has published its state.
+func Locked(dir string) bool {
 	f, err := os.Open(filepath.Join(dir, "lock"))
 	if err != nil {
 		return false
@@ -187,14 +184,14 @@ func Running(dir string) (*State, error) {
 		}
 		return nil, err
 	}
-	if rs := st.Restarts; st.Init == 0 && rs != nil && !rs.Next.IsZero() && locked(dir) {
+	if rs := st.Restarts; st.Init == 0 && rs != nil && !rs.Next.IsZero() && Locked(dir) {
 		return nil, fmt.Errorf("node %q is restarting: its sandbox died (%s) and supervisor pid %d builds it again at %s (restart %d)",
 			st.Name, rs.LastDeath, st.Supervisor, rs.Next.Format(time.TimeOnly), rs.Count)
 	}
-	if st.Init == 0 && st.Restarts == nil && locked(dir) {
+	if st.Init == 0 && st.Restarts == nil && Locked(dir) {
 		return nil, fmt.Errorf("node %q is starting (supervisor pid %d): `usernode status` shows it once it is up, `usernode down` stops it", st.Name, st.Supervisor)
 	}
-	if st.Init == 0 || syscall.Kill(st.Init, 0) != nil || !locked(dir) {
+	if st.Init == 0 || syscall.Kill(st.Init, 0) != nil || !Locked(dir) {
 		return nil, fmt.Errorf("node %q is not running (its init, pid %d, is gone; stale files in %s are cleaned at next start)", st.Name, st.Init, dir)
 	}
 	return st, nil
@@ -209,7 +206,7 @@ func Supervisor(dir string) (int, error) {
 		return st.Supervisor, nil
 	}
 	// Starting, or waiting to build the sandbox again: no init yet.
-	if rs, rerr := ReadState(dir); rerr == nil && rs.Init == 0 && rs.Supervisor > 0 && locked(dir) {
+	if rs, rerr := ReadState(dir); rerr == nil && rs.Init == 0 && rs.Supervisor > 0 && Locked(dir) {
 		return rs.Supervisor, nil
 	}
 	return 0, err
