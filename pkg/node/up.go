@@ -145,34 +145,62 @@ func Check(cl *cluster.Cluster, sb sandbox.Config) (*Spec, error) {
 	}
 	cl.KubernetesVersion = v
 	for _, p := range hostPorts(cl) {
-		addr := netip.AddrPortFrom(p.HostIP, p.HostPort).String()
-		if p.Proto == "udp" {
-			c, err := net.ListenPacket("udp", addr)
-			if err != nil && errors.Is(err, syscall.EACCES) {
-				return nil, privilegedPort(addr+"/udp", p.HostPort)
-			}
-			if err != nil {
-				if err := notRunning(sb); err != nil {
-					return nil, err
-				}
-				return nil, fmt.Errorf("host port %s/udp (for the node's %d) is already in use: stop what holds it (`ss -lunp 'sport = :%d'` shows it), or, if it is another node's, give this one another --host-ip (VXLAN's port is the cluster's: a new cluster can take another --vxlan-port) or --dns-port", addr, p.ChildPort, p.HostPort)
-			}
-			c.Close()
-			continue
+		if err := portFree(p, func() error { return notRunning(sb) }); err != nil {
+			return nil, err
 		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil && errors.Is(err, syscall.EACCES) {
-			return nil, privilegedPort(addr, p.HostPort)
-		}
-		if err != nil {
-			if err := notRunning(sb); err != nil {
-				return nil, err
-			}
-			return nil, fmt.Errorf("host port %s (for the node's %d) is already in use: stop what holds it (`ss -ltnp 'sport = :%d'` shows it), run `usernode down` if it is another node, or choose another with --api-port/--kubelet-port", addr, p.ChildPort, p.HostPort)
-		}
-		l.Close()
 	}
 	return &Spec{Cluster: cl, Binaries: bins, Runtime: info}, nil
+}
+
+// portTakenFor is how long a taken host port is asked again before `up`
+// says it is in use. Two ups started at once probe the same ports: each
+// Check's listen holds a port only between its Listen and Close, but on a
+// loaded 2-core host that is long enough for the other's probe to find it
+// taken with no node running yet (the fault suite's two ups at once failed
+// so in CI, once: one up Ready, the other "already in use").
+const portTakenFor = time.Second
+
+// portFree tells whether a host port can be bound, asking again for
+// portTakenFor while it is taken. running says whether the node runs or
+// is starting (then its own ports are taken): asked at every try, since
+// that is the likelier reason.
+func portFree(p port.Spec, running func() error) error {
+	addr := netip.AddrPortFrom(p.HostIP, p.HostPort).String()
+	deadline := time.Now().Add(portTakenFor)
+	for {
+		var err error
+		if p.Proto == "udp" {
+			var c net.PacketConn
+			if c, err = net.ListenPacket("udp", addr); err == nil {
+				c.Close()
+			}
+		} else {
+			var l net.Listener
+			if l, err = net.Listen("tcp", addr); err == nil {
+				l.Close()
+			}
+		}
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, syscall.EACCES):
+			if p.Proto == "udp" {
+				addr += "/udp"
+			}
+			return privilegedPort(addr, p.HostPort)
+		}
+		if err := running(); err != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if p.Proto == "udp" {
+		return fmt.Errorf("host port %s/udp (for the node's %d) is already in use: stop what holds it (`ss -lunp 'sport = :%d'` shows it), or, if it is another node's, give this one another --host-ip (VXLAN's port is the cluster's: a new cluster can take another --vxlan-port) or --dns-port", addr, p.ChildPort, p.HostPort)
+	}
+	return fmt.Errorf("host port %s (for the node's %d) is already in use: stop what holds it (`ss -ltnp 'sport = :%d'` shows it), run `usernode down` if it is another node, or choose another with --api-port/--kubelet-port", addr, p.ChildPort, p.HostPort)
 }
 
 // notRunning fails when the node runs, or is starting, already. Asked

@@ -491,6 +491,13 @@ func TestFaults(t *testing.T) {
 	})
 
 	t.Run("two ups at once", func(t *testing.T) {
+		// From a stopped node, whatever ran before (-run may pick this case
+		// alone, with the node the suite started still up).
+		if _, err := sandbox.Supervisor(f.runtimeDir); err == nil {
+			if r := f.down(); r.Code != 0 {
+				t.Fatalf("down: %s", r)
+			}
+		}
 		waits := []func() testutil.Result{f.upBackground(), f.upBackground()}
 		began := time.Now()
 		var ok, refused int
