@@ -6,7 +6,7 @@
 #
 #   ${USERNODE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/usernode}/bin/<key>/
 #   key = k8s-<version>_etcd-<version>_coredns-<version>_<go version>-<GOOS>-<GOARCH>_<hash>
-#   hash = sha256 of k8s/{go.mod,go.sum,kubenode/main.go} and this script
+#   hash = sha256 of k8s/{go.mod,go.sum,kubenode/*.go} and this script
 #
 # The five Kubernetes daemons, etcd and CoreDNS are one executable,
 # kube-node (k8s/kubenode: each runs as a process of its own, picked by
@@ -69,7 +69,7 @@ COREDNS_VERSION=$(mod_version "$ROOT/k8s/go.mod" github.com/coredns/coredns)
 GO_VERSION=$(cd "$ROOT/k8s" && "$GO" env GOVERSION)
 GOOS=$(cd "$ROOT/k8s" && "$GO" env GOOS)
 GOARCH=$(cd "$ROOT/k8s" && "$GO" env GOARCH)
-HASH=$(cd "$ROOT" && cat k8s/go.mod k8s/go.sum k8s/kubenode/main.go hack/build-k8s.sh | sha256sum | cut -c1-16)
+HASH=$(cd "$ROOT" && cat k8s/go.mod k8s/go.sum k8s/kubenode/*.go hack/build-k8s.sh | sha256sum | cut -c1-16)
 KEY="k8s-${K8S_VERSION}_etcd-${ETCD_VERSION}_coredns-${COREDNS_VERSION}_${GO_VERSION}-${GOOS}-${GOARCH}_${HASH}"
 DEST=$BIN_ROOT/$KEY
 
@@ -207,6 +207,14 @@ K8S_LDFLAGS=$(k8s_ldflags)
 for b in kube-node kubectl; do build "$b" "$TMP"; done
 for b in "${K8S_DAEMONS[@]}" etcd coredns; do ln -s kube-node "$TMP/$b"; done
 check "$TMP"
+# kube-node's own code (the settled GC target): its unit tests, once per
+# build (the main module's `make test` does not reach this module).
+t=$(now)
+(cd "$ROOT/k8s" && exec "$GO" test -count=1 -vet=off -trimpath ./kubenode/) >&2 &
+CHILD=$!
+wait "$CHILD" || die "go test ./kubenode/ (k8s module) failed"
+CHILD=
+log "tested kube-node in $(since "$t")"
 {
 	echo "key: $KEY"
 	echo "k8s.io/kubernetes: $K8S_VERSION (module github.com/usernode/usernode/k8s)"

@@ -313,6 +313,11 @@ func TestDaemonsRunWithTheNodesGOGC(t *testing.T) {
 	daemons := 0
 	for _, s := range steps {
 		has := slices.Contains(s.Env, GoGC)
+		for _, e := range SettledGoGC {
+			if slices.Contains(s.Env, e) != has {
+				t.Errorf("%s: %s and %s not together: env %v", s.Name, GoGC, e, s.Env)
+			}
+		}
 		switch {
 		case s.Oneshot && has:
 			t.Errorf("oneshot %s has %s", s.Name, GoGC)
