@@ -322,6 +322,11 @@ func (f FixedPodCIDR) AnnotateNode(_ context.Context, node string, _ map[string]
 	return fmt.Errorf("node %s: no cluster runs behind a fixed render", node)
 }
 
+// Apply applies nothing: a render made before any cluster runs leaves
+// its manifests (bootstrap.yaml, coredns.yaml) to whoever runs it, as the
+// benchmark's hard way does with kubectl.
+func (f FixedPodCIDR) Apply(context.Context, []byte, string) error { return nil }
+
 // FirstNodeCIDR is the share of the pod CIDR the first node gets.
 func FirstNodeCIDR(cl *cluster.Cluster) netip.Prefix {
 	return netip.PrefixFrom(cl.PodCIDR.Addr(), cl.NodeCIDRMaskSize)

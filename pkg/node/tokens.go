@@ -132,8 +132,17 @@ type statusError struct {
 func (e *statusError) Error() string { return e.msg }
 
 // send makes a request with a JSON body (or none) and decodes the answer
-// into out (if not nil).
+// into out (if not nil). A PATCH is a JSON merge patch.
 func (c *apiClient) send(ctx context.Context, method, path string, body, out any) error {
+	ct := "application/json"
+	if method == http.MethodPatch {
+		ct = "application/merge-patch+json"
+	}
+	return c.sendAs(ctx, method, path, ct, body, out)
+}
+
+// sendAs is send with the body's content type ct.
+func (c *apiClient) sendAs(ctx context.Context, method, path, ct string, body, out any) error {
 	var r io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -147,10 +156,6 @@ func (c *apiClient) send(ctx context.Context, method, path string, body, out any
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
 	if err != nil {
 		return err
-	}
-	ct := "application/json"
-	if method == http.MethodPatch {
-		ct = "application/merge-patch+json"
 	}
 	req.Header.Set("Content-Type", ct)
 	resp, err := c.hc.Do(req)

@@ -29,6 +29,9 @@ import (
 // A step that names what it waits for, also when that is nothing (an
 // empty After), starts as soon as that is ready, beside whatever else is.
 const (
+	// FieldManager is the server-side apply manager of every object the
+	// node applies.
+	FieldManager = "usernode"
 	// APIServerStep is ready once kube-apiserver's /readyz answers.
 	APIServerStep = "kube-apiserver"
 	// DNSObjectsStep has applied CoreDNS's Service and RBAC.
@@ -131,6 +134,9 @@ type API interface {
 	PodCIDR(ctx context.Context, node string) (netip.Prefix, error)
 	// AnnotateNode waits for the node to register, then annotates it.
 	AnnotateNode(ctx context.Context, node string, ann map[string]string) error
+	// Apply is `kubectl apply --server-side --force-conflicts` of a
+	// multi-document manifest, as fieldManager.
+	Apply(ctx context.Context, manifest []byte, fieldManager string) error
 }
 
 // Path is where a component writes a file the node sees at inside.

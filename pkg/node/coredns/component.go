@@ -15,20 +15,21 @@ type Component struct{}
 // Name is the component's.
 func (Component) Name() string { return "coredns" }
 
-// Tools are CoreDNS and kubectl (which applies its objects).
+// Tools is CoreDNS (its objects are applied in-process: env.API).
 func (Component) Tools() []component.Tool {
-	return []component.Tool{
-		{Name: "coredns", Names: []string{"coredns"}, Built: true},
-		{Name: "kubectl", Names: []string{"kubectl"}, Built: true},
-	}
+	return []component.Tool{{Name: "coredns", Names: []string{"coredns"}, Built: true}}
 }
 
 // OptionsFor is CoreDNS on env's node, serving env's cluster.
 func OptionsFor(env *component.Env) Options {
-	return Options{NodeName: env.Node.Name, NodeIP: env.Node.IP, ServiceIP: env.Cluster.DNSIP,
+	o := Options{NodeName: env.Node.Name, NodeIP: env.Node.IP, ServiceIP: env.Cluster.DNSIP,
 		ClusterDomain: env.Cluster.DNSDomain, Kubeconfig: env.Kubeconfigs.CoreDNS,
-		Binary: env.Bin("coredns"), Kubectl: env.Bin("kubectl"), AdminKubeconfig: env.Kubeconfigs.Admin, Dir: kubeconfig.DefaultDir,
+		Binary: env.Bin("coredns"), Dir: kubeconfig.DefaultDir,
 		Endpoint: Endpoint(env.Cluster, env.Node)}
+	if env.API != nil {
+		o.Apply = env.API.Apply
+	}
+	return o
 }
 
 // Endpoint is where a multi-node cluster's pods send DNS queries: the

@@ -26,6 +26,7 @@ package coredns
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -76,7 +77,7 @@ const (
 	// has no selector anyway).
 	ManagedBy = "usernode"
 	// FieldManager is the server-side apply manager of the objects.
-	FieldManager = "usernode"
+	FieldManager = component.FieldManager
 
 	// CorefileName and ObjectsName are the files written into
 	// Options.Dir: CoreDNS's configuration, and the API objects applied
@@ -117,14 +118,12 @@ type Options struct {
 
 	// For Steps only.
 	//
-	// Binary is the coredns executable and Kubectl kubectl (both required
-	// by Steps); AdminKubeconfig (default kubeconfig.DefaultDir's admin)
-	// applies the objects; Dir (default kubeconfig.DefaultDir) receives
-	// the Corefile and coredns.yaml.
-	Binary          string
-	Kubectl         string
-	AdminKubeconfig string
-	Dir             string
+	// Binary is the coredns executable and Apply what applies the objects
+	// (component.API's, both required by Steps); Dir (default
+	// kubeconfig.DefaultDir) receives the Corefile and coredns.yaml.
+	Binary string
+	Apply  func(ctx context.Context, manifest []byte, fieldManager string) error
+	Dir    string
 }
 
 func (o *Options) defaults() error {
@@ -146,7 +145,6 @@ func (o *Options) defaults() error {
 	def(&o.ReadyAddr, DefaultReadyAddr)
 	def(&o.Upstream, DefaultUpstream)
 	def(&o.Kubeconfig, kubeconfig.Paths(kubeconfig.DefaultDir).CoreDNS)
-	def(&o.AdminKubeconfig, kubeconfig.Paths(kubeconfig.DefaultDir).Admin)
 	def(&o.Dir, kubeconfig.DefaultDir)
 	if o.Port == 0 {
 		o.Port = DefaultPort
@@ -300,8 +298,8 @@ func RenderObjects(o Options) ([]byte, error) {
 }
 
 // Steps writes the Corefile and the objects into o.Dir and returns the
-// supervisor's steps: a one-shot `kubectl apply --server-side` of the
-// objects (it needs kube-apiserver), then CoreDNS, ready once its `ready`
+// supervisor's steps: a one-shot server-side apply of the objects (it
+// needs kube-apiserver), then CoreDNS, ready once its `ready`
 // endpoint answers, which is after the kubernetes plugin has synced with
 // the API.
 //
@@ -320,8 +318,8 @@ func steps(o Options, write func(path string, b []byte) error) ([]supervise.Step
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
-	if o.Binary == "" || o.Kubectl == "" {
-		return nil, errors.New("coredns: Binary and Kubectl are required")
+	if o.Binary == "" || o.Apply == nil {
+		return nil, errors.New("coredns: Binary and Apply are required")
 	}
 	corefile, err := Corefile(o)
 	if err != nil {
@@ -339,10 +337,8 @@ func steps(o Options, write func(path string, b []byte) error) ([]supervise.Step
 		return nil, err
 	}
 	return []supervise.Step{
-		{Name: component.DNSObjectsStep, Oneshot: true, After: []string{component.APIServerStep}, Argv: []string{o.Kubectl, "--kubeconfig", o.AdminKubeconfig,
-			"apply", "--server-side", "--field-manager=" + FieldManager, "--force-conflicts", "-f", objPath},
-			// HOME is the host's /root in the node: no kuberc to read there.
-			Env: []string{"KUBERC=off"}},
+		{Name: component.DNSObjectsStep, Oneshot: true, After: []string{component.APIServerStep},
+			Run: func(ctx context.Context) error { return o.Apply(ctx, objs, FieldManager) }},
 		// After its objects: its RBAC is among them, and without it
 		// CoreDNS could not list the Services it answers for.
 		{Name: "coredns", Argv: []string{o.Binary, "-conf", cfPath}, After: []string{component.DNSObjectsStep},

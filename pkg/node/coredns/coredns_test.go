@@ -1,6 +1,8 @@
 package coredns
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
@@ -88,7 +90,7 @@ func TestBadOptions(t *testing.T) {
 		}
 	}
 	if _, err := Steps(topo(Options{NodeName: "dev", Dir: t.TempDir()})); err == nil {
-		t.Error("Steps without Binary and Kubectl")
+		t.Error("Steps without Binary and Apply")
 	}
 }
 
@@ -211,20 +213,26 @@ func TestObjectsOptions(t *testing.T) {
 
 func TestSteps(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "etc")
-	steps, err := Steps(topo(Options{NodeName: "dev", Binary: "/bin/coredns", Kubectl: "/bin/kubectl",
-		AdminKubeconfig: "/etc/usernode/admin.kubeconfig", Dir: dir}))
+	var applied []byte
+	var manager string
+	apply := func(_ context.Context, manifest []byte, fm string) error {
+		applied, manager = manifest, fm
+		return nil
+	}
+	steps, err := Steps(topo(Options{NodeName: "dev", Binary: "/bin/coredns", Apply: apply, Dir: dir}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(steps) != 2 {
 		t.Fatalf("steps %+v", steps)
 	}
-	apply, dns := steps[0], steps[1]
+	objects, dns := steps[0], steps[1]
 	objPath, cfPath := filepath.Join(dir, "coredns.yaml"), filepath.Join(dir, "Corefile")
-	wantApply := []string{"/bin/kubectl", "--kubeconfig", "/etc/usernode/admin.kubeconfig", "apply", "--server-side",
-		"--field-manager=usernode", "--force-conflicts", "-f", objPath}
-	if apply.Name != "coredns-objects" || !apply.Oneshot || !slices.Equal(apply.Argv, wantApply) || !slices.Contains(apply.Env, "KUBERC=off") {
-		t.Errorf("apply step %+v", apply)
+	if objects.Name != "coredns-objects" || !objects.Oneshot || objects.Run == nil || !slices.Equal(objects.After, []string{"kube-apiserver"}) {
+		t.Fatalf("objects step %+v", objects)
+	}
+	if err := objects.Run(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	if dns.Name != "coredns" || dns.Oneshot || !slices.Equal(dns.Argv, []string{"/bin/coredns", "-conf", cfPath}) ||
 		dns.Ready == nil || dns.Ready.URL != "http://127.0.0.1:8181/ready" {
@@ -236,6 +244,10 @@ func TestSteps(t *testing.T) {
 	b, err := os.ReadFile(objPath)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// What it applies is the file it wrote, as usernode's field manager.
+	if !bytes.Equal(applied, b) || manager != "usernode" {
+		t.Errorf("applied as %q:\n%s\nwant as usernode what it wrote:\n%s", manager, applied, b)
 	}
 	decodeObjects(t, b)
 	if fi, _ := os.Stat(objPath); fi.Mode().Perm() != 0o600 {

@@ -74,7 +74,7 @@ const (
 	ClusterRoleName = "system:metrics-server"
 	ReaderRoleName  = "system:aggregated-metrics-reader"
 	// FieldManager is the server-side apply manager of the objects.
-	FieldManager = "usernode"
+	FieldManager = component.FieldManager
 	// ManagedBy marks the EndpointSlice as usernode's.
 	ManagedBy = "usernode"
 
