@@ -21,7 +21,7 @@ pss() { # PSS in MB of uid's processes: all, and those whose argv0 ends in $1
 		n=$(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | cut -d' ' -f1) || continue
 		k=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null) || continue
 		echo "${n##*/} $k"
-	done | awk -v m="$1" '{t+=$2} $1==m {c+=$2} END {printf "%.1f %.1f", t/1024, c/1024}'
+	done | awk -v m="$1" '{t+=$2} $1==m {c+=$2} END {printf "%.1f %.1f\n", t/1024, c/1024}'
 }
 cpu() { # CPU ticks (utime+stime) of uid's live processes
 	local p

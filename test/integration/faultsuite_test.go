@@ -45,7 +45,20 @@ type faultNode struct {
 	runtimeDir string // the node's runtime dir on the host
 	nodePort   int
 	rows       []faultRow
+	failures   []string
 	mu         sync.Mutex
+}
+
+// failf fails t as t.Fatalf does, and keeps the message for the end of the
+// output: the failed node's logs follow a failure there, and CI keeps only
+// the output's last lines (stop 21's failure was cut off so).
+func (f *faultNode) failf(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	f.mu.Lock()
+	f.failures = append(f.failures, t.Name()+": "+msg)
+	f.mu.Unlock()
+	t.Fatal(msg)
 }
 
 func (f *faultNode) report(name string, d time.Duration, outcome string) {
@@ -132,7 +145,7 @@ func (f *faultNode) recover(what string, since time.Time, limit time.Duration, e
 		last = why
 		time.Sleep(250 * time.Millisecond)
 	}
-	f.t.Fatalf("%s: the node did not recover within %s; last: %s", what, limit, last)
+	f.failf(f.t, "%s: the node did not recover within %s; last: %s", what, limit, last)
 	return 0
 }
 
@@ -282,7 +295,15 @@ func newFaultNode(t *testing.T, u *testutil.User, name string, extra ...string) 
 	c := &cluster{t: t, env: env, name: name, kubectlBin: filepath.Join(bins, "kubectl"),
 		api: int(testutil.FreePort(t, "tcp")), klt: int(testutil.FreePort(t, "tcp")), extra: extra}
 	c.kubeconfig = filepath.Join(env.DataHome, "usernode", name, "kubeconfig")
-	return &faultNode{cluster: c, runtimeDir: filepath.Join(env.RuntimeDir, "usernode", name), nodePort: 30000 + int(testutil.FreePort(t, "tcp"))%2000}
+	f := &faultNode{cluster: c, runtimeDir: filepath.Join(env.RuntimeDir, "usernode", name), nodePort: 30000 + int(testutil.FreePort(t, "tcp"))%2000}
+	// Registered before the node's up registers its logs' cleanup, so it
+	// runs after that one (cleanups run last first).
+	t.Cleanup(func() {
+		if len(f.failures) > 0 {
+			t.Logf("what failed (again, after the node's logs):\n%s", strings.Join(f.failures, "\n"))
+		}
+	})
+	return f
 }
 
 func (f *faultNode) writeReport() {
@@ -317,7 +338,7 @@ func (f *faultNode) writeReport() {
 func (f *faultNode) start() func() (bool, string) {
 	f.t.Helper()
 	if r := f.up(); r.Code != 0 {
-		f.t.Fatalf("up: %s", r)
+		f.failf(f.t, "up: %s", r)
 	}
 	f.t.Cleanup(func() { f.down("--purge") })
 	applyWorkload(f.t, f.cluster, f.nodePort)
@@ -354,12 +375,12 @@ func TestFaults(t *testing.T) {
 	t.Run("kill -9 of each component", func(t *testing.T) {
 		st, why := f.status()
 		if st == nil || len(st.Node.Components) < 7 {
-			t.Fatalf("status: %+v %s", st, why)
+			f.failf(t, "status: %+v %s", st, why)
 		}
 		for _, c := range st.Node.Components {
 			began := time.Now()
 			if r := f.env.Run(t, 30*time.Second, bin, "enter", "--name", f.name, "--", "kill", "-9", fmt.Sprint(c.PID)); r.Code != 0 {
-				t.Fatalf("kill %s: %s", c.Name, r)
+				f.failf(t, "kill %s: %s", c.Name, r)
 			}
 			restarted := func() (bool, string) {
 				now, why := f.status()
@@ -386,11 +407,11 @@ func TestFaults(t *testing.T) {
 			return err == nil && strings.Contains(out, "hello-from-host"), out
 		}
 		if ok, out := egress(); !ok {
-			t.Fatalf("a pod's egress before the kill: %s", out)
+			f.failf(t, "a pod's egress before the kill: %s", out)
 		}
 		st, _ := f.status()
 		if st == nil || st.Sandbox.NetHelper == nil {
-			t.Fatalf("no network helper in status: %+v", st)
+			f.failf(t, "no network helper in status: %+v", st)
 		}
 		began := time.Now()
 		if err := syscall.Kill(st.Sandbox.NetHelper.PID, syscall.SIGKILL); err != nil {
@@ -409,13 +430,13 @@ func TestFaults(t *testing.T) {
 			}
 		}
 		if r := f.env.Run(t, 30*time.Second, bin, "enter", "--name", f.name, "--", "kill", "-STOP", fmt.Sprint(pid)); r.Code != 0 {
-			t.Fatalf("kill -STOP: %s", r)
+			f.failf(t, "kill -STOP: %s", r)
 		}
 		time.Sleep(20 * time.Second)
 		_, apiErr := f.kubectl("get", "configmap", "cfg", "--request-timeout", "5s")
 		began := time.Now()
 		if r := f.env.Run(t, 30*time.Second, bin, "enter", "--name", f.name, "--", "kill", "-CONT", fmt.Sprint(pid)); r.Code != 0 {
-			t.Fatalf("kill -CONT: %s", r)
+			f.failf(t, "kill -CONT: %s", r)
 		}
 		if apiErr == nil {
 			t.Errorf("the API server served a read from a stopped etcd")
@@ -453,7 +474,7 @@ func TestFaults(t *testing.T) {
 		killAll(t, f.supervisorOf(time.Second))
 		began := time.Now()
 		if r := f.up(); r.Code != 0 {
-			t.Fatalf("up after the power cut: %s", r)
+			f.failf(t, "up after the power cut: %s", r)
 		}
 		d := f.recover("up after kill -9 of everything", began, 3*time.Minute, sameCluster)
 		f.report("kill -9 of every process, then up", d, "same cluster (node UID, ConfigMap, pods)")
@@ -464,7 +485,7 @@ func TestFaults(t *testing.T) {
 	for _, at := range []time.Duration{1500 * time.Millisecond, 4 * time.Second, 8 * time.Second} {
 		t.Run(fmt.Sprintf("kill -9 of everything %s into up", at), func(t *testing.T) {
 			if r := f.down(); r.Code != 0 {
-				t.Fatalf("down: %s", r)
+				f.failf(t, "down: %s", r)
 			}
 			wait := f.upBackground()
 			sup := f.supervisorOf(30 * time.Second)
@@ -473,7 +494,7 @@ func TestFaults(t *testing.T) {
 			wait()
 			began := time.Now()
 			if r := f.up(); r.Code != 0 {
-				t.Fatalf("up after the power cut: %s", r)
+				f.failf(t, "up after the power cut: %s", r)
 			}
 			d := f.recover("up after a power cut during up", began, 3*time.Minute, sameCluster)
 			f.report(fmt.Sprintf("kill -9 of every process %s into up, then up", at), d, "same cluster")
@@ -482,7 +503,7 @@ func TestFaults(t *testing.T) {
 
 	t.Run("down during up", func(t *testing.T) {
 		if r := f.down(); r.Code != 0 {
-			t.Fatalf("down: %s", r)
+			f.failf(t, "down: %s", r)
 		}
 		f.noLeaks("down", procsBefore, mountsBefore)
 		wait := f.upBackground()
@@ -504,7 +525,7 @@ func TestFaults(t *testing.T) {
 		// alone, with the node the suite started still up).
 		if _, err := sandbox.Supervisor(f.runtimeDir); err == nil {
 			if r := f.down(); r.Code != 0 {
-				t.Fatalf("down: %s", r)
+				f.failf(t, "down: %s", r)
 			}
 		}
 		waits := []func() testutil.Result{f.upBackground(), f.upBackground()}
@@ -522,7 +543,7 @@ func TestFaults(t *testing.T) {
 			}
 		}
 		if ok != 1 || refused != 1 {
-			t.Fatalf("two ups at once: %d succeeded, %d refused as already running:\n%s", ok, refused, strings.Join(results, "\n---\n"))
+			f.failf(t, "two ups at once: %d succeeded, %d refused as already running:\n%s", ok, refused, strings.Join(results, "\n---\n"))
 		}
 		d := f.recover("two ups at once", began, 3*time.Minute, sameCluster)
 		f.report("two ups at once", d, "one runs the node, the other is refused (already running)")
@@ -531,7 +552,7 @@ func TestFaults(t *testing.T) {
 	// A run of some cases only (-run) may have left it down already.
 	if _, err := sandbox.Supervisor(f.runtimeDir); err == nil {
 		if r := f.down(); r.Code != 0 {
-			t.Fatalf("down: %s", r)
+			f.failf(t, "down: %s", r)
 		}
 	}
 	f.noLeaks("the last down", procsBefore, mountsBefore)
