@@ -54,14 +54,15 @@ retry() {
 }
 
 # A heartbeat on the console every 60 s: load, memory, and how far ginkgo
-# got (one line per finished spec in its report of progress).
+# got (its parallel output has a • for each spec passed, an S for each
+# skipped, and a report with [FAIL] for each failure).
 heartbeat() {
   local e2e status_done=
   while :; do
     sleep 60
     e2e=$(find /var/tmp -maxdepth 2 -path '/var/tmp/usernode-conformance.*/e2e.log' 2>/dev/null | head -n1)
     say "heartbeat t+$(now)s load $(cut -d' ' -f1-3 /proc/loadavg) free $(free -m | awk 'NR==2 {print $4 "M, available " $7 "M"}')" \
-      "${e2e:+e2e.log $(stat -c %s "$e2e") bytes, $(grep -c '^\[FAIL\]\|^  \[FAIL\]' "$e2e") FAIL lines}"
+      "${e2e:+e2e: $(grep -o '•' "$e2e" | wc -l) specs passed, $(grep -c '\[FAIL\]' "$e2e") [FAIL] lines}"
     # The node's status once it is Ready, to show the run's cgroup mode.
     if [ -z "$status_done" ] && as_node /usr/local/bin/usernode status --name conformance > "$work/logs/status.txt" 2>&1 &&
       grep -q cgroups "$work/logs/status.txt"; then
