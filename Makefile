@@ -185,7 +185,7 @@ conformance: build test-user
 
 # The same specs against a node in full mode (cgroup v2 delegated by
 # systemd), in the VM tier's Debian 12 VM under qemu TCG (docs/vm.md):
-# hours rather than minutes, so not part of .ci/run. Root (the VM image).
+# 77 min for CI's subset, so not part of .ci/run. Root (the VM image).
 # CONFORMANCE_EXTRA_SKIPS=hack/conformance-ci-skips.txt for CI's subset;
 # CONFORMANCE_PROCS (4), CONFORMANCE_TIMEOUT (4h) and USERNODE_VM_MEM
 # (8192) tune it. Results: bin/conformance-vm/ (docs/conformance.md).
