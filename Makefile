@@ -182,3 +182,15 @@ conformance: build test-user
 	GO=$(GO) ./hack/build-k8s.sh $(K8S_TEST_DIR) > bin/k8s-dir-conformance.out
 	GO=$(GO) ./hack/build-e2e.sh > bin/e2e-dir.out
 	GO=$(GO) ./hack/conformance.sh $(BIN) "$$(tail -n1 bin/k8s-dir-conformance.out)" "$$(tail -n1 bin/e2e-dir.out)"
+
+# The same specs against a node in full mode (cgroup v2 delegated by
+# systemd), in the VM tier's Debian 12 VM under qemu TCG (docs/vm.md):
+# 77 min for CI's subset, so not part of .ci/run. Root (the VM image).
+# CONFORMANCE_EXTRA_SKIPS=hack/conformance-ci-skips.txt for CI's subset;
+# CONFORMANCE_PROCS (4), CONFORMANCE_TIMEOUT (4h) and USERNODE_VM_MEM
+# (8192) tune it. Results: bin/conformance-vm/ (docs/conformance.md).
+.PHONY: conformance-vm
+conformance-vm: build
+	GO=$(GO) ./hack/build-k8s.sh $(K8S_TEST_DIR) > bin/k8s-dir-conformance-vm.out
+	GO=$(GO) ./hack/build-e2e.sh > bin/e2e-dir-vm.out
+	GO=$(GO) ./hack/vm/conformance-vm.sh $(BIN) "$$(tail -n1 bin/k8s-dir-conformance-vm.out)" "$$(tail -n1 bin/e2e-dir-vm.out)"

@@ -3,11 +3,16 @@
 # `usernode up`, as a non-root user (docs/conformance.md):
 #
 #   hack/conformance.sh USERNODE K8S_DIR E2E_DIR
+#   hack/conformance.sh --build-images DIR USERNODE E2E_DIR
 #
 #   USERNODE  the usernode binary (make build)
 #   K8S_DIR   the Kubernetes binaries (hack/build-k8s.sh), readable by the
 #             user the node runs as
 #   E2E_DIR   e2e.test, agnhost, nnp and ginkgo (hack/build-e2e.sh)
+#
+# --build-images only builds the image archives (and tags.txt) into DIR,
+# for a run elsewhere with CONFORMANCE_IMAGES=DIR (the VM tier's:
+# hack/vm/conformance-vm.sh, where there is no Go toolchain).
 #
 # Steps: build the images the tests run (test/conformance/e2eimages: busybox,
 # agnhost, glibc-dns-testing, nonewprivs, nonroot and pause under the names e2e.test
@@ -30,6 +35,13 @@
 #   CONFORMANCE_DRY_RUN=1  list the specs that would run, run none
 #   CONFORMANCE_EXTRA_SKIPS  files of more skips (the format of
 #                        hack/conformance-skips.txt), for a declared subset
+#   CONFORMANCE_IMAGES   a directory of archives --build-images made: used
+#                        as they are instead of building them (no Go needed)
+#   CONFORMANCE_UP_WRAP  words run before `usernode up` (default none), e.g.
+#                        `systemd-run --user --scope -p Delegate=yes --quiet`
+#                        for a node in a delegated cgroup (full mode)
+#   CONFORMANCE_UP_FLAGS more flags for `usernode up` (default none), e.g.
+#                        `--timeout 10m` on a slow machine
 #
 # The skips: Kubernetes' own rootless CI job's (ROOTLESS_SKIP), and the
 # ones in hack/conformance-skips.txt, each with its reason there.
@@ -72,7 +84,8 @@ inner() {
 	trap './usernode down --name "$NODE" --purge >down.log 2>&1 || log "down failed: $(tail -n3 down.log)"' EXIT
 	t0=$(date +%s)
 	log "usernode up --name $name (api $api, kubelet $klt) ..."
-	./usernode up -d --name "$name" --bin-dir "$(cat k8s-dir)" --api-port "$api" --kubelet-port "$klt" >up.log 2>&1 ||
+	# shellcheck disable=SC2046 # up-wrap and up-flags are words
+	$(cat up-wrap) ./usernode up -d --name "$name" --bin-dir "$(cat k8s-dir)" --api-port "$api" --kubelet-port "$klt" $(cat up-flags) >up.log 2>&1 ||
 		die "usernode up failed: $(tail -n20 up.log)"
 	log "node Ready in $(($(date +%s) - t0)) s"
 	local -a ctr=(./usernode enter --name "$name" -- ctr --address /run/containerd/containerd.sock --namespace k8s.io images)
@@ -108,10 +121,48 @@ if [ "${1-}" = --inner ]; then
 	exit
 fi
 
-[ $# -eq 3 ] || die "usage: $0 USERNODE K8S_DIR E2E_DIR"
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-USERNODE=$1 K8S_DIR=$2 E2E_DIR=$3
 GO=${GO:-go}
+
+# The images under the names this e2e.test uses (all of its tags of each,
+# comma-separated): registry.k8s.io's only; the private registry's agnhost
+# is what a registry test must fail or succeed to pull.
+ref() {
+	local r
+	r=$("$E2E_DIR/e2e.test" --list-images 2>/dev/null | grep -E "^registry\.k8s\.io/$1:" | sort -u | paste -sd, -)
+	[ -n "$r" ] || die "e2e.test --list-images names no registry.k8s.io/$1 image"
+	echo "$r"
+}
+# build_images DIR: the archives, and DIR/tags.txt, from files on this
+# machine (test/conformance/e2eimages).
+build_images() {
+	local out=$1 src
+	local busybox agnhost glibc nnp nonroot pause
+	busybox=$(ref e2e-test-images/busybox)
+	agnhost=$(ref e2e-test-images/agnhost)
+	glibc=$(ref e2e-test-images/glibc-dns-testing)
+	nnp=$(ref e2e-test-images/nonewprivs)
+	nonroot=$(ref e2e-test-images/nonroot)
+	pause=$(ref pause)
+	# agnhost's porter serves a certificate that ships in its source directory.
+	src=$(cd "$ROOT/k8s" && GOFLAGS=-mod=readonly "$GO" list -m -f '{{.Dir}}' k8s.io/kubernetes)
+	[ -n "$src" ] || src=$(cd "$ROOT/k8s" && "$GO" mod download -json k8s.io/kubernetes | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
+	log "building images: $busybox $agnhost $glibc $nnp $nonroot $pause"
+	(cd "$ROOT" && "$GO" run ./test/conformance/e2eimages -out "$out" -agnhost "$E2E_DIR/agnhost" \
+		-nnp "$E2E_DIR/nnp" -agnhost-src "$src/test/images/agnhost" -self "$USERNODE" \
+		-busybox-ref "$busybox" -agnhost-ref "$agnhost" -glibc-ref "$glibc" \
+		-nonewprivs-ref "$nnp" -nonroot-ref "$nonroot" -pause-ref "$pause") >/dev/null
+}
+
+if [ "${1-}" = --build-images ]; then
+	[ $# -eq 4 ] || die "usage: $0 --build-images DIR USERNODE E2E_DIR"
+	USERNODE=$3 E2E_DIR=$4
+	build_images "$2"
+	exit
+fi
+
+[ $# -eq 3 ] || die "usage: $0 USERNODE K8S_DIR E2E_DIR"
+USERNODE=$1 K8S_DIR=$2 E2E_DIR=$3
 OUT=${CONFORMANCE_OUT:-$ROOT/bin/conformance}
 NAME=${CONFORMANCE_NAME:-conformance}
 API=${CONFORMANCE_API_PORT:-26443}
@@ -143,7 +194,10 @@ for s in "${HOST_SKIPS[@]}"; do SKIP="$SKIP|$s"; done
 for b in kubelet kube-apiserver kubectl; do
 	[ -x "$K8S_DIR/$b" ] || die "$K8S_DIR/$b missing: build the Kubernetes binaries (hack/build-k8s.sh, or make k8s)"
 done
-for b in e2e.test agnhost nnp ginkgo; do
+# agnhost and nnp go into the images only: prebuilt ones need neither.
+tools=(e2e.test ginkgo)
+[ -n "${CONFORMANCE_IMAGES-}" ] || tools+=(agnhost nnp)
+for b in "${tools[@]}"; do
 	[ -x "$E2E_DIR/$b" ] || die "$E2E_DIR/$b missing: build it with hack/build-e2e.sh (make conformance does)"
 done
 
@@ -161,33 +215,22 @@ echo "$K8S_DIR" >"$WORK/k8s-dir"
 echo "${CONFORMANCE_PROCS:-8}" >"$WORK/procs"
 echo "${CONFORMANCE_TIMEOUT:-90m}" >"$WORK/timeout"
 echo "${CONFORMANCE_DRY_RUN:-0}" >"$WORK/dry-run"
+echo "${CONFORMANCE_UP_WRAP-}" >"$WORK/up-wrap"
+echo "${CONFORMANCE_UP_FLAGS-}" >"$WORK/up-flags"
 printf '%s\n' "$FOCUS" >"$WORK/focus"
 printf '%s\n' "$SKIP" >"$WORK/skip"
 cp "$0" "$WORK/conformance.sh"
 
-# The images under the names this e2e.test uses (all of its tags of each,
-# comma-separated): registry.k8s.io's only; the private registry's agnhost
-# is what a registry test must fail or succeed to pull.
-ref() {
-	local r
-	r=$("$WORK/e2e.test" --list-images 2>/dev/null | grep -E "^registry\.k8s\.io/$1:" | sort -u | paste -sd, -)
-	[ -n "$r" ] || die "e2e.test --list-images names no registry.k8s.io/$1 image"
-	echo "$r"
-}
-BUSYBOX_REF=$(ref e2e-test-images/busybox)
-AGNHOST_REF=$(ref e2e-test-images/agnhost)
-GLIBC_REF=$(ref e2e-test-images/glibc-dns-testing)
-NNP_REF=$(ref e2e-test-images/nonewprivs)
-NONROOT_REF=$(ref e2e-test-images/nonroot)
-PAUSE_REF=$(ref pause)
-# agnhost's porter serves a certificate that ships in its source directory.
-SRC=$(cd "$ROOT/k8s" && GOFLAGS=-mod=readonly "$GO" list -m -f '{{.Dir}}' k8s.io/kubernetes)
-[ -n "$SRC" ] || SRC=$(cd "$ROOT/k8s" && "$GO" mod download -json k8s.io/kubernetes | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",*$/\1/p')
-log "building images: $BUSYBOX_REF $AGNHOST_REF $GLIBC_REF $NNP_REF $NONROOT_REF $PAUSE_REF"
-(cd "$ROOT" && "$GO" run ./test/conformance/e2eimages -out "$WORK/images" -agnhost "$E2E_DIR/agnhost" \
-	-nnp "$E2E_DIR/nnp" -agnhost-src "$SRC/test/images/agnhost" -self "$USERNODE" \
-	-busybox-ref "$BUSYBOX_REF" -agnhost-ref "$AGNHOST_REF" -glibc-ref "$GLIBC_REF" \
-	-nonewprivs-ref "$NNP_REF" -nonroot-ref "$NONROOT_REF" -pause-ref "$PAUSE_REF") >/dev/null
+if [ -n "${CONFORMANCE_IMAGES-}" ]; then
+	[ -f "$CONFORMANCE_IMAGES/tags.txt" ] || die "CONFORMANCE_IMAGES: no $CONFORMANCE_IMAGES/tags.txt (hack/conformance.sh --build-images DIR makes it)"
+	mkdir "$WORK/images"
+	for f in "$CONFORMANCE_IMAGES"/*.tar "$CONFORMANCE_IMAGES/tags.txt"; do
+		ln -f "$f" "$WORK/images/" 2>/dev/null || cp "$f" "$WORK/images/"
+	done
+	log "images: $(find "$WORK/images" -name '*.tar' | wc -l) archives from $CONFORMANCE_IMAGES"
+else
+	build_images "$WORK/images"
+fi
 
 log "focus: $FOCUS"
 log "skip: $SKIP"
