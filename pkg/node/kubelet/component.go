@@ -2,6 +2,7 @@ package kubelet
 
 import (
 	"context"
+	"os"
 
 	"github.com/usernode/usernode/internal/supervise"
 	"github.com/usernode/usernode/pkg/cluster"
@@ -27,7 +28,7 @@ func OptionsFor(env *component.Env) Options {
 		Degraded: env.Degraded, ClusterDNS: env.Cluster.DNSIP, ClusterDomain: env.Cluster.DNSDomain,
 		ContainerRuntimeEndpoint: env.Runtime.Endpoint, ClientCAFile: env.PKI.CA.Cert,
 		TLSCertFile: env.PKI.Kubelet.Cert, TLSPrivateKeyFile: env.PKI.Kubelet.Key, KubeconfigPath: env.Kubeconfigs.Kubelet,
-		ExternalCloudProvider: env.Cluster.MultiNode()}
+		ExternalCloudProvider: env.Cluster.MultiNode(), OOMScoreAdj: InheritedOOMScoreAdj(os.ReadFile)}
 	if env.Node.Role == cluster.Worker {
 		o.BootstrapKubeconfig = env.Kubeconfigs.Bootstrap
 		o.TLSCertFile, o.TLSPrivateKeyFile = "", ""

@@ -206,3 +206,32 @@ func TestRenderIsLossless(t *testing.T) {
 		}
 	}
 }
+
+// The kubelet keeps the oom_score_adj it inherits instead of trying its
+// default -999, which a user namespace refuses (an error every 5 min).
+func TestOOMScoreAdjIsTheInheritedOne(t *testing.T) {
+	read := func(v string) func(string) ([]byte, error) {
+		return func(p string) ([]byte, error) {
+			if p != "/proc/self/oom_score_adj" {
+				t.Errorf("read %s", p)
+			}
+			return []byte(v), nil
+		}
+	}
+	for in, want := range map[string]int32{"0\n": 0, "200\n": 200, "-500": -500} {
+		got := InheritedOOMScoreAdj(read(in))
+		if got == nil || *got != want {
+			t.Errorf("%q: %v, want %d", in, got, want)
+			continue
+		}
+		c, _ := render(t, topo(Options{NodeName: "dev", OOMScoreAdj: got}))
+		if c.OOMScoreAdj == nil || *c.OOMScoreAdj != want {
+			t.Errorf("%q: rendered oomScoreAdj %v, want %d", in, c.OOMScoreAdj, want)
+		}
+	}
+	for _, bad := range []string{"", "x", "2000"} {
+		if got := InheritedOOMScoreAdj(read(bad)); got != nil {
+			t.Errorf("%q: %d, want none", bad, *got)
+		}
+	}
+}
