@@ -31,7 +31,7 @@ const GoGC = "GOGC=50"
 var SettledGoGC = []string{"KUBE_NODE_SETTLED_GOGC=25", "KUBE_NODE_SETTLE_AFTER=60s"}
 
 // tuneGo gives every long-running step the node's Go runtime settings.
-// Oneshots (kubectl apply, image imports) exit within seconds: they keep
+// Oneshots (image imports, kubectl's deletes) exit within seconds: they keep
 // Go's defaults.
 func tuneGo(steps []supervise.Step) {
 	for i := range steps {

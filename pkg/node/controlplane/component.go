@@ -30,8 +30,9 @@ type Component struct{}
 // Name is the component's.
 func (Component) Name() string { return "control-plane" }
 
-// Tools are the control plane's binaries, and kubectl, which applies the
-// bootstrap objects.
+// Tools are the control plane's binaries, and kubectl: the volume guard's
+// off step runs it, and it is the user's client (the bootstrap objects are
+// applied in-process, env.API).
 func (Component) Tools() []component.Tool {
 	var t []component.Tool
 	for _, n := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"} {
