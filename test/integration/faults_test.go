@@ -375,11 +375,7 @@ spec:
 		out, err := c.kubectl("get", "serviceaccount", "default")
 		return err == nil, out
 	})
-	cmd := exec.Command(c.kubectlBin, "--kubeconfig", c.kubeconfig, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(pod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("apply pod: %v\n%s", err, out)
-	}
+	applyManifest(t, c, pod)
 	waitFor(t, "the pod's stream reaching the host", 3*time.Minute, func() (bool, string) {
 		_, n, _ := sink.lastLine()
 		return n >= 10, fmt.Sprintf("%d lines", n)

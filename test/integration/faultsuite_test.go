@@ -58,7 +58,17 @@ func (f *faultNode) failf(t testing.TB, format string, args ...any) {
 	f.mu.Lock()
 	f.failures = append(f.failures, t.Name()+": "+msg)
 	f.mu.Unlock()
+	sayAgainAtEnd(t, msg)
 	t.Fatal(msg)
+}
+
+// errorf is t.Errorf on the suite's test, the failure also said again at
+// the end of the run.
+func (f *faultNode) errorf(format string, args ...any) {
+	f.t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	sayAgainAtEnd(f.t, msg)
+	f.t.Error(msg)
 }
 
 func (f *faultNode) report(name string, d time.Duration, outcome string) {
@@ -268,13 +278,15 @@ func (f *faultNode) upBackground() func() testutil.Result {
 func (f *faultNode) noLeaks(what string, procsBefore []int, mountsBefore map[int]*mountinfo.Info) {
 	f.t.Helper()
 	if left := testutil.WaitNoNewProcs(f.env.User.UID, procsBefore, 30*time.Second); len(left) > 0 {
-		f.t.Errorf("%s: processes left: %v", what, left)
+		f.errorf("%s: processes left: %v", what, left)
 	}
-	checkMountsLeft(f.t, what, mountsBefore)
+	if left := mountsLeft(f.t, mountsBefore); len(left) > 0 {
+		f.errorf("%s: mounts left on the host: %s", what, strings.Join(left, "; "))
+	}
 	for _, p := range []int{f.api, f.klt, f.nodePort} {
 		if conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second); err == nil {
 			conn.Close()
-			f.t.Errorf("%s: port %d still open", what, p)
+			f.errorf("%s: port %d still open", what, p)
 		}
 	}
 }
@@ -531,10 +543,11 @@ func TestFaults(t *testing.T) {
 		waits := []func() testutil.Result{f.upBackground(), f.upBackground()}
 		began := time.Now()
 		var ok, refused int
-		var results []string
-		for _, w := range waits {
+		var results, short []string
+		for i, w := range waits {
 			r := w()
 			results = append(results, r.String())
+			short = append(short, fmt.Sprintf("up %d: exit %d, %s", i+1, r.Code, lastLines(r.Stderr, 3)))
 			switch {
 			case r.Code == 0:
 				ok++
@@ -543,7 +556,10 @@ func TestFaults(t *testing.T) {
 			}
 		}
 		if ok != 1 || refused != 1 {
-			f.failf(t, "two ups at once: %d succeeded, %d refused as already running:\n%s", ok, refused, strings.Join(results, "\n---\n"))
+			// Whole outputs first, the failure short: it is said again at
+			// the end of the run, where CI shows only the last lines.
+			t.Logf("the two ups:\n%s", strings.Join(results, "\n---\n"))
+			f.failf(t, "two ups at once: %d succeeded, %d refused as already running:\n%s", ok, refused, strings.Join(short, "\n"))
 		}
 		d := f.recover("two ups at once", began, 3*time.Minute, sameCluster)
 		f.report("two ups at once", d, "one runs the node, the other is refused (already running)")
@@ -560,9 +576,10 @@ func TestFaults(t *testing.T) {
 
 // TestFaultsDiskFull: the node's state dir on a filesystem of its own (a
 // 1 GiB ext4 image the test mounts as root), nearly full at `up`, then
-// filled to the last block under a running node, then freed. `up` refuses
-// with the fix and leaves nothing; the running node says FULL in status
-// and loses nothing; freed, it recovers by itself.
+// nearly filled by a pod, then filled to the last block under a running
+// node, then freed. `up` refuses with the fix and leaves nothing; the pod
+// is evicted and the rest runs on; the full node says FULL in status and
+// loses nothing; freed, it recovers by itself.
 func TestFaultsDiskFull(t *testing.T) {
 	testutil.RequireRoot(t, "mounting a small filesystem for the node's state dir")
 	u := faultUser(t)
@@ -656,6 +673,49 @@ func TestFaultsDiskFull(t *testing.T) {
 		t.Logf("a fresh node with the workload running uses %s MiB of its state dir", strings.Fields(string(out))[0])
 	}
 
+	// A pod that fills the filesystem (its emptyDir is in the state dir)
+	// to 4 MiB short of full: below the kubelet's 1% nodefs threshold, with
+	// room left for etcd's and the runtime's writes. What a user counts
+	// on: the kubelet evicts that pod, its emptyDir goes with it, the other
+	// pods run on, and the pressure clears by itself.
+	webPods := f.mustKubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.metadata.name}:{.status.phase} {end}")
+	hogBegan := time.Now()
+	applyManifest(t, f.cluster, diskHog)
+	var sawPressure bool
+	waitFor(t, "the pod filling the disk evicted", 4*time.Minute, func() (bool, string) {
+		if p, _ := f.kubectl("get", "node", f.name, "-o", `jsonpath={.status.conditions[?(@.type=="DiskPressure")].status}`); p == "True" {
+			sawPressure = true
+		}
+		out, _ := f.kubectl("get", "pod", "hog", "-o", "jsonpath={.status.phase}/{.status.reason}: {.status.message}")
+		return strings.HasPrefix(out, "Failed/Evicted"), out
+	})
+	evictedIn := time.Since(hogBegan)
+	msg, _ := f.kubectl("get", "pod", "hog", "-o", "jsonpath={.status.message}")
+	t.Logf("the hog evicted %.1fs after it was created: %s", evictedIn.Seconds(), msg)
+	if !strings.Contains(msg, "ephemeral-storage") && !strings.Contains(msg, "DiskPressure") {
+		t.Errorf("the hog's eviction does not name the disk: %q", msg)
+	}
+	if !sawPressure {
+		// Set when the eviction manager acts; the eviction is seen first
+		// only if both fell between two polls, which are 0.5 s apart.
+		t.Logf("DiskPressure was not seen True (it may have come and gone between two polls)")
+	}
+	// The same pods, not replacements: the kubelet evicted only the hog.
+	if out, _ := f.kubectl("get", "pods", "-l", "app=web", "-o", "jsonpath={range .items[*]}{.metadata.name}:{.status.phase} {end}"); out != webPods {
+		all, _ := f.kubectl("get", "pods", "-A", "-o", "jsonpath={range .items[*]}{.metadata.name} {.status.phase} {.status.message}{\"\\n\"}{end}")
+		t.Errorf("the workload's pods after the hog's eviction: %q, before it: %q; every pod:\n%s", out, webPods, all)
+	}
+	waitFor(t, "DiskPressure to clear after the eviction", 3*time.Minute, func() (bool, string) {
+		p, _ := f.kubectl("get", "node", f.name, "-o", `jsonpath={.status.conditions[?(@.type=="DiskPressure")].status}`)
+		return p == "False", "DiskPressure " + p
+	})
+	cleared := time.Since(hogBegan)
+	if _, err := f.kubectl("delete", "pod", "hog", "--wait=false"); err != nil {
+		t.Errorf("deleting the evicted pod: %v", err)
+	}
+	f.report("a pod filling the state dir's filesystem", cleared,
+		fmt.Sprintf("evicted after %.0f s (DiskPressure), the other pods ran on; pressure cleared by itself", evictedIn.Seconds()))
+
 	fill(0)
 	filled := time.Now()
 	waitFor(t, "status to say the disk is FULL", time.Minute, func() (bool, string) {
@@ -692,3 +752,25 @@ func TestFaultsDiskFull(t *testing.T) {
 	}
 	f.noLeaks("down", procsBefore, mountsBefore)
 }
+
+// diskHog fills its emptyDir, which is on the node's state-dir filesystem,
+// to 4 MiB short of full, 24 MiB a second as a log or a cache grows, then
+// waits to be evicted. Over ~30 s the kubelet measures its volume at least
+// once (every 10-20 s, pkg/node/kubelet VolumeStatsAggPeriod); one that
+// fills the disk within a second of starting may still count as empty
+// when the eviction manager ranks the pods. The image links few applets;
+// busybox runs the rest.
+const diskHog = `apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  automountServiceAccountToken: false
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: docker.io/library/busybox:usernode
+    imagePullPolicy: Never
+    command: ["sh", "-c", "kb=$(busybox df -k /data | busybox tail -n 1 | busybox awk '{print $4}'); n=$((kb / 1024 - 4)); i=0; while [ $i -lt $n ]; do c=$((n - i)); [ $c -gt 24 ] && c=24; busybox dd if=/dev/zero of=/data/f$i bs=1M count=$c 2>/dev/null; i=$((i + c)); busybox sleep 1; done; exec busybox sleep 3600"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, emptyDir: {}}]
+`

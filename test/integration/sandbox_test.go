@@ -77,11 +77,22 @@ func hostMounts(t *testing.T) map[int]*mountinfo.Info {
 // lines fail, 22 vs 21, with no leak).
 func checkMountsLeft(t *testing.T, what string, before map[int]*mountinfo.Info) {
 	t.Helper()
+	for _, m := range mountsLeft(t, before) {
+		t.Errorf("%s: a mount was left on the host: %s", what, m)
+	}
+}
+
+// mountsLeft are the host's mounts that were not there before, each as
+// "MOUNTPOINT (FSTYPE from SOURCE)".
+func mountsLeft(t *testing.T, before map[int]*mountinfo.Info) []string {
+	t.Helper()
+	var left []string
 	for id, i := range hostMounts(t) {
 		if before[id] == nil && i.FSType != "nsfs" {
-			t.Errorf("%s: a mount was left on the host: %s (%s from %s)", what, i.Mountpoint, i.FSType, i.Source)
+			left = append(left, fmt.Sprintf("%s (%s from %s)", i.Mountpoint, i.FSType, i.Source))
 		}
 	}
+	return left
 }
 
 func TestSandboxRun(t *testing.T) {

@@ -600,8 +600,14 @@ func testUp(t *testing.T, rt upRuntime) {
 
 func applyWorkload(t *testing.T, c *cluster, nodePort int) {
 	t.Helper()
+	applyManifest(t, c, strings.NewReplacer("NODEPORT", fmt.Sprint(nodePort), "LOCALPORT", fmt.Sprint(nodePort+1)).Replace(workload))
+}
+
+// applyManifest is `kubectl apply` of a manifest, as a user applies one.
+func applyManifest(t *testing.T, c *cluster, manifest string) {
+	t.Helper()
 	cmd := exec.Command(c.kubectlBin, "--kubeconfig", c.kubeconfig, "apply", "-f", "-")
-	cmd.Stdin = strings.NewReader(strings.NewReplacer("NODEPORT", fmt.Sprint(nodePort), "LOCALPORT", fmt.Sprint(nodePort+1)).Replace(workload))
+	cmd.Stdin = strings.NewReader(manifest)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("apply: %v\n%s", err, out)
 	}

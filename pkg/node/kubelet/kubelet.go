@@ -268,6 +268,15 @@ func Config(o Options) (*kubeletv1beta1.KubeletConfiguration, error) {
 		// one-host node expects its pods back soon after, not in 5 min
 		// (measured in make test-faults' full-disk case).
 		EvictionPressureTransitionPeriod: metav1.Duration{Duration: 30 * time.Second},
+		// How often the kubelet measures each pod's volumes, emptyDirs
+		// included (default 1 min, and a new pod is first measured at
+		// the next tick after it starts). The eviction manager ranks pods
+		// by what was last measured: a pod that filled its emptyDir
+		// within that minute counted as empty, and under disk pressure
+		// the kubelet evicted the node's other pods before it (measured:
+		// both pods of a Deployment, then the one filling the disk). A
+		// walk of a one-host node's volumes every 10-20 s costs little.
+		VolumeStatsAggPeriod: metav1.Duration{Duration: 10 * time.Second},
 
 		LocalStorageCapacityIsolation: o.LocalStorageCapacityIsolation,
 	}
