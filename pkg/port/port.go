@@ -5,6 +5,7 @@ package port
 
 import (
 	"context"
+	"errors"
 	"net/netip"
 )
 
@@ -28,3 +29,16 @@ type Forwarder interface {
 	List() []Spec
 	Close() error
 }
+
+// ErrInUse is what Add's error matches (errors.Is) when another socket
+// holds the host port: the one failure a caller may wait out, since
+// another usernode's check probes a port by binding it for a moment.
+var ErrInUse = errors.New("host port already in use")
+
+// InUse is an Add error that says msg and matches ErrInUse.
+func InUse(msg string) error { return inUseError(msg) }
+
+type inUseError string
+
+func (e inUseError) Error() string        { return string(e) }
+func (e inUseError) Is(target error) bool { return target == ErrInUse }

@@ -22,6 +22,7 @@ import (
 	"github.com/usernode/usernode/internal/userns"
 	"github.com/usernode/usernode/pkg/cgroup"
 	"github.com/usernode/usernode/pkg/network"
+	"github.com/usernode/usernode/pkg/port"
 )
 
 // DefaultStopTimeout is how long a sandbox's first process gets to stop on
@@ -401,11 +402,37 @@ func (r *run) addPorts() error {
 	}
 	c := r.opt.Ports.Client(r.portSock)
 	for _, p := range r.cfg.Ports {
-		if err := c.Add(r.ctx, p); err != nil {
+		if err := addPort(r.ctx, c, p, portBusyFor); err != nil {
 			return fmt.Errorf("forwarding %s %s:%d -> %d: %w", p.Proto, p.HostIP, p.HostPort, p.ChildPort, err)
 		}
 	}
 	return nil
+}
+
+// portBusyFor is how long a node's own port that another socket holds is
+// asked for again before the start fails. A second `up` of the same node,
+// started at once, checks that the ports are free by binding each for a
+// moment; on a loaded host that moment can be when this start binds it.
+// The fault suite's two ups at once failed so in CI: each up's check saw
+// the node not yet running, one bound its ports while the other's check
+// held one, and neither was refused as "already running".
+const portBusyFor = 2 * time.Second
+
+// addPort forwards p, waiting out for busyFor a host port another socket
+// holds.
+func addPort(ctx context.Context, c PortClient, p port.Spec, busyFor time.Duration) error {
+	deadline := time.Now().Add(busyFor)
+	for {
+		err := c.Add(ctx, p)
+		if err == nil || !errors.Is(err, port.ErrInUse) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // wait runs the node until its first process ends. A signal, the end of

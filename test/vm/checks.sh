@@ -180,6 +180,31 @@ echo "checks start at uptime $t0 s; usernode $("$UN" version 2>/dev/null || true
 ########## variant full: Debian's default plus cpuset and io ##########
 check delegation.full delegate cpu cpuset io memory pids
 
+# The full variant's node keeps its state on a filesystem of its own, a
+# loop-mounted ext4 image (root mounts it, node owns it), so that
+# disk.pressure-eviction can fill it without filling the guest's disk.
+# 1.5 GiB: `up` asks for 512 MiB free at each start and this node's state
+# stays under 300 MiB; every MiB more is a MiB the hog must write.
+# Mounted before mounts_before is taken (the stop checks see it as the
+# host's) and unmounted after `uninstall`, so the CRI-O, containerd 2.x and
+# nocpu nodes (fresh states, `down --purge`) run on the guest's disk as
+# before. Not in $work: that is copied to the 9p share at the end.
+STATEFS_IMG=/var/tmp/usernode-statefs.img
+STATEFS_SIZE=1536M
+statefs_mount() {
+  umount "$DATA" 2>/dev/null
+  rm -f "$STATEFS_IMG"
+  truncate -s "$STATEFS_SIZE" "$STATEFS_IMG" &&
+  mkfs.ext4 -q -m 0 "$STATEFS_IMG" || return 1
+  modprobe loop 2>/dev/null
+  as_node mkdir -p "$DATA" &&
+  mount -o loop "$STATEFS_IMG" "$DATA" &&
+  rmdir "$DATA/lost+found" &&
+  chown node:node "$DATA" && chmod 0700 "$DATA" || return 1
+  findmnt -n -o SOURCE,TARGET,FSTYPE,SIZE,AVAIL "$DATA"
+}
+check statefs.mount statefs_mount
+
 do_install() {
   as_node "$UN" install --bin-dir "$K8S" &&
   test -f /home/node/.config/systemd/user/usernode.service &&
@@ -397,6 +422,89 @@ restart_same_pods() {
 check node.restart-same-pods restart_same_pods
 CG=$(unit_cgroup)
 check pod.limits-cgroup-after-restart pod_limits
+
+# Node-pressure eviction in full mode (test-faults' TestFaultsDiskFull
+# asserts the same on the host, degraded): a pod fills its emptyDir, on
+# the state dir's filesystem (statefs.mount), to half of the kubelet's
+# nodefs threshold (1% free, pkg/node/kubelet EvictionHard), at most
+# 24 MiB a second so that the kubelet's volume stats (every 10 s) see it
+# grow and rank it first; then it waits. The kubelet sets DiskPressure,
+# evicts that pod alone, its emptyDir's space comes back, the other pods
+# run on (the same UIDs and phases) and DiskPressure clears by itself
+# (evictionPressureTransitionPeriod 30 s). The image links few applets;
+# busybox runs the rest.
+disk_hog() {
+  cat <<EOF
+apiVersion: v1
+kind: Pod
+metadata: {name: hog}
+spec:
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: $BUSYBOX
+    imagePullPolicy: Never
+    command: ["sh", "-c", "set -- \$(busybox df -k /data | busybox tail -n 1); leave=\$((\$2 / 1024 / 200)); [ \$leave -lt 4 ] && leave=4; n=\$((\$4 / 1024 - leave)); i=0; while [ \$i -lt \$n ]; do c=\$((n - i)); [ \$c -gt 24 ] && c=24; busybox dd if=/dev/zero of=/data/f\$i bs=1M count=\$c 2>/dev/null; i=\$((i + c)); busybox sleep 1; done; exec busybox sleep 3600"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes: [{name: data, emptyDir: {}}]
+EOF
+}
+# the pods but the hog: name=uid:phase
+other_pods() { kc get pods -o jsonpath='{range .items[*]}{.metadata.name}={.metadata.uid}:{.status.phase}{"\n"}{end}' | grep -v '^hog=' | sort | tr '\n' ' '; }
+disk_pressure() { kc get node usernode -o jsonpath='{.status.conditions[?(@.type=="DiskPressure")].status}'; }
+statefs_free() { df -k --output=avail,size "$DATA" | awk 'NR == 2 { printf "%d MiB free of %d MiB", $1 / 1024, $2 / 1024 }'; }
+statefs_half_free() { df -k --output=avail,size "$DATA" | awk 'NR == 2 { exit !($1 > $2 / 2) }'; }
+disk_eviction() {
+  local log=$logs/disk-eviction.txt before after t0 deadline r p saw=no evicted cleared msg
+  before=$(other_pods) || { echo "pods: $before"; return 1; }
+  echo "before: $before; $(statefs_free)" >> "$log"
+  t0=$(now)
+  disk_hog | kc apply -f - >> "$log" 2>&1 || { tail -n 3 "$log"; return 1; }
+  deadline=$(( t0 + 240 ))
+  while :; do
+    p=$(disk_pressure 2>&1); [ "$p" = True ] && saw=yes
+    r=$(kc get pod hog -o jsonpath='{.status.phase}/{.status.reason}: {.status.message}' 2>&1)
+    echo "t+$(( $(now) - t0 ))s DiskPressure=$p hog=$r; $(statefs_free)" >> "$log"
+    case $r in Failed/Evicted*) break;; esac
+    if [ "$(now)" -ge "$deadline" ]; then
+      echo "the hog was not evicted within 240 s: $r; DiskPressure $p; $(statefs_free); pods: $(other_pods)"; return 1
+    fi
+    sleep 2
+  done
+  evicted=$(( $(now) - t0 ))
+  msg=$(kc get pod hog -o jsonpath='{.status.message}')
+  case $msg in *ephemeral-storage*|*DiskPressure*) ;; *) echo "the eviction does not name the disk: $msg"; return 1;; esac
+  after=$(other_pods)
+  [ "$after" = "$before" ] || { echo "the other pods after the eviction: $after; before: $before"; return 1; }
+  # The evicted pod's emptyDir goes with it.
+  retry 60 statefs_half_free || { echo "the emptyDir's space did not come back: $(statefs_free)"; return 1; }
+  echo "t+$(( $(now) - t0 ))s space back: $(statefs_free)" >> "$log"
+  # DiskPressure stays True for the transition period after the eviction,
+  # longer than a poll: it must be seen.
+  deadline=$(( t0 + evicted + 150 ))
+  while :; do
+    p=$(disk_pressure 2>&1)
+    echo "t+$(( $(now) - t0 ))s DiskPressure=$p" >> "$log"
+    [ "$p" = True ] && saw=yes
+    [ "$p" = False ] && break
+    [ "$(now)" -ge "$deadline" ] && { echo "DiskPressure still $p 150 s after the eviction"; return 1; }
+    sleep 2
+  done
+  cleared=$(( $(now) - t0 - evicted ))
+  [ "$saw" = yes ] || { echo "DiskPressure was never seen True"; return 1; }
+  after=$(other_pods)
+  [ "$after" = "$before" ] || { echo "the other pods after DiskPressure cleared: $after; before: $before"; return 1; }
+  echo "after: $after; the hog's message: $msg" >> "$log"
+  retry 30 curl -sf --max-time 5 -o /dev/null http://127.0.0.1:30080/ || { echo "the NodePort does not answer after the eviction"; return 1; }
+  kc delete pod hog --wait=false > /dev/null
+  # Names, not UIDs: the line is cut at 400 characters (the log has all).
+  local pod names=
+  for pod in $after; do names="$names${pod%%=*}:${pod##*:} "; done
+  echo "hog evicted ${evicted} s after it was created, DiskPressure True; False ${cleared} s after the eviction; $(statefs_free); the same pods, phases unchanged: ${names}the NodePort answers; \"$msg\""
+}
+check disk.pressure-eviction disk_eviction
 collect_logs full-2
 
 uninstall_clean() {
@@ -407,6 +515,16 @@ uninstall_clean() {
   echo "unit stopped and removed"
 }
 check uninstall uninstall_clean
+
+# The loop filesystem goes before the fresh states below; the nocpu
+# variant's stop check compares the mounts with these.
+statefs_umount() {
+  retry 30 umount "$DATA" || { echo "umount $DATA failed for 30 s; detached it lazily"; umount -l "$DATA"; return 1; }
+  rm -f "$STATEFS_IMG"
+  echo "unmounted $DATA"
+}
+check statefs.umount statefs_umount
+mounts_before=$(host_mounts)
 
 ########## variant full, the other runtimes: CRI-O, containerd 2.x ##########
 # Each runs the node in full mode under `usernode install`'s unit, from a

@@ -28,6 +28,9 @@ const path = "/v1/ports"
 
 type errorBody struct {
 	Error string `json:"error"`
+	// InUse says the error matches port.ErrInUse, for a client that
+	// waits a taken port out.
+	InUse bool `json:"inUse,omitempty"`
 }
 
 // Handler returns the HTTP handler for f.
@@ -42,7 +45,7 @@ func Handler(f port.Forwarder) http.Handler {
 			return
 		}
 		if err := f.Add(r.Context(), s); err != nil {
-			writeJSON(w, http.StatusConflict, errorBody{err.Error()})
+			writeJSON(w, http.StatusConflict, errorBody{Error: err.Error(), InUse: errors.Is(err, port.ErrInUse)})
 			return
 		}
 		writeJSON(w, http.StatusCreated, s)
@@ -53,7 +56,7 @@ func Handler(f port.Forwarder) http.Handler {
 			return
 		}
 		if err := f.Remove(r.Context(), s); err != nil {
-			writeJSON(w, http.StatusNotFound, errorBody{err.Error()})
+			writeJSON(w, http.StatusNotFound, errorBody{Error: err.Error()})
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -64,7 +67,7 @@ func Handler(f port.Forwarder) http.Handler {
 func readSpec(w http.ResponseWriter, r *http.Request) (port.Spec, bool) {
 	var s port.Spec
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<16)).Decode(&s); err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{"bad port spec: " + err.Error()})
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "bad port spec: " + err.Error()})
 		return s, false
 	}
 	return s, true
@@ -127,6 +130,9 @@ func (c *Client) do(ctx context.Context, method string, body any, out any) error
 	if resp.StatusCode >= 300 {
 		var e errorBody
 		if json.Unmarshal(b, &e) == nil && e.Error != "" {
+			if e.InUse {
+				return port.InUse(e.Error)
+			}
 			return errors.New(e.Error)
 		}
 		return fmt.Errorf("port API: %s: %s", resp.Status, strings.TrimSpace(string(b)))

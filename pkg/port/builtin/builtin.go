@@ -189,7 +189,7 @@ func (f *Forwarder) Add(_ context.Context, s port.Spec) error {
 
 func listenErr(s port.Spec, err error) error {
 	if errors.Is(err, syscall.EADDRINUSE) {
-		return fmt.Errorf("host port %s/%s is already in use by another program: pick another host port", netip.AddrPortFrom(s.HostIP, s.HostPort), s.Proto)
+		return port.InUse(fmt.Sprintf("host port %s/%s is already in use by another program: pick another host port", netip.AddrPortFrom(s.HostIP, s.HostPort), s.Proto))
 	}
 	if errors.Is(err, syscall.EADDRNOTAVAIL) {
 		return fmt.Errorf("host IP %s is not an address of this host: %w", s.HostIP, err)

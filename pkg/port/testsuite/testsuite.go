@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -501,6 +502,9 @@ func (s *suite) inUse(t *testing.T) {
 	err = f.Add(context.Background(), sp)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprint(hp)) || !strings.Contains(err.Error(), "in use") {
 		t.Fatalf("adding a host port in use: %v; want the port and 'in use' named", err)
+	}
+	if !errors.Is(err, port.ErrInUse) {
+		t.Errorf("adding a host port in use: %v does not match port.ErrInUse (a node's start waits only that out)", err)
 	}
 	if len(f.List()) != 0 {
 		t.Errorf("a failed Add left %v", f.List())
