@@ -565,6 +565,51 @@ func TestFaults(t *testing.T) {
 		f.report("two ups at once", d, "one runs the node, the other is refused (already running)")
 	})
 
+	// The race behind two ups at once, made certain: another program
+	// (another up's check) holds the API's host port for a moment just as
+	// the node's supervisor binds it. The start waits it out.
+	t.Run("a host port held as up binds it", func(t *testing.T) {
+		if _, err := sandbox.Supervisor(f.runtimeDir); err == nil {
+			if r := f.down(); r.Code != 0 {
+				f.failf(t, "down: %s", r)
+			}
+		}
+		held := make(chan error, 1)
+		state := filepath.Join(f.runtimeDir, "state.json")
+		go func() {
+			// The supervisor publishes its state once it holds the lock,
+			// a few steps before it binds the host ports.
+			deadline := time.Now().Add(time.Minute)
+			for {
+				if _, err := os.Stat(state); err == nil {
+					break
+				}
+				if time.Now().After(deadline) {
+					held <- errors.New("no state.json within a minute")
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", f.api))
+			if err != nil {
+				held <- fmt.Errorf("the supervisor bound the port first: %w", err)
+				return
+			}
+			time.Sleep(700 * time.Millisecond)
+			held <- l.Close()
+		}()
+		began := time.Now()
+		r := f.up()
+		if err := <-held; err != nil {
+			t.Logf("the port was not held as planned (%v): the case proves nothing this run", err)
+		}
+		if r.Code != 0 {
+			f.failf(t, "up with its API port held for 0.7 s as it bound it: %s", lastLines(r.Stderr, 4))
+		}
+		d := f.recover("a host port held for a moment", began, 3*time.Minute, sameCluster)
+		f.report("the API's host port held 0.7 s as up binds it", d, "up waits it out and runs the node")
+	})
+
 	// A run of some cases only (-run) may have left it down already.
 	if _, err := sandbox.Supervisor(f.runtimeDir); err == nil {
 		if r := f.down(); r.Code != 0 {
