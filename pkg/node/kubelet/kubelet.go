@@ -274,8 +274,10 @@ func Config(o Options) (*kubeletv1beta1.KubeletConfiguration, error) {
 		// by what was last measured: a pod that filled its emptyDir
 		// within that minute counted as empty, and under disk pressure
 		// the kubelet evicted the node's other pods before it (measured:
-		// both pods of a Deployment, then the one filling the disk). A
-		// walk of a one-host node's volumes every 10-20 s costs little.
+		// both pods of a Deployment, then the one filling the disk). The
+		// walks cost nothing measurable: with 20 pods of a 20 MB emptyDir
+		// each, the kubelet's CPU over 2 idle minutes was 201 and 203
+		// ticks at 10 s against 218 and 208 at 1 min (alternated).
 		VolumeStatsAggPeriod: metav1.Duration{Duration: 10 * time.Second},
 
 		LocalStorageCapacityIsolation: o.LocalStorageCapacityIsolation,
