@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"time"
 
 	"sigs.k8s.io/yaml"
 )
@@ -120,10 +121,50 @@ func (c *apiClient) Apply(ctx context.Context, manifest []byte, fieldManager str
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			// JSON is YAML: the apply content type takes either.
-			errs[i] = c.sendAs(ctx, http.MethodPatch, paths[i], "application/apply-patch+yaml", json.RawMessage(objs[i]), nil)
+			errs[i] = c.applyOne(ctx, paths[i], objs[i], applyFor)
 		}()
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// applyFor is how long Apply keeps sending an object the API server has
+// not taken. An apply is idempotent, so one that got no answer is sent
+// again. Each request has sendAs's 10 s deadline, and right after
+// kube-apiserver is ready a loaded host can take longer than that: the
+// VM tier's node failed its start once on "coredns-objects: Patch
+// .../services/kube-dns: context deadline exceeded" under qemu TCG at
+// load 7-12 (kubectl, which applied these before, waited without a
+// deadline).
+const applyFor = 2 * time.Minute
+
+// applyOne sends one object's apply until the API server takes it,
+// refuses it for good (a 4xx other than 429), or for is over.
+func (c *apiClient) applyOne(ctx context.Context, path string, obj []byte, f time.Duration) error {
+	deadline := time.Now().Add(f)
+	wait := 200 * time.Millisecond
+	for {
+		// JSON is YAML: the apply content type takes either.
+		err := c.sendAs(ctx, http.MethodPatch, path, "application/apply-patch+yaml", json.RawMessage(obj), nil)
+		if err == nil || !unanswered(err) || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// unanswered tells whether err says the API server did not take a
+// request it might take later: no answer in time, no connection, too
+// busy (429) or failing (5xx). A 4xx is the request's own fault.
+func unanswered(err error) bool {
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.code == http.StatusTooManyRequests || se.code >= 500
+	}
+	return true
 }

@@ -1,10 +1,15 @@
 package node
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/usernode/usernode/pkg/cluster"
 )
@@ -85,5 +90,47 @@ func TestSplitManifest(t *testing.T) {
 	}
 	if _, err := splitManifest([]byte("apiVersion: v1\nkind: [\n")); err == nil || !strings.Contains(err.Error(), "document 1") {
 		t.Errorf("a broken document: %v", err)
+	}
+}
+
+// An object the API server does not take yet (busy, failing) is sent
+// again until it does; one it refuses is said at once, with the answer.
+func TestApplyOneAsksAgainUntilTaken(t *testing.T) {
+	var calls atomic.Int32
+	codes := []int{http.StatusServiceUnavailable, http.StatusTooManyRequests, http.StatusOK}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := int(calls.Add(1)) - 1
+		if r.Method != http.MethodPatch || r.Header.Get("Content-Type") != "application/apply-patch+yaml" {
+			t.Errorf("request %s with %q", r.Method, r.Header.Get("Content-Type"))
+		}
+		if n >= len(codes) {
+			n = len(codes) - 1
+		}
+		w.WriteHeader(codes[n])
+	}))
+	defer srv.Close()
+	c := &apiClient{base: srv.URL, hc: srv.Client()}
+	obj := []byte(`{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"x","namespace":"default"}}`)
+	if err := c.applyOne(context.Background(), "/api/v1/namespaces/default/configmaps/x", obj, time.Minute); err != nil {
+		t.Errorf("503, 429, then 200: %v", err)
+	}
+	if calls.Load() != 3 {
+		t.Errorf("sent %d times, want 3", calls.Load())
+	}
+
+	calls.Store(0)
+	codes = []int{http.StatusUnprocessableEntity}
+	err := c.applyOne(context.Background(), "/api/v1/namespaces/default/configmaps/x", obj, time.Minute)
+	if err == nil || !strings.Contains(err.Error(), "422") || calls.Load() != 1 {
+		t.Errorf("a refusal: %v after %d requests, want it at once", err, calls.Load())
+	}
+
+	// Never taken: the last answer, once the time is over.
+	calls.Store(0)
+	codes = []int{http.StatusServiceUnavailable}
+	began := time.Now()
+	err = c.applyOne(context.Background(), "/api/v1/namespaces/default/configmaps/x", obj, 500*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "503") || time.Since(began) > 5*time.Second {
+		t.Errorf("never taken: %v after %s", err, time.Since(began))
 	}
 }
